@@ -1,0 +1,294 @@
+//! The shared task registry: every task of one conversation's tree.
+//!
+//! It is a `DashMap` behind an `Arc`, so `check_task` and
+//! `check_all_tasks` read it directly from any thread, without a mailbox
+//! round trip, and answer at once even while the conversation actor is busy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::ids::{AgentName, TaskId, TaskIdGen};
+use crate::message::TaskOutcome;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Created, not started.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+    /// Ran past its time limit.
+    TimedOut,
+}
+
+impl TaskStatus {
+    /// Whether the task has ended (no further change will happen).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+    }
+}
+
+impl From<&TaskOutcome> for TaskStatus {
+    fn from(outcome: &TaskOutcome) -> Self {
+        match outcome {
+            TaskOutcome::Succeeded { .. } => TaskStatus::Succeeded,
+            TaskOutcome::Failed { .. } => TaskStatus::Failed,
+            TaskOutcome::Cancelled { .. } => TaskStatus::Cancelled,
+            TaskOutcome::TimedOut { .. } => TaskStatus::TimedOut,
+        }
+    }
+}
+
+/// What a task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskKind {
+    /// A background tool call.
+    Tool {
+        /// The tool's name.
+        tool: String,
+    },
+    /// A subtask delegated to a sub-agent.
+    Delegation {
+        /// The sub-agent's name.
+        agent: AgentName,
+        /// The prompt it was given.
+        prompt: String,
+    },
+}
+
+impl TaskKind {
+    /// The tool's or the sub-agent's name.
+    pub fn source(&self) -> AgentName {
+        match self {
+            TaskKind::Tool { tool } => AgentName::new(tool.as_str()),
+            TaskKind::Delegation { agent, .. } => agent.clone(),
+        }
+    }
+}
+
+/// One task's record: who made it, what it runs, where it is, how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task's id.
+    pub id: TaskId,
+    /// The task that created it, or `None` for the conversation itself.
+    pub parent: Option<TaskId>,
+    /// The agent that created it.
+    pub owner: AgentName,
+    /// What it runs.
+    pub kind: TaskKind,
+    /// Where it is.
+    pub status: TaskStatus,
+    /// When it was created, in ms since the registry began.
+    pub created_ms: u64,
+    /// When it ended, in ms since the registry began.
+    pub finished_ms: Option<u64>,
+    /// How it ended, once it has.
+    pub outcome: Option<TaskOutcome>,
+}
+
+impl TaskRecord {
+    /// The compact JSON the model reads from `check_task`.
+    pub fn to_check_json(&self, now_ms: u64) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "task_id": self.id,
+            "source": self.kind.source(),
+            "status": self.status,
+            "elapsed_ms": self.finished_ms.unwrap_or(now_ms).saturating_sub(self.created_ms),
+        });
+        match &self.outcome {
+            Some(TaskOutcome::Succeeded { output }) => v["result"] = output.clone().into(),
+            Some(other) if !other.is_success() => v["error"] = other.detail().into(),
+            _ => {}
+        }
+        v
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    tasks: DashMap<TaskId, TaskRecord>,
+    ids: TaskIdGen,
+    epoch: Instant,
+}
+
+/// The registry of one tree's tasks; cheap to clone (an `Arc`).
+#[derive(Debug, Clone)]
+pub struct TaskRegistry {
+    inner: Arc<Inner>,
+}
+
+impl Default for TaskRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TaskRegistry {
+    /// An empty registry whose clock starts now (tokio's clock, so paused
+    /// time in tests gives virtual timestamps).
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tasks: DashMap::new(),
+                ids: TaskIdGen::default(),
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    /// Milliseconds since the registry began.
+    pub fn now_ms(&self) -> u64 {
+        duration_ms(self.inner.epoch.elapsed())
+    }
+
+    /// Records a new running task and returns its id.
+    pub fn create(&self, parent: Option<TaskId>, owner: AgentName, kind: TaskKind) -> TaskId {
+        let id = self.inner.ids.next_id();
+        let record = TaskRecord {
+            id,
+            parent,
+            owner,
+            kind,
+            status: TaskStatus::Running,
+            created_ms: self.now_ms(),
+            finished_ms: None,
+            outcome: None,
+        };
+        self.inner.tasks.insert(id, record);
+        id
+    }
+
+    /// A copy of one task's record.
+    pub fn get(&self, id: TaskId) -> Option<TaskRecord> {
+        self.inner.tasks.get(&id).map(|r| r.clone())
+    }
+
+    /// One task's status.
+    pub fn status(&self, id: TaskId) -> Option<TaskStatus> {
+        self.inner.tasks.get(&id).map(|r| r.status)
+    }
+
+    /// Ends a task with `outcome`. Returns `false`, changing nothing, if the
+    /// task is unknown or already ended: a second completion is ignored.
+    pub fn finish(&self, id: TaskId, outcome: TaskOutcome) -> bool {
+        let now = self.now_ms();
+        match self.inner.tasks.get_mut(&id) {
+            Some(mut r) if !r.status.is_terminal() => {
+                r.status = TaskStatus::from(&outcome);
+                r.finished_ms = Some(now);
+                r.outcome = Some(outcome);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Copies of every task created by `parent` (`None`: the conversation's
+    /// own tasks), oldest first.
+    pub fn children_of(&self, parent: Option<TaskId>) -> Vec<TaskRecord> {
+        let mut v: Vec<TaskRecord> = self
+            .inner
+            .tasks
+            .iter()
+            .filter(|r| r.parent == parent)
+            .map(|r| r.clone())
+            .collect();
+        v.sort_by_key(|r| r.id);
+        v
+    }
+
+    /// Copies of every task, oldest first.
+    pub fn all(&self) -> Vec<TaskRecord> {
+        let mut v: Vec<TaskRecord> = self.inner.tasks.iter().map(|r| r.clone()).collect();
+        v.sort_by_key(|r| r.id);
+        v
+    }
+
+    /// How many tasks have not ended yet.
+    pub fn running_count(&self) -> usize {
+        self.inner
+            .tasks
+            .iter()
+            .filter(|r| !r.status.is_terminal())
+            .count()
+    }
+
+    /// The number of tasks ever created.
+    pub fn len(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// Whether no task was ever created.
+    pub fn is_empty(&self) -> bool {
+        self.inner.tasks.is_empty()
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str) -> TaskKind {
+        TaskKind::Tool { tool: name.into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_finishes_once_and_keeps_its_first_outcome() {
+        let reg = TaskRegistry::new();
+        let id = reg.create(None, "a".into(), tool("slow"));
+        assert_eq!(reg.status(id), Some(TaskStatus::Running));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(reg.finish(id, TaskOutcome::Succeeded { output: "x".into() }));
+        assert!(!reg.finish(
+            id,
+            TaskOutcome::Failed {
+                error: "late".into()
+            }
+        ));
+        let r = reg.get(id).unwrap();
+        assert_eq!(r.status, TaskStatus::Succeeded);
+        assert_eq!(r.finished_ms, Some(1500));
+        let check = r.to_check_json(9999);
+        assert_eq!(check["result"], "x");
+        assert_eq!(check["elapsed_ms"], 1500);
+        assert_eq!(check["status"], "succeeded");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn children_are_scoped_to_their_parent() {
+        let reg = TaskRegistry::new();
+        let a = reg.create(None, "root".into(), tool("t"));
+        let b = reg.create(Some(a), "w".into(), tool("t"));
+        let c = reg.create(None, "root".into(), tool("t"));
+        let root: Vec<_> = reg.children_of(None).iter().map(|r| r.id).collect();
+        assert_eq!(root, vec![a, c]);
+        let under_a: Vec<_> = reg.children_of(Some(a)).iter().map(|r| r.id).collect();
+        assert_eq!(under_a, vec![b]);
+        assert_eq!(reg.running_count(), 3);
+        reg.finish(
+            b,
+            TaskOutcome::Cancelled {
+                reason: "user".into(),
+            },
+        );
+        assert_eq!(reg.running_count(), 2);
+        assert_eq!(reg.get(b).unwrap().to_check_json(0)["error"], "user");
+    }
+}
