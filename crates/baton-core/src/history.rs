@@ -1,6 +1,7 @@
 //! A conversation's ordered messages, and the tool-protocol check.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,13 +31,17 @@ pub enum HistoryError {
 
 /// The messages of one conversation, in order.
 ///
+/// The messages sit behind an `Arc`, so [`History::snapshot`] (what a model
+/// request carries) is O(1); appending after the request is done copies
+/// nothing.
+///
 /// The runtime only ever appends, and keeps [`History::check_tool_protocol`]
 /// true between turns: every assistant tool call is answered by exactly one
 /// tool message, right after the assistant message and before anything else.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct History {
-    messages: Vec<Message>,
+    messages: Arc<Vec<Message>>,
 }
 
 impl History {
@@ -47,7 +52,12 @@ impl History {
 
     /// Appends one message.
     pub fn push(&mut self, message: Message) {
-        self.messages.push(message);
+        Arc::make_mut(&mut self.messages).push(message);
+    }
+
+    /// A shared, immutable view of the messages as they are now.
+    pub fn snapshot(&self) -> Arc<Vec<Message>> {
+        Arc::clone(&self.messages)
     }
 
     /// The messages, oldest first.
@@ -116,7 +126,9 @@ impl History {
 
 impl From<Vec<Message>> for History {
     fn from(messages: Vec<Message>) -> Self {
-        Self { messages }
+        Self {
+            messages: Arc::new(messages),
+        }
     }
 }
 

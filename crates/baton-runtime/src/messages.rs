@@ -1,0 +1,88 @@
+//! The messages actors exchange: plain data, one struct per message.
+
+use actix::Message as ActixMessage;
+use baton_core::{History, Message, TaskId, TaskOutcome, TaskStatus};
+use baton_llm::{ChatResponse, LlmError};
+
+use crate::error::RuntimeError;
+
+/// The user says something to the conversation.
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "()")]
+pub struct UserInput {
+    /// The text.
+    pub text: String,
+}
+
+/// Why a model request gave no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TurnError {
+    /// The model (provider) returned an error.
+    #[error(transparent)]
+    Model(#[from] LlmError),
+    /// The model's future panicked; the panic was contained.
+    #[error("the model request panicked: {0}")]
+    Panicked(String),
+}
+
+/// A model request finished: the reply of turn `turn`, or why there is none.
+#[derive(Debug, ActixMessage)]
+#[rtype(result = "()")]
+pub struct ModelTurnDone {
+    /// The turn this replies to; a stale turn's reply is ignored.
+    pub turn: u64,
+    /// The reply.
+    pub result: Result<ChatResponse, TurnError>,
+}
+
+/// An inline tool call of turn `turn` finished.
+#[derive(Debug, ActixMessage)]
+#[rtype(result = "()")]
+pub struct InlineToolDone {
+    /// The turn whose call this answers.
+    pub turn: u64,
+    /// The call's position in the model's reply.
+    pub index: usize,
+    /// The tool message answering the call.
+    pub answer: Message,
+}
+
+/// A task ended: sent to the agent that created it, by the task's worker or
+/// by the future running a background tool.
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "()")]
+pub struct TaskFinished {
+    /// The task.
+    pub task_id: TaskId,
+    /// How it ended.
+    pub outcome: TaskOutcome,
+}
+
+/// Cancel one of the agent's own tasks (and everything under it).
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "Result<TaskStatus, RuntimeError>")]
+pub struct CancelTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// Who asked, for the record and the model.
+    pub reason: String,
+}
+
+/// Ask for a copy of the agent's history (an O(1) snapshot).
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "History")]
+pub struct GetHistory;
+
+/// Resolve once the conversation is settled: no turn in flight, no queued
+/// input, no running task.
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "()")]
+pub struct WhenSettled;
+
+/// Stop the agent: abort its model and tool calls and cancel its tasks.
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// Why, for the tasks that get cancelled.
+    pub reason: String,
+}

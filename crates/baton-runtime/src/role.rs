@@ -1,0 +1,130 @@
+//! What an agent actor is to the rest of the tree: the conversation itself
+//! ([`Root`]) or a worker running one delegated task ([`Worker`]).
+
+use actix::Recipient;
+use baton_core::{TaskId, TaskOutcome};
+use tokio::sync::oneshot;
+
+use crate::messages::TaskFinished;
+
+/// The part of an agent actor that differs between the conversation and a
+/// worker: where it sits in the tree and what it does when its work is done.
+pub trait Role: Unpin + Sized + 'static {
+    /// The task this agent runs as (`None` for the conversation).
+    fn task(&self) -> Option<TaskId>;
+
+    /// The task that created this agent's task, if any.
+    fn parent(&self) -> Option<TaskId>;
+
+    /// The depth in the tree: 0 for the conversation.
+    fn depth(&self) -> u32;
+
+    /// Called when nothing is in flight, nothing is queued and no task is
+    /// running. `answer` is the agent's last text. Returns `true` if the
+    /// agent should stop.
+    fn settled(&mut self, answer: Option<&str>) -> bool;
+
+    /// Called when a model request failed. Returns `true` if the agent
+    /// should stop.
+    fn model_failed(&mut self, error: &str) -> bool;
+
+    /// Called when the agent is stopped from outside (cancelled or shut
+    /// down): it must not report a result any more.
+    fn detach(&mut self);
+}
+
+/// The conversation: it lives until shut down, and wakes whoever waits for
+/// it to settle.
+#[derive(Debug, Default)]
+pub struct Root {
+    pub(crate) waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Role for Root {
+    fn task(&self) -> Option<TaskId> {
+        None
+    }
+
+    fn parent(&self) -> Option<TaskId> {
+        None
+    }
+
+    fn depth(&self) -> u32 {
+        0
+    }
+
+    fn settled(&mut self, _answer: Option<&str>) -> bool {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        false
+    }
+
+    fn model_failed(&mut self, _error: &str) -> bool {
+        false
+    }
+
+    fn detach(&mut self) {}
+}
+
+/// A worker running one delegated task. It reports to its parent exactly
+/// once: with its answer, its failure, or (if it is dropped without having
+/// reported, e.g. after a panic) a failure saying so.
+#[derive(Debug)]
+pub struct Worker {
+    pub(crate) task_id: TaskId,
+    pub(crate) parent: Option<TaskId>,
+    pub(crate) depth: u32,
+    pub(crate) report_to: Option<Recipient<TaskFinished>>,
+}
+
+impl Worker {
+    fn report(&mut self, outcome: TaskOutcome) {
+        if let Some(parent) = self.report_to.take() {
+            parent.do_send(TaskFinished {
+                task_id: self.task_id,
+                outcome,
+            });
+        }
+    }
+}
+
+impl Role for Worker {
+    fn task(&self) -> Option<TaskId> {
+        Some(self.task_id)
+    }
+
+    fn parent(&self) -> Option<TaskId> {
+        self.parent
+    }
+
+    fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    fn settled(&mut self, answer: Option<&str>) -> bool {
+        self.report(TaskOutcome::Succeeded {
+            output: answer.unwrap_or_default().to_owned(),
+        });
+        true
+    }
+
+    fn model_failed(&mut self, error: &str) -> bool {
+        self.report(TaskOutcome::Failed {
+            error: error.to_owned(),
+        });
+        true
+    }
+
+    fn detach(&mut self) {
+        self.report_to = None;
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.report(TaskOutcome::Failed {
+            error: "the sub-agent stopped before it finished (it crashed or was shut down)".into(),
+        });
+    }
+}

@@ -1,0 +1,334 @@
+//! [`TurnLoop`]: one agent's history and turn state, as plain data.
+//!
+//! The actor owns one `TurnLoop` and calls it from its handlers; all the
+//! rules that keep history valid live here and are unit tested without
+//! actors:
+//!
+//! * inputs that arrive while a turn is in flight wait in a queue and are
+//!   folded into history, in arrival order, when the next turn begins;
+//! * an assistant message with tool calls is followed by exactly one answer
+//!   per call, in call order, before anything else;
+//! * a reply for a turn that is no longer current (it was interrupted) is
+//!   ignored.
+
+use std::collections::VecDeque;
+
+use baton_core::{History, Message, ToolCall, ToolError, Usage};
+use baton_llm::ChatResponse;
+
+/// Where the loop is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing in flight.
+    Idle,
+    /// A model request is in flight.
+    AwaitingModel,
+    /// The model asked for tools; some answers are still missing.
+    RunningTools {
+        /// The calls, in the order the model gave them.
+        calls: Vec<ToolCall>,
+        /// One slot per call; `None` until answered.
+        answers: Vec<Option<Message>>,
+    },
+}
+
+/// One agent's history, queued inputs and turn state.
+#[derive(Debug, Clone)]
+pub struct TurnLoop {
+    history: History,
+    queue: VecDeque<Message>,
+    turn: u64,
+    phase: Phase,
+    usage: Usage,
+}
+
+impl TurnLoop {
+    /// A loop whose history starts with `system_prompt`, if any.
+    pub fn new(system_prompt: Option<&str>) -> Self {
+        let mut history = History::new();
+        if let Some(prompt) = system_prompt {
+            history.push(Message::system(prompt));
+        }
+        Self {
+            history,
+            queue: VecDeque::new(),
+            turn: 0,
+            phase: Phase::Idle,
+            usage: Usage::default(),
+        }
+    }
+
+    /// The history as it is (queued inputs are not in it yet).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The current (or last) turn number; 0 before the first turn.
+    pub fn turn(&self) -> u64 {
+        self.turn
+    }
+
+    /// Where the loop is.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
+    /// Whether inputs are waiting for the next turn.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Tokens used by all turns so far.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Queues an input (a user message or a task result) for the next turn.
+    pub fn enqueue(&mut self, input: Message) {
+        self.queue.push_back(input);
+    }
+
+    /// Begins a turn: folds the queued inputs into history in arrival order
+    /// and marks a model request in flight. Returns the turn number.
+    ///
+    /// Call it only when idle; otherwise it returns `None` and changes nothing.
+    pub fn begin_turn(&mut self) -> Option<u64> {
+        if !self.is_idle() {
+            return None;
+        }
+        while let Some(input) = self.queue.pop_front() {
+            self.history.push(input);
+        }
+        self.turn += 1;
+        self.phase = Phase::AwaitingModel;
+        Some(self.turn)
+    }
+
+    /// Takes the model's reply for `turn`. Returns the tool calls to run (empty
+    /// when the reply is a final answer), or `None` if the reply is stale.
+    pub fn accept_reply(&mut self, turn: u64, reply: ChatResponse) -> Option<Vec<ToolCall>> {
+        if turn != self.turn || self.phase != Phase::AwaitingModel {
+            return None;
+        }
+        self.usage += reply.usage;
+        let calls = reply.tool_calls.clone();
+        self.history.push(reply.into_message());
+        self.phase = if calls.is_empty() {
+            Phase::Idle
+        } else {
+            Phase::RunningTools {
+                answers: vec![None; calls.len()],
+                calls: calls.clone(),
+            }
+        };
+        Some(calls)
+    }
+
+    /// Ends `turn` without a reply (the request failed). Returns `false` if
+    /// the turn is not the one in flight.
+    pub fn fail_turn(&mut self, turn: u64) -> bool {
+        if turn != self.turn || self.phase != Phase::AwaitingModel {
+            return false;
+        }
+        self.phase = Phase::Idle;
+        true
+    }
+
+    /// Answers call number `index` of `turn`. When that was the last missing
+    /// answer, the answers enter history in call order, the loop goes idle
+    /// and `true` is returned: the caller should begin the next turn.
+    pub fn answer(&mut self, turn: u64, index: usize, answer: Message) -> bool {
+        if turn != self.turn {
+            return false;
+        }
+        let Phase::RunningTools { answers, .. } = &mut self.phase else {
+            return false;
+        };
+        match answers.get_mut(index) {
+            Some(slot @ None) => *slot = Some(answer),
+            _ => return false,
+        }
+        if answers.iter().any(Option::is_none) {
+            return false;
+        }
+        self.flush_answers();
+        true
+    }
+
+    /// Abandons the turn in flight because the user spoke: a pending model
+    /// request is dropped (nothing enters history) and unanswered tool calls
+    /// are answered with an "interrupted" error, so no call is left open.
+    /// Returns the abandoned turn's number, or `None` if nothing was in flight.
+    pub fn interrupt(&mut self) -> Option<u64> {
+        match &mut self.phase {
+            Phase::Idle => None,
+            Phase::AwaitingModel => {
+                self.phase = Phase::Idle;
+                Some(self.turn)
+            }
+            Phase::RunningTools { calls, answers } => {
+                for (call, slot) in calls.iter().zip(answers.iter_mut()) {
+                    if slot.is_none() {
+                        *slot = Some(error_answer(
+                            call,
+                            &ToolError::Interrupted {
+                                tool: call.name.clone(),
+                                reason: "the user sent a new message".into(),
+                            },
+                        ));
+                    }
+                }
+                self.flush_answers();
+                Some(self.turn)
+            }
+        }
+    }
+
+    fn flush_answers(&mut self) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Idle);
+        if let Phase::RunningTools { answers, .. } = phase {
+            for answer in answers.into_iter().flatten() {
+                self.history.push(answer);
+            }
+        }
+    }
+}
+
+/// The tool message answering `call` with a result.
+pub fn ok_answer(call: &ToolCall, content: impl Into<String>) -> Message {
+    Message::Tool {
+        call_id: call.id.clone(),
+        name: call.name.clone(),
+        content: content.into(),
+        is_error: false,
+    }
+}
+
+/// The tool message answering `call` with an error the model can read.
+pub fn error_answer(call: &ToolCall, error: &ToolError) -> Message {
+    Message::Tool {
+        call_id: call.id.clone(),
+        name: call.name.clone(),
+        content: format!("error: {error}"),
+        is_error: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reply_calling(n: usize) -> ChatResponse {
+        ChatResponse {
+            content: None,
+            tool_calls: (0..n)
+                .map(|i| ToolCall::new(format!("c{i}"), "t", json!({})))
+                .collect(),
+            usage: Usage::default(),
+        }
+    }
+
+    fn text(t: &str) -> ChatResponse {
+        ChatResponse {
+            content: Some(t.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn inputs_queued_mid_turn_enter_history_after_the_turn_in_arrival_order() {
+        let mut l = TurnLoop::new(Some("sys"));
+        l.enqueue(Message::user("first"));
+        let t1 = l.begin_turn().unwrap();
+        l.enqueue(Message::user("second"));
+        l.enqueue(Message::user("third"));
+        assert_eq!(l.begin_turn(), None, "a turn is in flight");
+        assert_eq!(l.accept_reply(t1, text("a1")), Some(vec![]));
+        assert!(l.is_idle() && l.has_queued());
+        l.begin_turn().unwrap();
+        let texts: Vec<_> = l
+            .history()
+            .messages()
+            .iter()
+            .filter_map(Message::text)
+            .collect();
+        assert_eq!(texts, ["sys", "first", "a1", "second", "third"]);
+    }
+
+    #[test]
+    fn answers_enter_history_in_call_order_whatever_order_they_arrive_in() {
+        let mut l = TurnLoop::new(None);
+        l.enqueue(Message::user("q"));
+        let t = l.begin_turn().unwrap();
+        let calls = l.accept_reply(t, reply_calling(3)).unwrap();
+        l.enqueue(Message::user("meanwhile"));
+        assert!(!l.answer(t, 2, ok_answer(&calls[2], "r2")));
+        assert!(
+            !l.answer(t, 2, ok_answer(&calls[2], "dup")),
+            "a slot is answered once"
+        );
+        assert!(!l.answer(t, 0, ok_answer(&calls[0], "r0")));
+        assert!(l.answer(t, 1, ok_answer(&calls[1], "r1")));
+        l.begin_turn().unwrap();
+        let texts: Vec<_> = l
+            .history()
+            .messages()
+            .iter()
+            .filter_map(Message::text)
+            .collect();
+        assert_eq!(texts, ["q", "r0", "r1", "r2", "meanwhile"]);
+        assert_eq!(l.history().check_tool_protocol(), Ok(()));
+    }
+
+    #[test]
+    fn interrupt_while_waiting_drops_the_reply_and_leaves_history_alone() {
+        let mut l = TurnLoop::new(None);
+        l.enqueue(Message::user("q"));
+        let t = l.begin_turn().unwrap();
+        assert_eq!(l.interrupt(), Some(t));
+        assert_eq!(l.accept_reply(t, text("late")), None, "stale reply ignored");
+        assert_eq!(l.history().len(), 1);
+    }
+
+    #[test]
+    fn interrupt_while_tools_run_answers_every_open_call() {
+        let mut l = TurnLoop::new(None);
+        l.enqueue(Message::user("q"));
+        let t = l.begin_turn().unwrap();
+        let calls = l.accept_reply(t, reply_calling(2)).unwrap();
+        l.answer(t, 0, ok_answer(&calls[0], "r0"));
+        assert_eq!(l.interrupt(), Some(t));
+        assert!(l.is_idle());
+        assert_eq!(l.history().check_tool_protocol(), Ok(()));
+        let last = l.history().messages().last().unwrap().clone();
+        assert!(
+            matches!(last, Message::Tool { is_error: true, ref content, .. } if content.contains("interrupted"))
+        );
+        assert!(
+            !l.answer(t, 1, ok_answer(&calls[1], "late")),
+            "late answers ignored"
+        );
+    }
+
+    #[test]
+    fn a_failed_turn_goes_idle_and_usage_adds_up() {
+        let mut l = TurnLoop::new(None);
+        let t = l.begin_turn().unwrap();
+        assert!(!l.fail_turn(t + 1));
+        assert!(l.fail_turn(t));
+        let t = l.begin_turn().unwrap();
+        let mut r = text("x");
+        r.usage = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 4,
+        };
+        l.accept_reply(t, r);
+        assert_eq!(l.usage().total(), 7);
+    }
+}

@@ -1,0 +1,106 @@
+//! Tools and helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use baton::{Event, EventEnvelope, Tool, ToolError, ToolOutput};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+#[derive(Deserialize, JsonSchema)]
+pub struct CityArgs {
+    /// The city.
+    pub city: String,
+}
+
+/// A weather lookup that takes one (virtual) second.
+pub struct GetWeather;
+
+impl Tool for GetWeather {
+    type Args = CityArgs;
+    fn name(&self) -> &str {
+        "get_weather"
+    }
+    fn description(&self) -> &str {
+        "Current weather in a city."
+    }
+    async fn call(&self, args: CityArgs) -> Result<ToolOutput, ToolError> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(format!("sunny in {}", args.city).into())
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct TopicArgs {
+    /// The topic.
+    pub topic: String,
+}
+
+/// A research job that takes `secs` (virtual) seconds.
+pub struct DeepResearch {
+    pub secs: u64,
+}
+
+impl Tool for DeepResearch {
+    type Args = TopicArgs;
+    fn name(&self) -> &str {
+        "deep_research"
+    }
+    fn description(&self) -> &str {
+        "Researches a topic in depth. Slow."
+    }
+    async fn call(&self, args: TopicArgs) -> Result<ToolOutput, ToolError> {
+        tokio::time::sleep(Duration::from_secs(self.secs)).await;
+        Ok(format!("report on {}", args.topic).into())
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct NoArgs {}
+
+/// A tool that panics.
+pub struct Panicky;
+
+impl Tool for Panicky {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn description(&self) -> &str {
+        "Always panics."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        panic!("tool exploded")
+    }
+}
+
+/// A tool that never finishes.
+pub struct Forever;
+
+impl Tool for Forever {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "forever"
+    }
+    fn description(&self) -> &str {
+        "Never finishes."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        futures::future::pending().await
+    }
+}
+
+/// Every event received so far, without waiting.
+pub fn drain(rx: &mut broadcast::Receiver<EventEnvelope>) -> Vec<EventEnvelope> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+/// The events that match `pred`.
+pub fn matching(events: &[EventEnvelope], pred: impl Fn(&Event) -> bool) -> Vec<EventEnvelope> {
+    events.iter().filter(|e| pred(&e.event)).cloned().collect()
+}
