@@ -116,6 +116,20 @@ impl AgentBuilder {
         self
     }
 
+    /// An inline tool given as a trait object (for tools whose name and
+    /// schema are only known at run time, such as a scenario's simulated
+    /// tools).
+    pub fn dyn_tool(mut self, tool: Arc<dyn DynTool>) -> Self {
+        self.inline_tools.push(tool);
+        self
+    }
+
+    /// A background tool given as a trait object.
+    pub fn dyn_background_tool(mut self, tool: Arc<dyn DynTool>) -> Self {
+        self.background_tools.push(tool);
+        self
+    }
+
     /// The sub-agents this agent may delegate to with `create_task`.
     pub fn delegates_to(mut self, agents: impl IntoIterator<Item = Agent>) -> Self {
         self.delegates.extend(agents);
