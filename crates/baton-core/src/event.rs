@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use crate::budget::BudgetExceeded;
 use crate::ids::{AgentName, CallId, TaskId};
 use crate::message::{TaskOutcome, Usage};
 use crate::task_registry::TaskKind;
@@ -115,6 +116,45 @@ pub enum Event {
         owner: AgentName,
         /// What it runs.
         kind: TaskKind,
+    },
+    /// An attempt of a task began running (attempt 1 is the first).
+    TaskStarted {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// An attempt failed and the task will be tried again after a backoff.
+    TaskRetrying {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why it failed.
+        error: String,
+        /// The wait before the next attempt, in milliseconds.
+        backoff_ms: u64,
+    },
+    /// A task waits for a person's approval.
+    ApprovalRequested {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A person approved or rejected a task.
+    ApprovalDecided {
+        /// The task.
+        task_id: TaskId,
+        /// Whether it may run.
+        approved: bool,
+    },
+    /// A budget refused something (a delegation, a task, a model turn).
+    BudgetExceeded {
+        /// The agent that was refused.
+        agent: AgentName,
+        /// The task it runs as.
+        task: Option<TaskId>,
+        /// Which budget, and its limit.
+        budget: BudgetExceeded,
     },
     /// A task ended.
     TaskFinished {

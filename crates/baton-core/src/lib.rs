@@ -12,19 +12,26 @@
 //!   `schemars`) and its object-safe form [`DynTool`].
 //! * [`task_registry`]: the shared [`TaskRegistry`] of [`TaskRecord`]s that
 //!   answers `check_task` without going through any mailbox.
+//! * [`task_tree`]: [`TaskTree`], a snapshot of the delegation tree,
+//!   rendered as text or as a compact shape for assertions.
+//! * [`budget`]: [`Limits`] on depth, children, concurrency and tokens.
 //! * [`event`]: every state change as a serde [`Event`], and the
 //!   [`EventBus`] that broadcasts them.
 
+pub mod budget;
 pub mod event;
 pub mod history;
 pub mod ids;
 pub mod message;
 pub mod task_registry;
+pub mod task_tree;
 pub mod tool;
 
+pub use budget::{BudgetExceeded, Limits};
 pub use event::{Event, EventBus, EventEnvelope};
 pub use history::{History, HistoryError};
 pub use ids::{AgentName, CallId, TaskId};
 pub use message::{Message, TaskOutcome, ToolCall, Usage};
 pub use task_registry::{TaskKind, TaskRecord, TaskRegistry, TaskStatus};
+pub use task_tree::{TaskNode, TaskTree};
 pub use tool::{DynTool, Tool, ToolError, ToolOutput, ToolSpec};

@@ -18,8 +18,10 @@ use crate::message::TaskOutcome;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
-    /// Created, not started.
+    /// Created, waiting for a slot (the tree's concurrency budget) or a retry.
     Pending,
+    /// Waiting for a person to approve or reject it.
+    AwaitingApproval,
     /// Running.
     Running,
     /// Finished with a result.
@@ -35,7 +37,10 @@ pub enum TaskStatus {
 impl TaskStatus {
     /// Whether the task has ended (no further change will happen).
     pub fn is_terminal(self) -> bool {
-        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+        !matches!(
+            self,
+            TaskStatus::Pending | TaskStatus::AwaitingApproval | TaskStatus::Running
+        )
     }
 }
 
@@ -97,6 +102,10 @@ pub struct TaskRecord {
     pub finished_ms: Option<u64>,
     /// How it ended, once it has.
     pub outcome: Option<TaskOutcome>,
+    /// How many attempts have started (retries add one each).
+    pub attempts: u32,
+    /// Tokens its sub-agent used, over all attempts.
+    pub tokens: u64,
 }
 
 impl TaskRecord {
@@ -106,6 +115,7 @@ impl TaskRecord {
             "task_id": self.id,
             "source": self.kind.source(),
             "status": self.status,
+            "attempts": self.attempts,
             "elapsed_ms": self.finished_ms.unwrap_or(now_ms).saturating_sub(self.created_ms),
         });
         match &self.outcome {
@@ -154,21 +164,57 @@ impl TaskRegistry {
         duration_ms(self.inner.epoch.elapsed())
     }
 
-    /// Records a new running task and returns its id.
+    /// Records a new task, running its first attempt, and returns its id.
     pub fn create(&self, parent: Option<TaskId>, owner: AgentName, kind: TaskKind) -> TaskId {
+        self.create_with(parent, owner, kind, TaskStatus::Running)
+    }
+
+    /// Records a new task in `status` (`Pending`, `AwaitingApproval` or
+    /// `Running`) and returns its id. A `Running` task counts one attempt.
+    pub fn create_with(
+        &self,
+        parent: Option<TaskId>,
+        owner: AgentName,
+        kind: TaskKind,
+        status: TaskStatus,
+    ) -> TaskId {
         let id = self.inner.ids.next_id();
         let record = TaskRecord {
             id,
             parent,
             owner,
             kind,
-            status: TaskStatus::Running,
+            status,
             created_ms: self.now_ms(),
             finished_ms: None,
             outcome: None,
+            attempts: u32::from(status == TaskStatus::Running),
+            tokens: 0,
         };
         self.inner.tasks.insert(id, record);
         id
+    }
+
+    /// Moves a task that has not ended to `status`; starting to run counts
+    /// a new attempt. Returns the attempt number, or `None` if the task is
+    /// unknown or already ended.
+    pub fn set_status(&self, id: TaskId, status: TaskStatus) -> Option<u32> {
+        let mut r = self.inner.tasks.get_mut(&id)?;
+        if r.status.is_terminal() || status.is_terminal() {
+            return None;
+        }
+        if status == TaskStatus::Running && r.status != TaskStatus::Running {
+            r.attempts += 1;
+        }
+        r.status = status;
+        Some(r.attempts)
+    }
+
+    /// Adds `tokens` to a task's count.
+    pub fn add_tokens(&self, id: TaskId, tokens: u64) {
+        if let Some(mut r) = self.inner.tasks.get_mut(&id) {
+            r.tokens += tokens;
+        }
     }
 
     /// A copy of one task's record.
@@ -254,6 +300,9 @@ mod tests {
         let reg = TaskRegistry::new();
         let id = reg.create(None, "a".into(), tool("slow"));
         assert_eq!(reg.status(id), Some(TaskStatus::Running));
+        assert_eq!(reg.get(id).unwrap().attempts, 1);
+        assert_eq!(reg.set_status(id, TaskStatus::Pending), Some(1));
+        assert_eq!(reg.set_status(id, TaskStatus::Running), Some(2));
         tokio::time::advance(Duration::from_millis(1500)).await;
         assert!(reg.finish(id, TaskOutcome::Succeeded { output: "x".into() }));
         assert!(!reg.finish(

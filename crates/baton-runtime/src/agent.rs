@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::{AgentName, DynTool, Tool};
+use baton_core::{AgentName, DynTool, Limits, Tool};
 use baton_llm::{ChatModel, ChatRequest, ChatResponse, LlmError};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+
+use crate::supervision::Supervision;
 
 /// How long an inline tool call may run before it is answered with a
 /// timeout error, unless [`AgentBuilder::tool_timeout`] says otherwise.
@@ -22,6 +24,15 @@ pub(crate) struct AgentSpec {
     pub(crate) background_tools: Vec<Arc<dyn DynTool>>,
     pub(crate) delegates: Vec<Agent>,
     pub(crate) tool_timeout: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) supervision: Supervision,
+    pub(crate) needs_approval: Vec<String>,
+}
+
+impl AgentSpec {
+    pub(crate) fn needs_approval(&self, name: &str) -> bool {
+        self.needs_approval.iter().any(|n| n == name)
+    }
 }
 
 /// A description of one agent: its name, model, system prompt, tools and
@@ -63,6 +74,9 @@ impl Agent {
             background_tools: Vec::new(),
             delegates: Vec::new(),
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            limits: Limits::default(),
+            supervision: Supervision::default(),
+            needs_approval: Vec::new(),
         }
     }
 
@@ -81,6 +95,9 @@ pub struct AgentBuilder {
     background_tools: Vec<Arc<dyn DynTool>>,
     delegates: Vec<Agent>,
     tool_timeout: Duration,
+    limits: Limits,
+    supervision: Supervision,
+    needs_approval: Vec<String>,
 }
 
 impl AgentBuilder {
@@ -143,6 +160,29 @@ impl AgentBuilder {
         self
     }
 
+    /// The budgets of the tree. They are read from the conversation's own
+    /// agent and apply to its whole tree; on a sub-agent they are ignored.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How this agent supervises the tasks it creates: timeout, retries and
+    /// backoff (default: one attempt, no time limit).
+    pub fn supervision(mut self, supervision: Supervision) -> Self {
+        self.supervision = supervision;
+        self
+    }
+
+    /// Makes calls of the background tool or delegations to the sub-agent
+    /// called `name` wait for approval (`Conversation::approve` /
+    /// `Conversation::reject`) before they run. The task waits as
+    /// `AwaitingApproval`; every other branch runs on.
+    pub fn require_approval(mut self, name: impl Into<String>) -> Self {
+        self.needs_approval.push(name.into());
+        self
+    }
+
     /// Finishes the description. An agent built without a model answers
     /// every turn with an error saying so.
     pub fn build(self) -> Agent {
@@ -161,6 +201,9 @@ impl AgentBuilder {
                 background_tools: self.background_tools,
                 delegates: self.delegates,
                 tool_timeout: self.tool_timeout,
+                limits: self.limits,
+                supervision: self.supervision,
+                needs_approval: self.needs_approval,
             }),
         }
     }

@@ -10,23 +10,28 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, ResponseFuture};
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient, ResponseFuture};
 use baton_core::{
-    AgentName, DynTool, Event, EventBus, Message, TaskId, TaskKind, TaskOutcome, TaskRegistry,
-    TaskStatus, ToolCall, ToolError, ToolSpec,
+    AgentName, BudgetExceeded, DynTool, Event, EventBus, Limits, Message, TaskId, TaskKind,
+    TaskOutcome, TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput, ToolSpec,
 };
 use baton_llm::ChatRequest;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
 use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::messages::{
-    CancelTask, GetHistory, InlineToolDone, ModelTurnDone, Shutdown, TaskFinished, TurnError,
-    UserInput, WhenSettled,
+    AttemptTimedOut, CancelTask, Decide, GetHistory, InlineToolDone, ModelTurnDone, Shutdown,
+    SlotGranted, TaskFinished, TurnError, UserInput, WhenSettled,
 };
 use crate::role::{Role, Root, Worker};
 use crate::task_tools::{self, TaskToolCall};
@@ -50,17 +55,78 @@ pub enum InputPolicy {
     Interrupt,
 }
 
+/// Where to send a task's cancellation or approval: the agent that owns it.
+#[derive(Clone)]
+pub(crate) struct Owner {
+    pub(crate) cancel: Recipient<CancelTask>,
+    pub(crate) decide: Recipient<Decide>,
+}
+
 /// The state every agent in one tree shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) registry: TaskRegistry,
     pub(crate) events: EventBus,
+    pub(crate) limits: Limits,
+    /// Slots of the tree's concurrency budget; `None` when unlimited.
+    pub(crate) slots: Option<Arc<Semaphore>>,
+    pub(crate) tokens_used: Arc<AtomicU64>,
+    pub(crate) owners: Arc<DashMap<TaskId, Owner>>,
+    pub(crate) live_agents: Arc<AtomicUsize>,
 }
 
-/// A task this agent started and can stop.
-enum RunningTask {
+impl Shared {
+    pub(crate) fn new(limits: Limits, event_capacity: usize) -> Self {
+        let slots = (limits.max_concurrent != u32::MAX)
+            .then(|| Arc::new(Semaphore::new(limits.max_concurrent as usize)));
+        Self {
+            registry: TaskRegistry::new(),
+            events: EventBus::new(event_capacity),
+            limits,
+            slots,
+            tokens_used: Arc::default(),
+            owners: Arc::default(),
+            live_agents: Arc::default(),
+        }
+    }
+}
+
+/// The work behind a task, kept so that a retry can run it again.
+#[derive(Clone)]
+enum TaskWork {
+    Tool {
+        tool: Arc<dyn DynTool>,
+        arguments: String,
+    },
+    Delegation {
+        agent: Agent,
+        prompt: String,
+    },
+}
+
+/// Where one of this agent's own tasks is.
+enum TaskState {
+    AwaitingApproval,
+    /// Between attempts (backoff) or before the first.
+    Waiting,
     Tool(JoinHandle<()>),
     Worker(Addr<ModelActor>),
+}
+
+/// A task this agent created and supervises.
+struct OwnTask {
+    work: TaskWork,
+    attempt: u32,
+    state: TaskState,
+}
+
+/// This agent's slot in the tree's concurrency budget.
+enum Slot {
+    /// The conversation itself, or no budget: no slot needed.
+    NotNeeded,
+    Free,
+    Requested,
+    Held(#[allow(dead_code)] OwnedSemaphorePermit),
 }
 
 /// How one tool call of a model reply is handled.
@@ -69,7 +135,7 @@ enum CallPlan {
     /// background tools).
     Answer(Message),
     /// Run concurrently with the turn's other inline calls.
-    Inline(futures::future::BoxFuture<'static, Result<baton_core::ToolOutput, ToolError>>),
+    Inline(BoxFuture<'static, Result<ToolOutput, ToolError>>),
 }
 
 /// The actor running one agent; see the module docs.
@@ -83,12 +149,22 @@ pub struct AgentActor<R: Role> {
     delegates: Vec<AgentName>,
     model_request: Option<JoinHandle<()>>,
     tool_calls: Vec<JoinHandle<()>>,
-    tasks: HashMap<TaskId, RunningTask>,
+    tasks: HashMap<TaskId, OwnTask>,
+    created: u32,
+    slot: Slot,
+    started: bool,
+    attempt_timeout: Option<Duration>,
     span: tracing::Span,
 }
 
 impl<R: Role> AgentActor<R> {
-    pub(crate) fn new(agent: Agent, role: R, shared: Shared, policy: InputPolicy) -> Self {
+    pub(crate) fn new(
+        agent: Agent,
+        role: R,
+        shared: Shared,
+        policy: InputPolicy,
+        attempt_timeout: Option<Duration>,
+    ) -> Self {
         let spec = &agent.spec;
         let delegates: Vec<AgentName> = spec.delegates.iter().map(|a| a.name().clone()).collect();
         let mut offered: Vec<ToolSpec> = spec
@@ -108,6 +184,11 @@ impl<R: Role> AgentActor<R> {
             parent = role.parent().map(|t| t.to_string()),
             depth = role.depth(),
         );
+        let slot = if role.task().is_some() && shared.slots.is_some() {
+            Slot::Free
+        } else {
+            Slot::NotNeeded
+        };
         Self {
             turns: TurnLoop::new(spec.system_prompt.as_deref()),
             offered: Arc::new(offered),
@@ -119,6 +200,10 @@ impl<R: Role> AgentActor<R> {
             model_request: None,
             tool_calls: Vec::new(),
             tasks: HashMap::new(),
+            created: 0,
+            slot,
+            started: false,
+            attempt_timeout,
             span,
         }
     }
@@ -138,7 +223,11 @@ impl<R: Role> AgentActor<R> {
             return;
         }
         if self.turns.has_queued() {
-            self.start_turn(ctx);
+            match self.slot {
+                Slot::Free => self.request_slot(ctx),
+                Slot::Requested => {}
+                Slot::NotNeeded | Slot::Held(_) => self.start_turn(ctx),
+            }
             return;
         }
         self.emit(Event::Idle {
@@ -146,12 +235,53 @@ impl<R: Role> AgentActor<R> {
             task: self.role.task(),
             running_tasks: self.tasks.len(),
         });
-        if self.tasks.is_empty()
-            && self
+        if self.tasks.is_empty() {
+            if self
                 .role
                 .settled(self.turns.history().last_assistant_text())
-        {
-            ctx.stop();
+            {
+                ctx.stop();
+            }
+        } else if matches!(self.slot, Slot::Held(_)) {
+            // Waiting only for its own tasks: give the slot to them.
+            self.slot = Slot::Free;
+        }
+    }
+
+    /// Asks for a slot in the tree's concurrency budget; `SlotGranted`
+    /// arrives when one is free.
+    fn request_slot(&mut self, ctx: &mut Context<Self>) {
+        let Some(slots) = self.shared.slots.clone() else {
+            self.slot = Slot::NotNeeded;
+            return self.advance(ctx);
+        };
+        self.slot = Slot::Requested;
+        let me = ctx.address();
+        actix::spawn(async move {
+            if let Ok(permit) = slots.acquire_owned().await {
+                me.do_send(SlotGranted { permit });
+            }
+        });
+    }
+
+    /// A worker's attempt begins running: mark it, and start its clock.
+    fn mark_started(&mut self, ctx: &mut Context<Self>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if let Some(task_id) = self.role.task() {
+            if let Some(attempt) = self
+                .shared
+                .registry
+                .set_status(task_id, TaskStatus::Running)
+            {
+                self.emit(Event::TaskStarted { task_id, attempt });
+            }
+        }
+        if let Some(limit) = self.attempt_timeout {
+            let after_ms = duration_ms(limit);
+            ctx.notify_later(AttemptTimedOut { after_ms }, limit);
         }
     }
 
@@ -164,6 +294,16 @@ impl<R: Role> AgentActor<R> {
             task: self.role.task(),
             turn,
         });
+        let used = self.shared.tokens_used.load(Ordering::Relaxed);
+        if let Err(exceeded) = self.shared.limits.check_tokens(used) {
+            self.refuse(exceeded);
+            // Fail the turn without a request, through the usual path.
+            ctx.address().do_send(ModelTurnDone {
+                turn,
+                result: Err(TurnError::Budget(exceeded)),
+            });
+            return;
+        }
         let request = ChatRequest {
             agent: self.name(),
             messages: self.turns.history().snapshot(),
@@ -225,9 +365,20 @@ impl<R: Role> AgentActor<R> {
             };
         }
         if let Some(tool) = find_tool(&spec.background_tools, &call.name) {
-            let answer = Arc::clone(tool)
-                .prepare(&call.arguments)
-                .map(|fut| self.start_background(&call.name, fut, ctx));
+            let tool = Arc::clone(tool);
+            // Validate the arguments now, so the model hears of bad ones at once.
+            let answer = Arc::clone(&tool).prepare(&call.arguments).and_then(|_| {
+                self.new_task(
+                    TaskKind::Tool {
+                        tool: call.name.clone(),
+                    },
+                    TaskWork::Tool {
+                        tool,
+                        arguments: call.arguments.clone(),
+                    },
+                    ctx,
+                )
+            });
             return CallPlan::Answer(match answer {
                 Ok(text) => ok_answer(call, text),
                 Err(e) => error_answer(call, &e),
@@ -249,7 +400,7 @@ impl<R: Role> AgentActor<R> {
         ctx: &mut Context<Self>,
     ) -> Result<String, ToolError> {
         match call {
-            TaskToolCall::Create { agent, prompt } => Ok(self.delegate(agent, prompt, ctx)),
+            TaskToolCall::Create { agent, prompt } => self.delegate(agent, prompt, ctx),
             TaskToolCall::Check(id) => task_tools::check_task(&self.shared.registry, id),
             TaskToolCall::CheckAll => Ok(task_tools::check_all_tasks(
                 &self.shared.registry,
@@ -267,83 +418,226 @@ impl<R: Role> AgentActor<R> {
         }
     }
 
-    fn create_task(&self, kind: TaskKind) -> TaskId {
-        let id = self
-            .shared
-            .registry
-            .create(self.role.task(), self.name(), kind.clone());
+    fn refuse(&self, exceeded: BudgetExceeded) {
+        self.emit(Event::BudgetExceeded {
+            agent: self.name(),
+            task: self.role.task(),
+            budget: exceeded,
+        });
+    }
+
+    /// Creates a task (after the budget checks), then starts it or, if it
+    /// needs approval, parks it. Returns the tool call's answer.
+    fn new_task(
+        &mut self,
+        kind: TaskKind,
+        work: TaskWork,
+        ctx: &mut Context<Self>,
+    ) -> Result<String, ToolError> {
+        let limits = self.shared.limits;
+        let mut check = limits.check_children(self.created);
+        if check.is_ok() && matches!(work, TaskWork::Delegation { .. }) {
+            check = limits.check_depth(self.role.depth());
+        }
+        if let Err(exceeded) = check {
+            self.refuse(exceeded);
+            return Err(ToolError::Failed(exceeded.to_string()));
+        }
+        self.created += 1;
+        let needs_approval = self.agent.spec.needs_approval(kind.source().as_str());
+        let status = if needs_approval {
+            TaskStatus::AwaitingApproval
+        } else {
+            TaskStatus::Pending
+        };
+        let id =
+            self.shared
+                .registry
+                .create_with(self.role.task(), self.name(), kind.clone(), status);
+        self.shared.owners.insert(
+            id,
+            Owner {
+                cancel: ctx.address().recipient(),
+                decide: ctx.address().recipient(),
+            },
+        );
         self.emit(Event::TaskCreated {
             task_id: id,
             parent: self.role.task(),
             owner: self.name(),
             kind,
         });
-        id
+        let state = if needs_approval {
+            TaskState::AwaitingApproval
+        } else {
+            TaskState::Waiting
+        };
+        self.tasks.insert(
+            id,
+            OwnTask {
+                work,
+                attempt: 0,
+                state,
+            },
+        );
+        if needs_approval {
+            self.emit(Event::ApprovalRequested { task_id: id });
+        } else {
+            self.launch(id, ctx);
+        }
+        let status = self.shared.registry.status(id).unwrap_or(status);
+        Ok(serde_json::json!({"task_id": id, "status": status}).to_string())
     }
 
-    /// Starts a background tool as a task; returns the call's answer.
-    fn start_background(
+    /// Starts the next attempt of one of this agent's tasks.
+    fn launch(&mut self, id: TaskId, ctx: &mut Context<Self>) {
+        let Some(own) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        own.attempt += 1;
+        let attempt = own.attempt;
+        let timeout = self.agent.spec.supervision.attempt_timeout();
+        let work = own.work.clone();
+        let state = match work {
+            TaskWork::Tool { tool, arguments } => {
+                TaskState::Tool(self.spawn_tool_attempt(id, attempt, tool, arguments, timeout, ctx))
+            }
+            TaskWork::Delegation { agent, prompt } => {
+                let worker = Worker {
+                    task_id: id,
+                    parent: self.role.task(),
+                    depth: self.role.depth() + 1,
+                    attempt,
+                    report_to: Some(ctx.address().recipient()),
+                };
+                let mut actor = ModelActor::new(
+                    agent,
+                    worker,
+                    self.shared.clone(),
+                    InputPolicy::Queue,
+                    timeout,
+                );
+                actor.turns.enqueue(Message::user(prompt));
+                TaskState::Worker(actor.start())
+            }
+        };
+        if let Some(own) = self.tasks.get_mut(&id) {
+            own.state = state;
+        }
+    }
+
+    /// Runs one attempt of a background tool as a spawned future: it waits
+    /// for a slot if the tree has a concurrency budget, runs under the
+    /// attempt's time limit, and reports with `TaskFinished`.
+    fn spawn_tool_attempt(
         &mut self,
-        tool: &str,
-        fut: futures::future::BoxFuture<'static, Result<baton_core::ToolOutput, ToolError>>,
+        task_id: TaskId,
+        attempt: u32,
+        tool: Arc<dyn DynTool>,
+        arguments: String,
+        timeout: Option<Duration>,
         ctx: &mut Context<Self>,
-    ) -> String {
-        let task_id = self.create_task(TaskKind::Tool {
-            tool: tool.to_owned(),
-        });
+    ) -> JoinHandle<()> {
         let me = ctx.address();
-        let tool = tool.to_owned();
+        let registry = self.shared.registry.clone();
+        let events = self.shared.events.clone();
+        let slots = self.shared.slots.clone();
+        let mark_running = move || {
+            if let Some(attempt) = registry.set_status(task_id, TaskStatus::Running) {
+                events.publish(Event::TaskStarted { task_id, attempt });
+            }
+        };
+        // Without a concurrency budget the task is running from now on.
+        let mut ready = slots.is_none();
+        let mut permit = None;
+        if let Some(slots) = &slots {
+            if let Ok(p) = Arc::clone(slots).try_acquire_owned() {
+                permit = Some(p);
+                ready = true;
+            }
+        }
+        if ready {
+            mark_running();
+        }
+        let name = tool.tool_name().to_owned();
         let work = async move {
-            let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(Ok(output)) => TaskOutcome::Succeeded { output: output.0 },
-                Ok(Err(e)) => TaskOutcome::Failed {
+            let _permit = match (permit, slots) {
+                (Some(p), _) => Some(p),
+                (None, Some(slots)) => {
+                    let p = slots.acquire_owned().await.ok();
+                    mark_running();
+                    p
+                }
+                (None, None) => None,
+            };
+            let outcome = match tool.prepare(&arguments) {
+                Err(e) => TaskOutcome::Failed {
                     error: e.to_string(),
                 },
-                Err(panic) => TaskOutcome::Failed {
-                    error: ToolError::Panicked {
-                        tool,
-                        message: panic_message(panic.as_ref()),
-                    }
-                    .to_string(),
-                },
+                Ok(fut) => run_guarded(&name, fut, timeout).await,
             };
-            me.do_send(TaskFinished { task_id, outcome });
+            me.do_send(TaskFinished {
+                task_id,
+                attempt,
+                outcome,
+            });
         };
-        let span = tracing::info_span!(parent: &self.span, "task", task_id = %task_id);
-        let handle = actix::spawn(work.instrument(span));
-        self.tasks.insert(task_id, RunningTask::Tool(handle));
-        running_answer(task_id)
+        let span = tracing::info_span!(parent: &self.span, "task", task_id = %task_id, attempt);
+        actix::spawn(work.instrument(span))
     }
 
     /// Delegates `prompt` to a new worker running `agent`; returns the
     /// call's answer.
-    fn delegate(&mut self, agent: AgentName, prompt: String, ctx: &mut Context<Self>) -> String {
-        let Some(spec) = self
+    fn delegate(
+        &mut self,
+        agent: AgentName,
+        prompt: String,
+        ctx: &mut Context<Self>,
+    ) -> Result<String, ToolError> {
+        let spec = self
             .agent
             .spec
             .delegates
             .iter()
             .find(|a| *a.name() == agent)
             .cloned()
-        else {
-            // `task_tools::parse` only lets through names in `delegates`.
-            return serde_json::json!({"error": format!("no sub-agent `{agent}`")}).to_string();
-        };
-        let task_id = self.create_task(TaskKind::Delegation {
-            agent,
-            prompt: prompt.clone(),
+            .ok_or_else(|| ToolError::Failed(format!("no sub-agent `{agent}`")))?;
+        self.new_task(
+            TaskKind::Delegation {
+                agent,
+                prompt: prompt.clone(),
+            },
+            TaskWork::Delegation {
+                agent: spec,
+                prompt,
+            },
+            ctx,
+        )
+    }
+
+    /// Ends one of this agent's tasks with `outcome` and tells the model.
+    fn conclude(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
+        self.tasks.remove(&id);
+        self.shared.owners.remove(&id);
+        if !self.shared.registry.finish(id, outcome.clone()) {
+            return;
+        }
+        self.emit(Event::TaskFinished {
+            task_id: id,
+            outcome: outcome.clone(),
         });
-        let worker = Worker {
-            task_id,
-            parent: self.role.task(),
-            depth: self.role.depth() + 1,
-            report_to: Some(ctx.address().recipient()),
-        };
-        let mut actor = ModelActor::new(spec, worker, self.shared.clone(), InputPolicy::Queue);
-        actor.turns.enqueue(Message::user(prompt));
-        let addr = actor.start();
-        self.tasks.insert(task_id, RunningTask::Worker(addr));
-        running_answer(task_id)
+        let source = self
+            .shared
+            .registry
+            .get(id)
+            .map(|r| r.kind.source())
+            .unwrap_or_else(|| AgentName::new("unknown"));
+        self.turns.enqueue(Message::TaskResult {
+            task_id: id,
+            source,
+            outcome,
+        });
+        self.advance(ctx);
     }
 
     fn spawn_inline(
@@ -351,7 +645,7 @@ impl<R: Role> AgentActor<R> {
         turn: u64,
         index: usize,
         call: ToolCall,
-        fut: futures::future::BoxFuture<'static, Result<baton_core::ToolOutput, ToolError>>,
+        fut: BoxFuture<'static, Result<ToolOutput, ToolError>>,
         ctx: &mut Context<Self>,
     ) {
         let timeout = self.agent.spec.tool_timeout;
@@ -427,9 +721,10 @@ impl<R: Role> AgentActor<R> {
         if record.parent != self.role.task() {
             return Err(RuntimeError::NotOwned(id));
         }
-        let Some(running) = self.tasks.remove(&id) else {
+        let Some(own) = self.tasks.remove(&id) else {
             return Ok(record.status);
         };
+        self.shared.owners.remove(&id);
         let outcome = TaskOutcome::Cancelled {
             reason: reason.to_owned(),
         };
@@ -439,11 +734,12 @@ impl<R: Role> AgentActor<R> {
                 outcome,
             });
         }
-        match running {
-            RunningTask::Tool(handle) => handle.abort(),
-            RunningTask::Worker(addr) => addr.do_send(Shutdown {
+        match own.state {
+            TaskState::Tool(handle) => handle.abort(),
+            TaskState::Worker(addr) => addr.do_send(Shutdown {
                 reason: reason.to_owned(),
             }),
+            TaskState::AwaitingApproval | TaskState::Waiting => {}
         }
         Ok(TaskStatus::Cancelled)
     }
@@ -460,8 +756,41 @@ fn find_tool<'a>(tools: &'a [Arc<dyn DynTool>], name: &str) -> Option<&'a Arc<dy
     tools.iter().find(|t| t.tool_name() == name)
 }
 
-fn running_answer(task_id: TaskId) -> String {
-    serde_json::json!({"task_id": task_id, "status": "running"}).to_string()
+/// Runs a tool future with panics contained and an optional time limit.
+async fn run_guarded(
+    tool: &str,
+    fut: BoxFuture<'static, Result<ToolOutput, ToolError>>,
+    timeout: Option<Duration>,
+) -> TaskOutcome {
+    let guarded = AssertUnwindSafe(fut).catch_unwind();
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Ok(r) => r,
+            Err(_) => {
+                return TaskOutcome::TimedOut {
+                    after_ms: duration_ms(limit),
+                }
+            }
+        },
+        None => guarded.await,
+    };
+    match result {
+        Ok(Ok(output)) => TaskOutcome::Succeeded { output: output.0 },
+        Ok(Err(e)) => TaskOutcome::Failed {
+            error: e.to_string(),
+        },
+        Err(panic) => TaskOutcome::Failed {
+            error: ToolError::Panicked {
+                tool: tool.to_owned(),
+                message: panic_message(panic.as_ref()),
+            }
+            .to_string(),
+        },
+    }
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The text of a caught panic's payload.
@@ -478,16 +807,19 @@ impl<R: Role> Actor for AgentActor<R> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
+        self.shared.live_agents.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("agent started");
-        if self.turns.has_queued() {
-            self.start_turn(ctx);
+        if matches!(self.slot, Slot::NotNeeded) {
+            self.mark_started(ctx);
         }
+        self.advance(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
         self.abort_in_flight();
         self.cancel_all(&format!("{} stopped", self.agent.spec.name));
+        self.shared.live_agents.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("agent stopped");
     }
 }
@@ -523,6 +855,12 @@ impl<R: Role> Handler<ModelTurnDone> for AgentActor<R> {
         match msg.result {
             Ok(reply) => {
                 let usage = reply.usage;
+                self.shared
+                    .tokens_used
+                    .fetch_add(usage.total(), Ordering::Relaxed);
+                if let Some(task_id) = self.role.task() {
+                    self.shared.registry.add_tokens(task_id, usage.total());
+                }
                 let text = reply.content.clone();
                 let Some(calls) = self.turns.accept_reply(msg.turn, reply) else {
                     return;
@@ -586,32 +924,112 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
 
     fn handle(&mut self, msg: TaskFinished, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
-        // A task cancelled meanwhile, or a second report, changes nothing.
-        if self.tasks.remove(&msg.task_id).is_none()
-            || !self
-                .shared
-                .registry
-                .finish(msg.task_id, msg.outcome.clone())
-        {
-            tracing::debug!(task_id = %msg.task_id, "ignored a report for an ended task");
+        // A task cancelled meanwhile, or a stale attempt's report, changes nothing.
+        let Some(own) = self
+            .tasks
+            .get_mut(&msg.task_id)
+            .filter(|t| t.attempt == msg.attempt)
+        else {
+            tracing::debug!(task_id = %msg.task_id, "ignored a report for an ended attempt");
             return;
+        };
+        let supervision = self.agent.spec.supervision;
+        let retry = !msg.outcome.is_success()
+            && !matches!(msg.outcome, TaskOutcome::Cancelled { .. })
+            && own.attempt < supervision.max_attempts();
+        if !retry {
+            return self.conclude(msg.task_id, msg.outcome, ctx);
         }
-        let source = self
+        own.state = TaskState::Waiting;
+        let backoff = supervision.backoff_before(own.attempt + 1);
+        self.shared
+            .registry
+            .set_status(msg.task_id, TaskStatus::Pending);
+        self.emit(Event::TaskRetrying {
+            task_id: msg.task_id,
+            attempt: msg.attempt,
+            error: msg.outcome.detail(),
+            backoff_ms: duration_ms(backoff),
+        });
+        let (id, attempt) = (msg.task_id, msg.attempt);
+        ctx.run_later(backoff, move |act, ctx| {
+            let still_waiting = act
+                .tasks
+                .get(&id)
+                .is_some_and(|t| t.attempt == attempt && matches!(t.state, TaskState::Waiting));
+            if still_waiting {
+                act.launch(id, ctx);
+            }
+        });
+    }
+}
+
+impl<R: Role> Handler<Decide> for AgentActor<R> {
+    type Result = Result<TaskStatus, RuntimeError>;
+
+    fn handle(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Self::Result {
+        let _guard = self.span.clone().entered();
+        let id = msg.task_id;
+        let status = self
             .shared
             .registry
-            .get(msg.task_id)
-            .map(|r| r.kind.source())
-            .unwrap_or_else(|| AgentName::new("unknown"));
-        self.emit(Event::TaskFinished {
-            task_id: msg.task_id,
-            outcome: msg.outcome.clone(),
+            .status(id)
+            .ok_or(RuntimeError::UnknownTask(id))?;
+        let awaiting = self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| matches!(t.state, TaskState::AwaitingApproval));
+        if !awaiting {
+            return Err(RuntimeError::NotAwaitingApproval(id, status));
+        }
+        self.emit(Event::ApprovalDecided {
+            task_id: id,
+            approved: msg.decision.is_ok(),
         });
-        self.turns.enqueue(Message::TaskResult {
-            task_id: msg.task_id,
-            source,
-            outcome: msg.outcome,
-        });
-        self.advance(ctx);
+        match msg.decision {
+            Ok(()) => {
+                if let Some(own) = self.tasks.get_mut(&id) {
+                    own.state = TaskState::Waiting;
+                }
+                self.shared.registry.set_status(id, TaskStatus::Pending);
+                self.launch(id, ctx);
+            }
+            Err(reason) => self.conclude(
+                id,
+                TaskOutcome::Failed {
+                    error: format!("rejected: {reason}"),
+                },
+                ctx,
+            ),
+        }
+        Ok(self.shared.registry.status(id).unwrap_or(status))
+    }
+}
+
+impl<R: Role> Handler<SlotGranted> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: SlotGranted, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        self.slot = Slot::Held(msg.permit);
+        self.mark_started(ctx);
+        if self.turns.is_idle() && self.turns.has_queued() {
+            self.start_turn(ctx);
+        } else {
+            self.advance(ctx);
+        }
+    }
+}
+
+impl<R: Role> Handler<AttemptTimedOut> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttemptTimedOut, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        tracing::warn!(after_ms = msg.after_ms, "attempt timed out");
+        if self.role.timed_out(msg.after_ms) {
+            ctx.stop();
+        }
     }
 }
 

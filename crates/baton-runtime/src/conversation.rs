@@ -2,13 +2,17 @@
 //! a program holds to talk to it, watch it and steer its tasks.
 
 use actix::{Actor, Addr};
-use baton_core::{EventBus, EventEnvelope, History, TaskId, TaskRecord, TaskRegistry, TaskStatus};
+use std::sync::atomic::Ordering;
+
+use baton_core::{
+    EventBus, EventEnvelope, History, TaskId, TaskRecord, TaskRegistry, TaskStatus, TaskTree,
+};
 use tokio::sync::broadcast;
 
 use crate::agent::Agent;
 use crate::agent_actor::{InputPolicy, OrchestratorActor, Shared};
 use crate::error::RuntimeError;
-use crate::messages::{CancelTask, GetHistory, Shutdown, UserInput, WhenSettled};
+use crate::messages::{CancelTask, Decide, GetHistory, Shutdown, UserInput, WhenSettled};
 use crate::role::Root;
 
 /// Starts conversations. Must be called from inside a running actix system
@@ -65,25 +69,38 @@ impl Orchestrator {
 
     /// Starts the conversation actor.
     pub fn spawn(self) -> Conversation {
-        let shared = Shared {
-            registry: TaskRegistry::new(),
-            events: EventBus::new(self.event_capacity),
-        };
-        let actor =
-            OrchestratorActor::new(self.agent, Root::default(), shared.clone(), self.policy);
+        let shared = Shared::new(self.agent.spec.limits, self.event_capacity);
+        let root = self.agent.name().clone();
+        let actor = OrchestratorActor::new(
+            self.agent,
+            Root::default(),
+            shared.clone(),
+            self.policy,
+            None,
+        );
         Conversation {
             addr: actor.start(),
             shared,
+            root,
         }
     }
 }
 
 /// The handle to a running conversation. Cheap to clone; every clone talks
 /// to the same conversation.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Conversation {
     addr: Addr<OrchestratorActor>,
     shared: Shared,
+    root: baton_core::AgentName,
+}
+
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversation")
+            .field("agent", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Conversation {
@@ -115,15 +132,85 @@ impl Conversation {
         &self.shared.registry
     }
 
-    /// Cancels one of the conversation's own tasks (and everything it
-    /// started); the model is told in its next turn.
+    /// A snapshot of the delegation tree, from the registry.
+    pub fn tree(&self) -> TaskTree {
+        TaskTree::snapshot(self.root.clone(), &self.shared.registry)
+    }
+
+    /// How many agent actors of this conversation are alive (the
+    /// conversation's own included); 0 after shutdown.
+    pub fn live_agents(&self) -> usize {
+        self.shared.live_agents.load(Ordering::Relaxed)
+    }
+
+    /// Tokens used by the whole tree so far.
+    pub fn tokens_used(&self) -> u64 {
+        self.shared.tokens_used.load(Ordering::Relaxed)
+    }
+
+    /// Cancels any task of the tree and everything under it, and nothing
+    /// else; the agent that created it is told in its next turn. A task that
+    /// has already ended keeps its status, which is returned.
     pub async fn cancel_task(&self, id: TaskId) -> Result<TaskStatus, RuntimeError> {
-        self.addr
+        let status = self
+            .shared
+            .registry
+            .status(id)
+            .ok_or(RuntimeError::UnknownTask(id))?;
+        let Some(owner) = self.owner(id, status) else {
+            return Ok(status);
+        };
+        owner
+            .cancel
             .send(CancelTask {
                 task_id: id,
                 reason: "cancelled by the user".into(),
             })
             .await?
+    }
+
+    /// Approves a task that waits for approval: it starts running.
+    pub async fn approve(&self, id: TaskId) -> Result<TaskStatus, RuntimeError> {
+        self.decide(id, Ok(())).await
+    }
+
+    /// Rejects a task that waits for approval: it fails with `reason`, and
+    /// the agent that created it is told.
+    pub async fn reject(
+        &self,
+        id: TaskId,
+        reason: impl Into<String>,
+    ) -> Result<TaskStatus, RuntimeError> {
+        self.decide(id, Err(reason.into())).await
+    }
+
+    async fn decide(
+        &self,
+        id: TaskId,
+        decision: Result<(), String>,
+    ) -> Result<TaskStatus, RuntimeError> {
+        let status = self
+            .shared
+            .registry
+            .status(id)
+            .ok_or(RuntimeError::UnknownTask(id))?;
+        let owner = self
+            .owner(id, status)
+            .ok_or(RuntimeError::NotAwaitingApproval(id, status))?;
+        owner
+            .decide
+            .send(Decide {
+                task_id: id,
+                decision,
+            })
+            .await?
+    }
+
+    fn owner(&self, id: TaskId, status: TaskStatus) -> Option<crate::agent_actor::Owner> {
+        if status.is_terminal() {
+            return None;
+        }
+        self.shared.owners.get(&id).map(|o| o.clone())
     }
 
     /// A snapshot of the conversation's history.

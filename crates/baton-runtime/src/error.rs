@@ -1,6 +1,6 @@
 //! The runtime's error type.
 
-use baton_core::TaskId;
+use baton_core::{TaskId, TaskStatus};
 
 /// What can go wrong when talking to a running conversation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,9 +11,12 @@ pub enum RuntimeError {
     /// No task has this id.
     #[error("no task `{0}`")]
     UnknownTask(TaskId),
-    /// The task belongs to a sub-agent, not to the conversation itself.
-    #[error("task `{0}` was started by a sub-agent; cancel its parent task instead")]
+    /// An agent was asked to steer a task it did not create.
+    #[error("task `{0}` belongs to another agent")]
     NotOwned(TaskId),
+    /// The task does not wait for approval (any more).
+    #[error("task `{0}` is not awaiting approval (it is {1:?})")]
+    NotAwaitingApproval(TaskId, TaskStatus),
 }
 
 impl From<actix::MailboxError> for RuntimeError {

@@ -13,6 +13,8 @@
 //!   where the rules that keep history valid live.
 //! * [`task_tools`]: the built-in `create_task`, `check_task`,
 //!   `check_all_tasks` and `cancel_task`.
+//! * [`supervision`]: [`Supervision`], timeouts, retries and backoff for
+//!   the tasks an agent creates.
 //! * [`role`]: what differs between the conversation and a worker.
 //! * [`messages`]: the actor messages, plain data.
 //! * [`error`]: the [`RuntimeError`] type.
@@ -24,6 +26,7 @@ pub mod conversation;
 pub mod error;
 pub mod messages;
 pub mod role;
+pub mod supervision;
 pub mod task_tools;
 pub mod turn_loop;
 pub mod virtual_time;
@@ -32,4 +35,5 @@ pub use agent::{Agent, AgentBuilder, DEFAULT_TOOL_TIMEOUT};
 pub use agent_actor::{AgentActor, InputPolicy, ModelActor, OrchestratorActor};
 pub use conversation::{Conversation, Orchestrator};
 pub use error::RuntimeError;
+pub use supervision::Supervision;
 pub use turn_loop::TurnLoop;

@@ -23,6 +23,9 @@ pub enum TurnError {
     /// The model's future panicked; the panic was contained.
     #[error("the model request panicked: {0}")]
     Panicked(String),
+    /// A budget refused the request before it was sent.
+    #[error(transparent)]
+    Budget(#[from] baton_core::BudgetExceeded),
 }
 
 /// A model request finished: the reply of turn `turn`, or why there is none.
@@ -54,6 +57,9 @@ pub struct InlineToolDone {
 pub struct TaskFinished {
     /// The task.
     pub task_id: TaskId,
+    /// The attempt that ended; a report from an attempt that is no longer
+    /// current (it timed out, or was retried) is ignored.
+    pub attempt: u32,
     /// How it ended.
     pub outcome: TaskOutcome,
 }
@@ -66,6 +72,32 @@ pub struct CancelTask {
     pub task_id: TaskId,
     /// Who asked, for the record and the model.
     pub reason: String,
+}
+
+/// Approve or reject a task that waits for approval.
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "Result<TaskStatus, RuntimeError>")]
+pub struct Decide {
+    /// The task.
+    pub task_id: TaskId,
+    /// `Ok(())` to let it run, `Err(reason)` to fail it.
+    pub decision: Result<(), String>,
+}
+
+/// A worker got its slot in the tree's concurrency budget.
+#[derive(Debug, ActixMessage)]
+#[rtype(result = "()")]
+pub struct SlotGranted {
+    /// The slot; dropping it frees it.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// An attempt's time limit passed.
+#[derive(Debug, Clone, ActixMessage)]
+#[rtype(result = "()")]
+pub struct AttemptTimedOut {
+    /// The limit, in milliseconds.
+    pub after_ms: u64,
 }
 
 /// Ask for a copy of the agent's history (an O(1) snapshot).

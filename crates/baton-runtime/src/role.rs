@@ -28,6 +28,10 @@ pub trait Role: Unpin + Sized + 'static {
     /// should stop.
     fn model_failed(&mut self, error: &str) -> bool;
 
+    /// Called when the attempt's time limit passed. Returns `true` if the
+    /// agent should stop.
+    fn timed_out(&mut self, after_ms: u64) -> bool;
+
     /// Called when the agent is stopped from outside (cancelled or shut
     /// down): it must not report a result any more.
     fn detach(&mut self);
@@ -64,6 +68,10 @@ impl Role for Root {
         false
     }
 
+    fn timed_out(&mut self, _after_ms: u64) -> bool {
+        false
+    }
+
     fn detach(&mut self) {}
 }
 
@@ -75,14 +83,17 @@ pub struct Worker {
     pub(crate) task_id: TaskId,
     pub(crate) parent: Option<TaskId>,
     pub(crate) depth: u32,
+    pub(crate) attempt: u32,
     pub(crate) report_to: Option<Recipient<TaskFinished>>,
 }
 
 impl Worker {
-    fn report(&mut self, outcome: TaskOutcome) {
+    /// Reports `outcome` to the parent, once; later calls do nothing.
+    pub(crate) fn report(&mut self, outcome: TaskOutcome) {
         if let Some(parent) = self.report_to.take() {
             parent.do_send(TaskFinished {
                 task_id: self.task_id,
+                attempt: self.attempt,
                 outcome,
             });
         }
@@ -113,6 +124,11 @@ impl Role for Worker {
         self.report(TaskOutcome::Failed {
             error: error.to_owned(),
         });
+        true
+    }
+
+    fn timed_out(&mut self, after_ms: u64) -> bool {
+        self.report(TaskOutcome::TimedOut { after_ms });
         true
     }
 
