@@ -1,0 +1,667 @@
+//! Delegation trees under supervision, on tokio's paused clock.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::core::{BudgetExceeded, Limits};
+use baton::runtime::virtual_time::block_on_paused;
+use baton::runtime::Supervision;
+use baton::{
+    Agent, ChatRequest, Event, Message, Orchestrator, ScriptedModel, ScriptedTurn, TaskId,
+    TaskOutcome, TaskStatus, Tool, ToolError, ToolOutput,
+};
+use common::*;
+use serde_json::json;
+use tokio::time::Instant;
+
+/// A model for trees: an agent delegates its prompt to each of its
+/// `children` (by agent name), waits for every result, then answers with
+/// the results joined; a leaf answers after 100 ms.
+fn tree_model(children: fn(&str) -> Vec<&'static str>) -> ScriptedModel {
+    ScriptedModel::from_fn(move |req: &ChatRequest| {
+        let agent = req.agent.as_str();
+        let prompt = req
+            .messages
+            .iter()
+            .find_map(|m| match m {
+                Message::User { content } => Some(content.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let kids = children(agent);
+        if kids.is_empty() {
+            return ScriptedTurn::text(format!("{agent} on {prompt}"))
+                .after(Duration::from_millis(100));
+        }
+        let results: Vec<String> = req
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::TaskResult { outcome, .. } => Some(outcome.detail()),
+                _ => None,
+            })
+            .collect();
+        match req.messages.last() {
+            Some(Message::User { .. }) => {
+                let mut turn: Option<ScriptedTurn> = None;
+                for (i, kid) in kids.iter().enumerate() {
+                    let args = json!({"agent": kid, "prompt": format!("{prompt}/{i}")});
+                    turn = Some(match turn {
+                        None => ScriptedTurn::call("create_task", args),
+                        Some(t) => t.and_call("create_task", args),
+                    });
+                }
+                turn.unwrap_or_else(|| ScriptedTurn::text("nothing to do"))
+            }
+            _ if results.len() == kids.len() => {
+                ScriptedTurn::text(format!("[{}]", results.join(" | ")))
+            }
+            _ => ScriptedTurn::text("waiting"),
+        }
+    })
+    .recording()
+}
+
+fn three_levels(agent: &str) -> Vec<&'static str> {
+    match agent {
+        "lead" => vec!["researcher", "researcher"],
+        "researcher" | "fine" => vec!["fetcher", "fetcher"],
+        _ => vec![],
+    }
+}
+
+fn tree_agents(model: &ScriptedModel) -> Agent {
+    let fetcher = Agent::builder("fetcher").model(model.clone()).build();
+    let researcher = Agent::builder("researcher")
+        .model(model.clone())
+        .delegates_to([fetcher])
+        .build();
+    Agent::builder("lead")
+        .model(model.clone())
+        .delegates_to([researcher])
+        .limits(Limits {
+            max_depth: 3,
+            max_children: 8,
+            max_concurrent: 64,
+            max_tokens: 200_000,
+        })
+        .supervision(Supervision::retry(3).backoff_ms(200).timeout_s(120))
+        .build()
+}
+
+/// Every history any agent sent to the model keeps the tool protocol.
+fn assert_all_histories_valid(model: &ScriptedModel) {
+    for req in model.requests() {
+        let history = baton::History::from(req.messages.to_vec());
+        assert_eq!(history.check_tool_protocol(), Ok(()), "agent {}", req.agent);
+    }
+}
+
+#[test]
+fn a_depth_three_tree_completes_with_its_shape_and_answer() {
+    block_on_paused(async {
+        let model = tree_model(three_levels);
+        let convo = Orchestrator::start(tree_agents(&model));
+        let start = Instant::now();
+        convo.send_user("bees").await.unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(100),
+            "all four fetchers ran at once"
+        );
+        let tree = convo.tree();
+        assert_eq!(
+            tree.shape(),
+            "lead(researcher(fetcher, fetcher), researcher(fetcher, fetcher))"
+        );
+        assert!(tree
+            .walk()
+            .iter()
+            .all(|(_, n)| n.record.status == TaskStatus::Succeeded));
+        assert_eq!(
+            convo.history().await.unwrap().last_assistant_text(),
+            Some(
+                "[[fetcher on bees/0/0 | fetcher on bees/0/1] | [fetcher on bees/1/0 | fetcher on bees/1/1]]"
+            )
+        );
+        assert!(
+            tree.render()
+                .contains("task-3 fetcher [succeeded] attempts=1"),
+            "{}",
+            tree.render()
+        );
+        assert!(convo.tokens_used() > 0);
+        assert_all_histories_valid(&model);
+    });
+}
+
+#[test]
+fn a_leaf_that_fails_twice_is_retried_and_the_parent_gets_one_result() {
+    block_on_paused(async {
+        let model = ScriptedModel::new()
+            .script(
+                "lead",
+                [
+                    ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "x"})),
+                    ScriptedTurn::text("delegated"),
+                    ScriptedTurn::text("got it"),
+                ],
+            )
+            .script(
+                "leaf",
+                [
+                    ScriptedTurn::fail("flaky 1"),
+                    ScriptedTurn::fail("flaky 2"),
+                    ScriptedTurn::text("leaf result"),
+                ],
+            );
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model.clone())
+            .delegates_to([leaf])
+            .supervision(Supervision::retry(3).backoff_ms(200))
+            .build();
+        let convo = Orchestrator::start(lead);
+        let mut events = convo.subscribe();
+        let start = Instant::now();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(200 + 400),
+            "backoff doubles"
+        );
+        let record = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!(record.status, TaskStatus::Succeeded);
+        assert_eq!(record.attempts, 3);
+        let history = convo.history().await.unwrap();
+        let results: Vec<_> = history
+            .messages()
+            .iter()
+            .filter(|m| matches!(m, Message::TaskResult { .. }))
+            .collect();
+        assert_eq!(results.len(), 1);
+        assert_eq!(
+            results[0].text().unwrap(),
+            "[task task-1 from leaf succeeded]\nleaf result"
+        );
+        let retries: Vec<(u32, u64)> = drain(&mut events)
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::TaskRetrying {
+                    attempt,
+                    backoff_ms,
+                    ..
+                } => Some((attempt, backoff_ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(retries, [(1, 200), (2, 400)]);
+    });
+}
+
+#[test]
+fn a_hanging_leaf_times_out_and_the_parent_is_told() {
+    block_on_paused(async {
+        let model = ScriptedModel::new()
+            .script(
+                "lead",
+                [
+                    ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "x"})),
+                    ScriptedTurn::text("delegated"),
+                    ScriptedTurn::text("it timed out"),
+                ],
+            )
+            .script("leaf", [ScriptedTurn::hang()]);
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([leaf])
+            .supervision(Supervision::none().timeout_s(5))
+            .build();
+        let convo = Orchestrator::start(lead);
+        let start = Instant::now();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(
+            convo.check_task(TaskId::new(1)).unwrap().status,
+            TaskStatus::TimedOut
+        );
+        let texts: Vec<String> = convo
+            .history()
+            .await
+            .unwrap()
+            .messages()
+            .iter()
+            .filter_map(Message::text)
+            .collect();
+        assert!(texts
+            .contains(&"[task task-1 from leaf timed_out]\nno result within 5000 ms".to_owned()));
+        assert_eq!(convo.live_agents(), 1, "the timed-out worker is gone");
+    });
+}
+
+#[test]
+fn cancelling_a_middle_node_cancels_its_subtree_and_nothing_else() {
+    block_on_paused(async {
+        // The researchers' fetchers take 100 ms; the first branch's fetchers hang.
+        let model = tree_model(three_levels);
+        let hang =
+            ScriptedModel::new().script("fetcher", [ScriptedTurn::hang(), ScriptedTurn::hang()]);
+        let slow_fetcher = Agent::builder("fetcher").model(hang).build();
+        let fetcher = Agent::builder("fetcher").model(model.clone()).build();
+        let stuck = Agent::builder("researcher")
+            .model(model.clone())
+            .delegates_to([slow_fetcher])
+            .build();
+        let fine = Agent::builder("fine")
+            .model(model.clone())
+            .delegates_to([fetcher])
+            .build();
+        let lead_model = ScriptedModel::new().script(
+            "lead",
+            [
+                ScriptedTurn::call("create_task", json!({"agent": "researcher", "prompt": "a"}))
+                    .and_call("create_task", json!({"agent": "fine", "prompt": "b"})),
+                ScriptedTurn::text("delegated"),
+                ScriptedTurn::text("one branch was cancelled"),
+                ScriptedTurn::text("the other finished"),
+            ],
+        );
+        let lead = Agent::builder("lead")
+            .model(lead_model)
+            .delegates_to([stuck, fine])
+            .build();
+        let convo = Orchestrator::start(lead);
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // task-1: researcher (its fetchers hang); task-2: fine.
+        let before = convo.tree();
+        assert_eq!(
+            before.shape(),
+            "lead(researcher(fetcher, fetcher), fine(fetcher, fetcher))"
+        );
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        convo.settled().await.unwrap();
+        for (_, node) in convo.tree().walk() {
+            let r = &node.record;
+            let in_cancelled_branch = r.id == TaskId::new(1) || r.parent == Some(TaskId::new(1));
+            let expected = if in_cancelled_branch {
+                TaskStatus::Cancelled
+            } else {
+                TaskStatus::Succeeded
+            };
+            assert_eq!(r.status, expected, "{}", convo.tree().render());
+        }
+        assert_eq!(convo.live_agents(), 1);
+        assert_all_histories_valid(&model);
+        assert_eq!(convo.history().await.unwrap().check_tool_protocol(), Ok(()));
+    });
+}
+
+fn budget_events(events: &[baton::EventEnvelope]) -> Vec<BudgetExceeded> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::BudgetExceeded { budget, .. } => Some(*budget),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tool_errors(history: &baton::History) -> Vec<String> {
+    history
+        .messages()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool {
+                content,
+                is_error: true,
+                ..
+            } => Some(content.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn depth_and_children_budgets_refuse_with_a_tool_error_and_an_event() {
+    block_on_paused(async {
+        let model = ScriptedModel::new()
+            .script(
+                "lead",
+                [
+                    ScriptedTurn::call(
+                        "create_task",
+                        json!({"agent": "researcher", "prompt": "a"}),
+                    )
+                    .and_call("create_task", json!({"agent": "researcher", "prompt": "b"})),
+                    ScriptedTurn::text("one refused"),
+                    ScriptedTurn::text("done"),
+                ],
+            )
+            .script(
+                "researcher",
+                [
+                    ScriptedTurn::call(
+                        "create_task",
+                        json!({"agent": "fetcher", "prompt": "deeper"}),
+                    ),
+                    ScriptedTurn::text("could not go deeper"),
+                ],
+            )
+            .recording();
+        let fetcher = Agent::builder("fetcher").model(model.clone()).build();
+        let researcher = Agent::builder("researcher")
+            .model(model.clone())
+            .delegates_to([fetcher])
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model.clone())
+            .delegates_to([researcher])
+            .limits(Limits {
+                max_depth: 1,
+                max_children: 1,
+                ..Limits::default()
+            })
+            .build();
+        let convo = Orchestrator::start(lead);
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        let errors = tool_errors(&convo.history().await.unwrap());
+        assert_eq!(
+            errors,
+            ["error: the budget of 1 tasks per agent is used up"]
+        );
+        let researcher_saw = model
+            .requests()
+            .into_iter()
+            .filter(|r| r.agent.as_str() == "researcher")
+            .last()
+            .unwrap();
+        let errors = tool_errors(&baton::History::from(researcher_saw.messages.to_vec()));
+        assert_eq!(
+            errors,
+            ["error: the delegation depth budget is 1: this agent may not delegate further"]
+        );
+        assert_eq!(
+            budget_events(&drain(&mut events)),
+            [
+                BudgetExceeded::Children { limit: 1 },
+                BudgetExceeded::Depth { limit: 1 }
+            ]
+        );
+        assert_eq!(convo.tree().shape(), "lead(researcher)");
+    });
+}
+
+#[test]
+fn the_concurrency_budget_queues_excess_tasks_as_pending() {
+    block_on_paused(async {
+        let mut turn = ScriptedTurn::call("deep_research", json!({"topic": "t0"}));
+        for i in 1..5 {
+            turn = turn.and_call("deep_research", json!({ "topic": format!("t{i}") }));
+        }
+        let model = ScriptedModel::new().script(
+            "lead",
+            [
+                turn,
+                ScriptedTurn::text("started"),
+                ScriptedTurn::text("r"),
+                ScriptedTurn::text("r"),
+                ScriptedTurn::text("r"),
+                ScriptedTurn::text("r"),
+                ScriptedTurn::text("r"),
+            ],
+        );
+        let lead = Agent::builder("lead")
+            .model(model)
+            .background_tool(DeepResearch { secs: 1 })
+            .limits(Limits {
+                max_concurrent: 2,
+                ..Limits::default()
+            })
+            .build();
+        let convo = Orchestrator::start(lead);
+        let start = Instant::now();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let statuses: Vec<TaskStatus> = convo.tasks().iter().map(|r| r.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                TaskStatus::Running,
+                TaskStatus::Running,
+                TaskStatus::Pending,
+                TaskStatus::Pending,
+                TaskStatus::Pending
+            ]
+        );
+        convo.settled().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(3),
+            "five 1 s tasks, two at a time"
+        );
+        assert!(convo
+            .tasks()
+            .iter()
+            .all(|r| r.status == TaskStatus::Succeeded));
+    });
+}
+
+#[test]
+fn the_concurrency_budget_does_not_deadlock_a_tree_deeper_than_it_is_wide() {
+    block_on_paused(async {
+        let model = tree_model(three_levels);
+        let fetcher = Agent::builder("fetcher").model(model.clone()).build();
+        let researcher = Agent::builder("researcher")
+            .model(model.clone())
+            .delegates_to([fetcher])
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model.clone())
+            .delegates_to([researcher])
+            .limits(Limits {
+                max_concurrent: 2,
+                ..Limits::default()
+            })
+            .build();
+        let convo = Orchestrator::start(lead);
+        convo.send_user("bees").await.unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(convo.tasks().len(), 6);
+        assert!(convo
+            .tasks()
+            .iter()
+            .all(|r| r.status == TaskStatus::Succeeded));
+    });
+}
+
+#[test]
+fn the_token_budget_stops_further_turns() {
+    block_on_paused(async {
+        let model = ScriptedModel::new().script(
+            "lead",
+            [
+                ScriptedTurn::text("first").with_usage(15, 10),
+                ScriptedTurn::text("never sent"),
+            ],
+        );
+        let lead = Agent::builder("lead")
+            .model(model.clone())
+            .limits(Limits {
+                max_tokens: 20,
+                ..Limits::default()
+            })
+            .build();
+        let convo = Orchestrator::start(lead);
+        let mut events = convo.subscribe();
+        convo.send_user("one").await.unwrap();
+        convo.settled().await.unwrap();
+        convo.send_user("two").await.unwrap();
+        convo.settled().await.unwrap();
+        let events = drain(&mut events);
+        assert_eq!(
+            budget_events(&events),
+            [BudgetExceeded::Tokens {
+                limit: 20,
+                used: 25
+            }]
+        );
+        assert!(matches!(
+            matching(&events, |e| matches!(e, Event::TurnFailed { .. }))[0].event,
+            Event::TurnFailed { turn: 2, .. }
+        ));
+        assert_eq!(model.served("lead"), 1, "the second request was never sent");
+        let texts: Vec<String> = convo
+            .history()
+            .await
+            .unwrap()
+            .messages()
+            .iter()
+            .filter_map(Message::text)
+            .collect();
+        assert_eq!(texts, ["one", "first", "two"], "the input is kept");
+    });
+}
+
+#[test]
+fn two_approvals_wait_while_a_third_branch_finishes() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req: &ChatRequest| match req.agent.as_str() {
+            "lead" => match req.messages.last() {
+                Some(Message::User { .. }) => {
+                    ScriptedTurn::call("create_task", json!({"agent": "writer", "prompt": "w1"}))
+                        .and_call("create_task", json!({"agent": "writer", "prompt": "w2"}))
+                        .and_call("create_task", json!({"agent": "reader", "prompt": "r"}))
+                }
+                _ => ScriptedTurn::text("noted"),
+            },
+            other => ScriptedTurn::text(format!("{other} done")).after(Duration::from_secs(1)),
+        });
+        let writer = Agent::builder("writer").model(model.clone()).build();
+        let reader = Agent::builder("reader").model(model.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([writer, reader])
+            .require_approval("writer")
+            .build();
+        let convo = Orchestrator::start(lead);
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let status = |n: u64| convo.check_task(TaskId::new(n)).unwrap().status;
+        assert_eq!(status(1), TaskStatus::AwaitingApproval);
+        assert_eq!(status(2), TaskStatus::AwaitingApproval);
+        assert_eq!(status(3), TaskStatus::Succeeded);
+        // Approved: the sub-agent is starting (it runs from its first turn on).
+        assert_eq!(convo.approve(TaskId::new(1)).await, Ok(TaskStatus::Pending));
+        assert_eq!(
+            convo.reject(TaskId::new(2), "not now").await,
+            Ok(TaskStatus::Failed)
+        );
+        assert!(
+            convo.approve(TaskId::new(2)).await.is_err(),
+            "decided already"
+        );
+        convo.settled().await.unwrap();
+        assert_eq!(status(1), TaskStatus::Succeeded);
+        assert_eq!(
+            convo.check_task(TaskId::new(2)).unwrap().outcome,
+            Some(TaskOutcome::Failed {
+                error: "rejected: not now".into()
+            })
+        );
+    });
+}
+
+/// A background tool that fails on its first `failures` attempts.
+struct Flaky {
+    calls: Arc<AtomicU32>,
+    failures: u32,
+}
+
+impl Tool for Flaky {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn description(&self) -> &str {
+        "Fails at first."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n <= self.failures {
+            return Err(ToolError::Failed(format!("attempt {n} failed")));
+        }
+        Ok("finally".into())
+    }
+}
+
+#[test]
+fn background_tools_are_supervised_too() {
+    block_on_paused(async {
+        let calls = Arc::new(AtomicU32::new(0));
+        let model = ScriptedModel::new().script(
+            "lead",
+            [
+                ScriptedTurn::call("flaky", json!({})),
+                ScriptedTurn::text("started"),
+                ScriptedTurn::text("done"),
+            ],
+        );
+        let lead = Agent::builder("lead")
+            .model(model)
+            .background_tool(Flaky {
+                calls: Arc::clone(&calls),
+                failures: 2,
+            })
+            .supervision(Supervision::retry(2).backoff_ms(10))
+            .build();
+        let convo = Orchestrator::start(lead);
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let record = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!((record.status, record.attempts), (TaskStatus::Succeeded, 3));
+    });
+}
+
+#[test]
+fn after_shutdown_no_actor_or_task_remains() {
+    block_on_paused(async {
+        let model = tree_model(three_levels);
+        let hang = ScriptedModel::new().script("fetcher", (0..4).map(|_| ScriptedTurn::hang()));
+        let fetcher = Agent::builder("fetcher").model(hang).build();
+        let researcher = Agent::builder("researcher")
+            .model(model.clone())
+            .delegates_to([fetcher])
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([researcher])
+            .build();
+        let convo = Orchestrator::start(lead);
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(convo.live_agents(), 7);
+        assert_eq!(convo.registry().running_count(), 6);
+        convo.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(convo.live_agents(), 0);
+        assert_eq!(convo.registry().running_count(), 0);
+        assert!(convo
+            .tasks()
+            .iter()
+            .all(|r| r.status == TaskStatus::Cancelled));
+    });
+}
