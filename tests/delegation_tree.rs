@@ -665,3 +665,71 @@ fn after_shutdown_no_actor_or_task_remains() {
             .all(|r| r.status == TaskStatus::Cancelled));
     });
 }
+
+/// A tool that records which thread it ran on.
+struct WhereAmI {
+    threads: Arc<std::sync::Mutex<std::collections::HashSet<std::thread::ThreadId>>>,
+}
+
+impl Tool for WhereAmI {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "where_am_i"
+    }
+    fn description(&self) -> &str {
+        "Records the thread it runs on."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        self.threads
+            .lock()
+            .map_err(|e| ToolError::Failed(e.to_string()))?
+            .insert(std::thread::current().id());
+        Ok("here".into())
+    }
+}
+
+#[test]
+fn workers_are_spread_over_the_arbiter_pool() {
+    // Real threads, so a real clock; nothing here depends on timing.
+    actix_rt::System::new().block_on(async {
+        let threads = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let model = ScriptedModel::from_fn(|req: &ChatRequest| {
+            match (req.agent.as_str(), req.messages.last()) {
+                ("lead", Some(Message::User { .. })) => {
+                    let mut t =
+                        ScriptedTurn::call("create_task", json!({"agent": "w", "prompt": "0"}));
+                    for i in 1..4 {
+                        t = t.and_call(
+                            "create_task",
+                            json!({"agent": "w", "prompt": i.to_string()}),
+                        );
+                    }
+                    t
+                }
+                ("w", Some(Message::User { .. })) => ScriptedTurn::call("where_am_i", json!({})),
+                _ => ScriptedTurn::text("ok"),
+            }
+        });
+        let worker = Agent::builder("w")
+            .model(model.clone())
+            .tool(WhereAmI {
+                threads: Arc::clone(&threads),
+            })
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([worker])
+            .build();
+        let convo = Orchestrator::builder(lead).worker_threads(2).spawn();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        assert!(convo
+            .tasks()
+            .iter()
+            .all(|r| r.status == TaskStatus::Succeeded));
+        let seen = threads.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "four workers round-robin over two arbiters");
+        assert!(!seen.contains(&std::thread::current().id()));
+        convo.shutdown().await.unwrap();
+    });
+}

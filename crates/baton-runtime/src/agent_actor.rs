@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::agent::Agent;
+use crate::arbiter_pool::ArbiterPool;
 use crate::error::RuntimeError;
 use crate::messages::{
     AttemptTimedOut, CancelTask, Decide, GetHistory, InlineToolDone, ModelTurnDone, Shutdown,
@@ -73,10 +74,12 @@ pub(crate) struct Shared {
     pub(crate) tokens_used: Arc<AtomicU64>,
     pub(crate) owners: Arc<DashMap<TaskId, Owner>>,
     pub(crate) live_agents: Arc<AtomicUsize>,
+    /// The threads workers run on; `None`: the conversation's own thread.
+    pub(crate) arbiters: Option<Arc<ArbiterPool>>,
 }
 
 impl Shared {
-    pub(crate) fn new(limits: Limits, event_capacity: usize) -> Self {
+    pub(crate) fn new(limits: Limits, event_capacity: usize, worker_threads: usize) -> Self {
         let slots = (limits.max_concurrent != u32::MAX)
             .then(|| Arc::new(Semaphore::new(limits.max_concurrent as usize)));
         Self {
@@ -87,6 +90,7 @@ impl Shared {
             tokens_used: Arc::default(),
             owners: Arc::default(),
             live_agents: Arc::default(),
+            arbiters: ArbiterPool::new(worker_threads).map(Arc::new),
         }
     }
 }
@@ -518,7 +522,11 @@ impl<R: Role> AgentActor<R> {
                     timeout,
                 );
                 actor.turns.enqueue(Message::user(prompt));
-                TaskState::Worker(actor.start())
+                let addr = match &self.shared.arbiters {
+                    Some(pool) => pool.start(actor),
+                    None => actor.start(),
+                };
+                TaskState::Worker(addr)
             }
         };
         if let Some(own) = self.tasks.get_mut(&id) {

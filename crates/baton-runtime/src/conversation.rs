@@ -37,6 +37,7 @@ pub struct Orchestrator {
     agent: Agent,
     policy: InputPolicy,
     event_capacity: usize,
+    worker_threads: Option<usize>,
 }
 
 impl Orchestrator {
@@ -51,6 +52,7 @@ impl Orchestrator {
             agent,
             policy: InputPolicy::default(),
             event_capacity: EventBus::DEFAULT_CAPACITY,
+            worker_threads: None,
         }
     }
 
@@ -67,9 +69,21 @@ impl Orchestrator {
         self
     }
 
+    /// How many threads (actix arbiters) the tree's sub-agents run on,
+    /// round-robin. The default is one per core, or 0 under
+    /// [`crate::virtual_time::block_on_paused`]; 0 runs every agent on the
+    /// conversation's own thread.
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = Some(threads);
+        self
+    }
+
     /// Starts the conversation actor.
     pub fn spawn(self) -> Conversation {
-        let shared = Shared::new(self.agent.spec.limits, self.event_capacity);
+        let threads = self
+            .worker_threads
+            .unwrap_or_else(crate::arbiter_pool::default_threads);
+        let shared = Shared::new(self.agent.spec.limits, self.event_capacity, threads);
         let root = self.agent.name().clone();
         let actor = OrchestratorActor::new(
             self.agent,

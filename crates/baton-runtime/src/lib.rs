@@ -22,6 +22,7 @@
 
 pub mod agent;
 pub mod agent_actor;
+mod arbiter_pool;
 pub mod conversation;
 pub mod error;
 pub mod messages;
