@@ -159,6 +159,7 @@ pub struct AgentActor<R: Role> {
     started: bool,
     attempt_timeout: Option<Duration>,
     span: tracing::Span,
+    turn_span: tracing::Span,
 }
 
 impl<R: Role> AgentActor<R> {
@@ -181,13 +182,16 @@ impl<R: Role> AgentActor<R> {
             &delegates,
             !spec.background_tools.is_empty(),
         ));
+        let (parent_span, started_by) = role.spans();
         let span = tracing::info_span!(
+            parent: parent_span,
             "agent",
             agent = %spec.name,
             task_id = role.task().map(|t| t.to_string()),
             parent = role.parent().map(|t| t.to_string()),
             depth = role.depth(),
         );
+        span.follows_from(started_by);
         let slot = if role.task().is_some() && shared.slots.is_some() {
             Slot::Free
         } else {
@@ -209,6 +213,7 @@ impl<R: Role> AgentActor<R> {
             started: false,
             attempt_timeout,
             span,
+            turn_span: tracing::Span::none(),
         }
     }
 
@@ -293,6 +298,7 @@ impl<R: Role> AgentActor<R> {
         let Some(turn) = self.turns.begin_turn() else {
             return;
         };
+        self.turn_span = tracing::info_span!(parent: &self.span, "turn", turn);
         self.emit(Event::TurnStarted {
             agent: self.name(),
             task: self.role.task(),
@@ -326,7 +332,7 @@ impl<R: Role> AgentActor<R> {
                 };
             me.do_send(ModelTurnDone { turn, result });
         };
-        self.model_request = Some(actix::spawn(work.instrument(self.span.clone())));
+        self.model_request = Some(actix::spawn(work.instrument(self.turn_span.clone())));
     }
 
     /// Handles every call of a model reply: answers what can be answered at
@@ -513,6 +519,8 @@ impl<R: Role> AgentActor<R> {
                     depth: self.role.depth() + 1,
                     attempt,
                     report_to: Some(ctx.address().recipient()),
+                    parent_span: self.span.id(),
+                    started_by: self.turn_span.id(),
                 };
                 let mut actor = ModelActor::new(
                     agent,
@@ -591,6 +599,7 @@ impl<R: Role> AgentActor<R> {
             });
         };
         let span = tracing::info_span!(parent: &self.span, "task", task_id = %task_id, attempt);
+        span.follows_from(&self.turn_span);
         actix::spawn(work.instrument(span))
     }
 
@@ -681,7 +690,7 @@ impl<R: Role> AgentActor<R> {
                 answer,
             });
         };
-        let span = tracing::info_span!(parent: &self.span, "tool", turn, index);
+        let span = tracing::info_span!(parent: &self.turn_span, "tool", turn, index);
         self.tool_calls.push(actix::spawn(work.instrument(span)));
     }
 

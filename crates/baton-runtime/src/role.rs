@@ -19,6 +19,10 @@ pub trait Role: Unpin + Sized + 'static {
     /// The depth in the tree: 0 for the conversation.
     fn depth(&self) -> u32;
 
+    /// The span this agent's span nests under (its parent agent's), and the
+    /// span of the turn that started it, which its span follows from.
+    fn spans(&self) -> (Option<tracing::Id>, Option<tracing::Id>);
+
     /// Called when nothing is in flight, nothing is queued and no task is
     /// running. `answer` is the agent's last text. Returns `true` if the
     /// agent should stop.
@@ -57,6 +61,10 @@ impl Role for Root {
         0
     }
 
+    fn spans(&self) -> (Option<tracing::Id>, Option<tracing::Id>) {
+        (None, None)
+    }
+
     fn settled(&mut self, _answer: Option<&str>) -> bool {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(());
@@ -85,6 +93,8 @@ pub struct Worker {
     pub(crate) depth: u32,
     pub(crate) attempt: u32,
     pub(crate) report_to: Option<Recipient<TaskFinished>>,
+    pub(crate) parent_span: Option<tracing::Id>,
+    pub(crate) started_by: Option<tracing::Id>,
 }
 
 impl Worker {
@@ -111,6 +121,10 @@ impl Role for Worker {
 
     fn depth(&self) -> u32 {
         self.depth
+    }
+
+    fn spans(&self) -> (Option<tracing::Id>, Option<tracing::Id>) {
+        (self.parent_span.clone(), self.started_by.clone())
     }
 
     fn settled(&mut self, answer: Option<&str>) -> bool {
