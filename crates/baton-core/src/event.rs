@@ -230,6 +230,12 @@ impl EventBus {
         let _ = self.inner.tx.send(EventEnvelope { seq, at_ms, event });
     }
 
+    /// Whether anyone subscribes: publishers may skip building events
+    /// nobody would read.
+    pub fn is_observed(&self) -> bool {
+        self.inner.tx.receiver_count() > 0
+    }
+
     /// A new subscriber that sees every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<EventEnvelope> {
         self.inner.tx.subscribe()

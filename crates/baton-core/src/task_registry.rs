@@ -35,6 +35,19 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// The status as the model and the events spell it (`running`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::AwaitingApproval => "awaiting_approval",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::TimedOut => "timed_out",
+        }
+    }
+
     /// Whether the task has ended (no further change will happen).
     pub fn is_terminal(self) -> bool {
         !matches!(
@@ -222,6 +235,11 @@ impl TaskRegistry {
         self.inner.tasks.get(&id).map(|r| r.clone())
     }
 
+    /// What a task runs: its tool's or sub-agent's name.
+    pub fn source(&self, id: TaskId) -> Option<AgentName> {
+        self.inner.tasks.get(&id).map(|r| r.kind.source())
+    }
+
     /// One task's status.
     pub fn status(&self, id: TaskId) -> Option<TaskStatus> {
         self.inner.tasks.get(&id).map(|r| r.status)
@@ -318,6 +336,21 @@ mod tests {
         assert_eq!(check["result"], "x");
         assert_eq!(check["elapsed_ms"], 1500);
         assert_eq!(check["status"], "succeeded");
+    }
+
+    #[test]
+    fn status_words_match_serde() {
+        for s in [
+            TaskStatus::Pending,
+            TaskStatus::AwaitingApproval,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+            TaskStatus::TimedOut,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[tokio::test(start_paused = true)]

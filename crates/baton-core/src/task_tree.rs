@@ -115,10 +115,7 @@ impl TaskTree {
                 "{indent}└ {} {} [{}] attempts={} tokens={}{took}",
                 r.id,
                 r.kind.source(),
-                serde_json::to_value(r.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                r.status.as_str(),
                 r.attempts,
                 r.tokens,
             );

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::{AgentName, DynTool, Limits, Tool};
+use baton_core::{AgentName, DynTool, Limits, Tool, ToolSpec};
 use baton_llm::{ChatModel, ChatRequest, ChatResponse, LlmError};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -27,6 +27,11 @@ pub(crate) struct AgentSpec {
     pub(crate) limits: Limits,
     pub(crate) supervision: Supervision,
     pub(crate) needs_approval: Vec<String>,
+    /// The names of `delegates`, as `create_task` offers them.
+    pub(crate) delegate_names: Vec<AgentName>,
+    /// Every tool the model is offered, built once (schemas are derived
+    /// here, not per actor or per turn).
+    pub(crate) offered: Arc<Vec<ToolSpec>>,
 }
 
 impl AgentSpec {
@@ -192,8 +197,22 @@ impl AgentBuilder {
                 agent: name.clone(),
             })
         });
+        let delegate_names: Vec<AgentName> =
+            self.delegates.iter().map(|a| a.name().clone()).collect();
+        let mut offered: Vec<ToolSpec> = self
+            .inline_tools
+            .iter()
+            .chain(&self.background_tools)
+            .map(|t| t.spec())
+            .collect();
+        offered.extend(crate::task_tools::specs(
+            &delegate_names,
+            !self.background_tools.is_empty(),
+        ));
         Agent {
             spec: Arc::new(AgentSpec {
+                delegate_names,
+                offered: Arc::new(offered),
                 name,
                 model,
                 system_prompt: self.system_prompt,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient, ResponseFuture};
 use baton_core::{
     AgentName, BudgetExceeded, DynTool, Event, EventBus, Limits, Message, TaskId, TaskKind,
-    TaskOutcome, TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput, ToolSpec,
+    TaskOutcome, TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput,
 };
 use baton_llm::ChatRequest;
 use dashmap::DashMap;
@@ -149,8 +149,6 @@ pub struct AgentActor<R: Role> {
     shared: Shared,
     policy: InputPolicy,
     turns: TurnLoop,
-    offered: Arc<Vec<ToolSpec>>,
-    delegates: Vec<AgentName>,
     model_request: Option<JoinHandle<()>>,
     tool_calls: Vec<JoinHandle<()>>,
     tasks: HashMap<TaskId, OwnTask>,
@@ -171,17 +169,6 @@ impl<R: Role> AgentActor<R> {
         attempt_timeout: Option<Duration>,
     ) -> Self {
         let spec = &agent.spec;
-        let delegates: Vec<AgentName> = spec.delegates.iter().map(|a| a.name().clone()).collect();
-        let mut offered: Vec<ToolSpec> = spec
-            .inline_tools
-            .iter()
-            .chain(&spec.background_tools)
-            .map(|t| t.spec())
-            .collect();
-        offered.extend(task_tools::specs(
-            &delegates,
-            !spec.background_tools.is_empty(),
-        ));
         let (parent_span, started_by) = role.spans();
         let span = tracing::info_span!(
             parent: parent_span,
@@ -199,8 +186,6 @@ impl<R: Role> AgentActor<R> {
         };
         Self {
             turns: TurnLoop::new(spec.system_prompt.as_deref()),
-            offered: Arc::new(offered),
-            delegates,
             agent,
             role,
             shared,
@@ -221,8 +206,12 @@ impl<R: Role> AgentActor<R> {
         self.agent.spec.name.clone()
     }
 
-    fn emit(&self, event: Event) {
-        self.shared.events.publish(event);
+    /// Publishes the event `make` builds, building it only if someone
+    /// listens: with no subscriber an event costs nothing.
+    fn emit(&self, make: impl FnOnce() -> Event) {
+        if self.shared.events.is_observed() {
+            self.shared.events.publish(make());
+        }
     }
 
     /// Starts the next turn if idle with queued input; otherwise, if idle,
@@ -239,7 +228,7 @@ impl<R: Role> AgentActor<R> {
             }
             return;
         }
-        self.emit(Event::Idle {
+        self.emit(|| Event::Idle {
             agent: self.name(),
             task: self.role.task(),
             running_tasks: self.tasks.len(),
@@ -285,7 +274,7 @@ impl<R: Role> AgentActor<R> {
                 .registry
                 .set_status(task_id, TaskStatus::Running)
             {
-                self.emit(Event::TaskStarted { task_id, attempt });
+                self.emit(|| Event::TaskStarted { task_id, attempt });
             }
         }
         if let Some(limit) = self.attempt_timeout {
@@ -299,7 +288,7 @@ impl<R: Role> AgentActor<R> {
             return;
         };
         self.turn_span = tracing::info_span!(parent: &self.span, "turn", turn);
-        self.emit(Event::TurnStarted {
+        self.emit(|| Event::TurnStarted {
             agent: self.name(),
             task: self.role.task(),
             turn,
@@ -317,7 +306,7 @@ impl<R: Role> AgentActor<R> {
         let request = ChatRequest {
             agent: self.name(),
             messages: self.turns.history().snapshot(),
-            tools: Arc::clone(&self.offered),
+            tools: Arc::clone(&self.agent.spec.offered),
         };
         let model = Arc::clone(&self.agent.spec.model);
         let me = ctx.address();
@@ -340,7 +329,7 @@ impl<R: Role> AgentActor<R> {
     fn dispatch_calls(&mut self, turn: u64, calls: Vec<ToolCall>, ctx: &mut Context<Self>) {
         let mut all_answered = false;
         for (index, call) in calls.into_iter().enumerate() {
-            self.emit(Event::ToolCallStarted {
+            self.emit(|| Event::ToolCallStarted {
                 agent: self.name(),
                 task: self.role.task(),
                 call_id: call.id.clone(),
@@ -360,7 +349,9 @@ impl<R: Role> AgentActor<R> {
     }
 
     fn plan_call(&mut self, call: &ToolCall, ctx: &mut Context<Self>) -> CallPlan {
-        if let Some(parsed) = task_tools::parse(&call.name, &call.arguments, &self.delegates) {
+        if let Some(parsed) =
+            task_tools::parse(&call.name, &call.arguments, &self.agent.spec.delegate_names)
+        {
             let answer = parsed.and_then(|c| self.run_task_tool(c, ctx));
             return CallPlan::Answer(match answer {
                 Ok(text) => ok_answer(call, text),
@@ -394,7 +385,13 @@ impl<R: Role> AgentActor<R> {
                 Err(e) => error_answer(call, &e),
             });
         }
-        let available: Vec<&str> = self.offered.iter().map(|s| s.name.as_str()).collect();
+        let available: Vec<&str> = self
+            .agent
+            .spec
+            .offered
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         CallPlan::Answer(error_answer(
             call,
             &ToolError::UnknownTool {
@@ -419,9 +416,7 @@ impl<R: Role> AgentActor<R> {
             TaskToolCall::Cancel(id) => {
                 let reason = format!("cancelled by {}", self.agent.spec.name);
                 match self.cancel(id, &reason) {
-                    Ok(status) => {
-                        Ok(serde_json::json!({"task_id": id, "status": status}).to_string())
-                    }
+                    Ok(status) => Ok(task_answer(id, status)),
                     Err(e) => Err(ToolError::Failed(e.to_string())),
                 }
             }
@@ -429,7 +424,7 @@ impl<R: Role> AgentActor<R> {
     }
 
     fn refuse(&self, exceeded: BudgetExceeded) {
-        self.emit(Event::BudgetExceeded {
+        self.emit(|| Event::BudgetExceeded {
             agent: self.name(),
             task: self.role.task(),
             budget: exceeded,
@@ -471,7 +466,7 @@ impl<R: Role> AgentActor<R> {
                 decide: ctx.address().recipient(),
             },
         );
-        self.emit(Event::TaskCreated {
+        self.emit(|| Event::TaskCreated {
             task_id: id,
             parent: self.role.task(),
             owner: self.name(),
@@ -491,12 +486,12 @@ impl<R: Role> AgentActor<R> {
             },
         );
         if needs_approval {
-            self.emit(Event::ApprovalRequested { task_id: id });
+            self.emit(|| Event::ApprovalRequested { task_id: id });
         } else {
             self.launch(id, ctx);
         }
         let status = self.shared.registry.status(id).unwrap_or(status);
-        Ok(serde_json::json!({"task_id": id, "status": status}).to_string())
+        Ok(task_answer(id, status))
     }
 
     /// Starts the next attempt of one of this agent's tasks.
@@ -639,15 +634,14 @@ impl<R: Role> AgentActor<R> {
         if !self.shared.registry.finish(id, outcome.clone()) {
             return;
         }
-        self.emit(Event::TaskFinished {
+        self.emit(|| Event::TaskFinished {
             task_id: id,
             outcome: outcome.clone(),
         });
         let source = self
             .shared
             .registry
-            .get(id)
-            .map(|r| r.kind.source())
+            .source(id)
             .unwrap_or_else(|| AgentName::new("unknown"));
         self.turns.enqueue(Message::TaskResult {
             task_id: id,
@@ -703,7 +697,7 @@ impl<R: Role> AgentActor<R> {
             is_error,
         } = &answer
         {
-            self.emit(Event::ToolCallFinished {
+            self.emit(|| Event::ToolCallFinished {
                 agent: self.name(),
                 task: self.role.task(),
                 call_id: call_id.clone(),
@@ -746,7 +740,7 @@ impl<R: Role> AgentActor<R> {
             reason: reason.to_owned(),
         };
         if self.shared.registry.finish(id, outcome.clone()) {
-            self.emit(Event::TaskFinished {
+            self.emit(|| Event::TaskFinished {
                 task_id: id,
                 outcome,
             });
@@ -771,6 +765,11 @@ impl<R: Role> AgentActor<R> {
 
 fn find_tool<'a>(tools: &'a [Arc<dyn DynTool>], name: &str) -> Option<&'a Arc<dyn DynTool>> {
     tools.iter().find(|t| t.tool_name() == name)
+}
+
+/// The answer to a task tool call: `{"status": …, "task_id": …}`.
+fn task_answer(id: TaskId, status: TaskStatus) -> String {
+    format!(r#"{{"status":"{}","task_id":"{id}"}}"#, status.as_str())
 }
 
 /// Runs a tool future with panics contained and an optional time limit.
@@ -846,14 +845,14 @@ impl<R: Role> Handler<UserInput> for AgentActor<R> {
 
     fn handle(&mut self, msg: UserInput, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
-        self.emit(Event::UserMessage {
+        self.emit(|| Event::UserMessage {
             text: msg.text.clone(),
         });
         self.turns.enqueue(Message::user(msg.text));
         if self.policy == InputPolicy::Interrupt && !self.turns.is_idle() {
             self.abort_in_flight();
             if let Some(turn) = self.turns.interrupt() {
-                self.emit(Event::TurnInterrupted {
+                self.emit(|| Event::TurnInterrupted {
                     agent: self.name(),
                     task: self.role.task(),
                     turn,
@@ -883,14 +882,14 @@ impl<R: Role> Handler<ModelTurnDone> for AgentActor<R> {
                     return;
                 };
                 self.model_request = None;
-                self.emit(Event::TurnFinished {
+                self.emit(|| Event::TurnFinished {
                     agent: self.name(),
                     task: self.role.task(),
                     turn: msg.turn,
                     usage,
                 });
                 if let Some(text) = text.filter(|t| !t.is_empty()) {
-                    self.emit(Event::AssistantMessage {
+                    self.emit(|| Event::AssistantMessage {
                         agent: self.name(),
                         task: self.role.task(),
                         text,
@@ -909,7 +908,7 @@ impl<R: Role> Handler<ModelTurnDone> for AgentActor<R> {
                 self.model_request = None;
                 let error = error.to_string();
                 tracing::warn!(%error, turn = msg.turn, "model request failed");
-                self.emit(Event::TurnFailed {
+                self.emit(|| Event::TurnFailed {
                     agent: self.name(),
                     task: self.role.task(),
                     turn: msg.turn,
@@ -962,7 +961,7 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
         self.shared
             .registry
             .set_status(msg.task_id, TaskStatus::Pending);
-        self.emit(Event::TaskRetrying {
+        self.emit(|| Event::TaskRetrying {
             task_id: msg.task_id,
             attempt: msg.attempt,
             error: msg.outcome.detail(),
@@ -999,7 +998,7 @@ impl<R: Role> Handler<Decide> for AgentActor<R> {
         if !awaiting {
             return Err(RuntimeError::NotAwaitingApproval(id, status));
         }
-        self.emit(Event::ApprovalDecided {
+        self.emit(|| Event::ApprovalDecided {
             task_id: id,
             approved: msg.decision.is_ok(),
         });
@@ -1062,8 +1061,7 @@ impl<R: Role> Handler<CancelTask> for AgentActor<R> {
             let source = self
                 .shared
                 .registry
-                .get(msg.task_id)
-                .map(|r| r.kind.source())
+                .source(msg.task_id)
                 .unwrap_or_else(|| AgentName::new("unknown"));
             self.turns.enqueue(Message::TaskResult {
                 task_id: msg.task_id,

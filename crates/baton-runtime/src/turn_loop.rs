@@ -29,6 +29,8 @@ pub enum Phase {
         calls: Vec<ToolCall>,
         /// One slot per call; `None` until answered.
         answers: Vec<Option<Message>>,
+        /// How many slots are still `None`.
+        missing: usize,
     },
 }
 
@@ -123,6 +125,7 @@ impl TurnLoop {
         } else {
             Phase::RunningTools {
                 answers: vec![None; calls.len()],
+                missing: calls.len(),
                 calls: calls.clone(),
             }
         };
@@ -146,14 +149,18 @@ impl TurnLoop {
         if turn != self.turn {
             return false;
         }
-        let Phase::RunningTools { answers, .. } = &mut self.phase else {
+        let Phase::RunningTools {
+            answers, missing, ..
+        } = &mut self.phase
+        else {
             return false;
         };
         match answers.get_mut(index) {
             Some(slot @ None) => *slot = Some(answer),
             _ => return false,
         }
-        if answers.iter().any(Option::is_none) {
+        *missing -= 1;
+        if *missing > 0 {
             return false;
         }
         self.flush_answers();
@@ -171,7 +178,7 @@ impl TurnLoop {
                 self.phase = Phase::Idle;
                 Some(self.turn)
             }
-            Phase::RunningTools { calls, answers } => {
+            Phase::RunningTools { calls, answers, .. } => {
                 for (call, slot) in calls.iter().zip(answers.iter_mut()) {
                     if slot.is_none() {
                         *slot = Some(error_answer(
