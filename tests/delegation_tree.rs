@@ -733,3 +733,77 @@ fn workers_are_spread_over_the_arbiter_pool() {
         convo.shutdown().await.unwrap();
     });
 }
+
+/// A model whose `complete` itself panics on its first `panics` calls.
+struct PanicsAtFirst {
+    calls: AtomicU32,
+    panics: u32,
+}
+
+impl baton::ChatModel for PanicsAtFirst {
+    fn name(&self) -> &str {
+        "panics-at-first"
+    }
+
+    fn complete(
+        &self,
+        _request: ChatRequest,
+    ) -> futures::future::BoxFuture<'static, Result<baton::ChatResponse, baton::LlmError>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(n > self.panics, "worker crashed on call {n}");
+        Box::pin(async move {
+            Ok(baton::ChatResponse {
+                content: Some(format!("survived on call {n}")),
+                ..Default::default()
+            })
+        })
+    }
+}
+
+#[test]
+fn a_panicking_worker_is_replaced_and_its_task_retried() {
+    block_on_paused(async {
+        let lead_model = ScriptedModel::new().script(
+            "lead",
+            [
+                ScriptedTurn::call("create_task", json!({"agent": "crashy", "prompt": "x"})),
+                ScriptedTurn::text("delegated"),
+                ScriptedTurn::text("done"),
+            ],
+        );
+        let crashy = Agent::builder("crashy")
+            .model(PanicsAtFirst {
+                calls: AtomicU32::new(0),
+                panics: 1,
+            })
+            .build();
+        let lead = Agent::builder("lead")
+            .model(lead_model)
+            .delegates_to([crashy])
+            .supervision(Supervision::retry(1).backoff_ms(50))
+            .build();
+        let convo = Orchestrator::start(lead);
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        let record = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!((record.status, record.attempts), (TaskStatus::Succeeded, 2));
+        assert_eq!(
+            record.outcome,
+            Some(TaskOutcome::Succeeded {
+                output: "survived on call 2".into()
+            })
+        );
+        let retried = drain(&mut events)
+            .into_iter()
+            .find_map(|e| match e.event {
+                Event::TaskRetrying { error, .. } => Some(error),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            retried.contains("panicked") && retried.contains("worker crashed on call 1"),
+            "{retried}"
+        );
+    });
+}
