@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton::core::{MemoryJournal, Replay};
 use baton::runtime::virtual_time::block_on_paused;
 use baton::{
     Agent, Event, Message, Orchestrator, ScriptedModel, ScriptedTurn, Tool, ToolError, ToolOutput,
@@ -87,7 +88,10 @@ fn run(decisions: Vec<Decision>, user_gaps_ms: Vec<u64>) {
             .tool(Sleep { name: "inline" })
             .background_tool(Sleep { name: "bg" })
             .build();
-        let convo = Orchestrator::start(agent);
+        let journal = MemoryJournal::new();
+        let convo = Orchestrator::builder(agent)
+            .journal(Arc::new(journal.clone()))
+            .spawn();
         let mut events = convo.subscribe();
         let mut sent = Vec::new();
         for (i, gap) in user_gaps_ms.iter().enumerate() {
@@ -146,6 +150,12 @@ fn run(decisions: Vec<Decision>, user_gaps_ms: Vec<u64>) {
                 "{id}"
             );
         }
+        // 4. Replay = live: the journal rebuilds exactly the history the
+        //    actor held, with nothing pending.
+        let replay = Replay::from_records(journal.records());
+        prop_assert_eq!(&replay.history, history.messages());
+        prop_assert!(replay.pending_inputs.is_empty());
+        prop_assert_eq!(replay.tasks.len(), records.len());
         Ok(())
     })
     .expect("property holds");

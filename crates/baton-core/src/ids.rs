@@ -71,6 +71,11 @@ impl TaskIdGen {
     pub fn next_id(&self) -> TaskId {
         TaskId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
     }
+
+    /// Makes sure the next id is after `id` (used when restoring).
+    pub fn advance_past(&self, id: TaskId) {
+        self.0.fetch_max(id.0, Ordering::Relaxed);
+    }
 }
 
 /// The name of an agent (`"assistant"`, `"researcher"`), unique in a tree.

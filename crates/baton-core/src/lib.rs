@@ -15,6 +15,8 @@
 //! * [`task_tree`]: [`TaskTree`], a snapshot of the delegation tree,
 //!   rendered as text or as a compact shape for assertions.
 //! * [`budget`]: [`Limits`] on depth, children, concurrency and tokens.
+//! * [`journal`]: the [`Journal`] contract a durable store fulfils, and
+//!   [`Replay`], which rebuilds a conversation from its records.
 //! * [`event`]: every state change as a serde [`Event`], and the
 //!   [`EventBus`] that broadcasts them.
 
@@ -22,6 +24,7 @@ pub mod budget;
 pub mod event;
 pub mod history;
 pub mod ids;
+pub mod journal;
 pub mod message;
 pub mod task_registry;
 pub mod task_tree;
@@ -31,6 +34,7 @@ pub use budget::{BudgetExceeded, Limits};
 pub use event::{Event, EventBus, EventEnvelope};
 pub use history::{History, HistoryError};
 pub use ids::{AgentName, CallId, TaskId};
+pub use journal::{Journal, JournalError, JournalRecord, MemoryJournal, Replay};
 pub use message::{Message, TaskOutcome, ToolCall, Usage};
 pub use task_registry::{TaskKind, TaskRecord, TaskRegistry, TaskStatus};
 pub use task_tree::{TaskNode, TaskTree};

@@ -61,6 +61,12 @@ pub enum TaskOutcome {
         /// The limit that was exceeded, in milliseconds.
         after_ms: u64,
     },
+    /// The process stopped while the task ran, and the task could not
+    /// safely be started again (its tool is not idempotent).
+    Interrupted {
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl TaskOutcome {
@@ -71,6 +77,7 @@ impl TaskOutcome {
             TaskOutcome::Failed { .. } => "failed",
             TaskOutcome::Cancelled { .. } => "cancelled",
             TaskOutcome::TimedOut { .. } => "timed_out",
+            TaskOutcome::Interrupted { .. } => "interrupted",
         }
     }
 
@@ -81,6 +88,7 @@ impl TaskOutcome {
             TaskOutcome::Failed { error } => error.clone(),
             TaskOutcome::Cancelled { reason } => reason.clone(),
             TaskOutcome::TimedOut { after_ms } => format!("no result within {after_ms} ms"),
+            TaskOutcome::Interrupted { reason } => reason.clone(),
         }
     }
 

@@ -32,6 +32,8 @@ pub enum TaskStatus {
     Cancelled,
     /// Ran past its time limit.
     TimedOut,
+    /// Cut short by a restart and not started again.
+    Interrupted,
 }
 
 impl TaskStatus {
@@ -45,6 +47,7 @@ impl TaskStatus {
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
             TaskStatus::TimedOut => "timed_out",
+            TaskStatus::Interrupted => "interrupted",
         }
     }
 
@@ -64,6 +67,7 @@ impl From<&TaskOutcome> for TaskStatus {
             TaskOutcome::Failed { .. } => TaskStatus::Failed,
             TaskOutcome::Cancelled { .. } => TaskStatus::Cancelled,
             TaskOutcome::TimedOut { .. } => TaskStatus::TimedOut,
+            TaskOutcome::Interrupted { .. } => TaskStatus::Interrupted,
         }
     }
 }
@@ -235,6 +239,13 @@ impl TaskRegistry {
         self.inner.tasks.get(&id).map(|r| r.clone())
     }
 
+    /// Puts back a record read from a journal, keeping its id; later ids
+    /// continue after the highest restored one.
+    pub fn restore(&self, record: TaskRecord) {
+        self.inner.ids.advance_past(record.id);
+        self.inner.tasks.insert(record.id, record);
+    }
+
     /// What a task runs: its tool's or sub-agent's name.
     pub fn source(&self, id: TaskId) -> Option<AgentName> {
         self.inner.tasks.get(&id).map(|r| r.kind.source())
@@ -348,6 +359,7 @@ mod tests {
             TaskStatus::Failed,
             TaskStatus::Cancelled,
             TaskStatus::TimedOut,
+            TaskStatus::Interrupted,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }

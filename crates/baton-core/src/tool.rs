@@ -169,6 +169,14 @@ pub trait Tool: Send + Sync + 'static {
 
     /// Runs the tool.
     fn call(&self, args: Self::Args) -> impl Future<Output = Result<ToolOutput, ToolError>> + Send;
+
+    /// Whether running the tool twice with the same arguments is harmless.
+    /// A background call that was running when the process stopped is
+    /// started again on resume only if its tool is idempotent; otherwise it
+    /// ends as `Interrupted` and the model is told. Default: `true`.
+    fn idempotent(&self) -> bool {
+        true
+    }
 }
 
 /// The object-safe form of [`Tool`] that the runtime stores and calls.
@@ -178,6 +186,9 @@ pub trait DynTool: Send + Sync + 'static {
 
     /// The tool's name.
     fn tool_name(&self) -> &str;
+
+    /// Whether the tool may safely run twice (see [`Tool::idempotent`]).
+    fn is_idempotent(&self) -> bool;
 
     /// Parses `arguments` (the model's JSON text) and, if they parse, returns
     /// the future that runs the tool.
@@ -194,6 +205,10 @@ impl<T: Tool> DynTool for T {
 
     fn tool_name(&self) -> &str {
         self.name()
+    }
+
+    fn is_idempotent(&self) -> bool {
+        self.idempotent()
     }
 
     fn prepare(

@@ -15,9 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient, ResponseFuture};
+use actix::{ActorFutureExt, WrapFuture};
 use baton_core::{
-    AgentName, BudgetExceeded, DynTool, Event, EventBus, Limits, Message, TaskId, TaskKind,
-    TaskOutcome, TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput,
+    AgentName, BudgetExceeded, DynTool, Event, EventBus, Journal, JournalRecord, Limits, Message,
+    TaskId, TaskKind, TaskOutcome, TaskRecord, TaskRegistry, TaskStatus, ToolCall, ToolError,
+    ToolOutput,
 };
 use baton_llm::ChatRequest;
 use dashmap::DashMap;
@@ -76,10 +78,17 @@ pub(crate) struct Shared {
     pub(crate) live_agents: Arc<AtomicUsize>,
     /// The threads workers run on; `None`: the conversation's own thread.
     pub(crate) arbiters: Option<Arc<ArbiterPool>>,
+    /// Where durable records go, if the conversation has a journal.
+    pub(crate) journal: Option<Arc<dyn Journal>>,
 }
 
 impl Shared {
-    pub(crate) fn new(limits: Limits, event_capacity: usize, worker_threads: usize) -> Self {
+    pub(crate) fn new(
+        limits: Limits,
+        event_capacity: usize,
+        worker_threads: usize,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
         let slots = (limits.max_concurrent != u32::MAX)
             .then(|| Arc::new(Semaphore::new(limits.max_concurrent as usize)));
         Self {
@@ -91,6 +100,7 @@ impl Shared {
             owners: Arc::default(),
             live_agents: Arc::default(),
             arbiters: ArbiterPool::new(worker_threads).map(Arc::new),
+            journal,
         }
     }
 }
@@ -158,6 +168,10 @@ pub struct AgentActor<R: Role> {
     attempt_timeout: Option<Duration>,
     span: tracing::Span,
     turn_span: tracing::Span,
+    /// How many history messages are in the journal (the conversation only).
+    journaled: usize,
+    /// Tasks read back from a journal, to pick up when the actor starts.
+    resumed_tasks: Vec<(TaskRecord, Option<String>)>,
 }
 
 impl<R: Role> AgentActor<R> {
@@ -199,7 +213,26 @@ impl<R: Role> AgentActor<R> {
             attempt_timeout,
             span,
             turn_span: tracing::Span::none(),
+            journaled: 0,
+            resumed_tasks: Vec::new(),
         }
+    }
+
+    /// Replaces the fresh state with one read back from a journal.
+    pub(crate) fn resume_from(&mut self, replay: baton_core::Replay) {
+        if !replay.history.is_empty() {
+            let journaled = replay.history.len();
+            let (turns, _) = TurnLoop::resume(replay.history);
+            self.turns = turns;
+            self.journaled = journaled;
+        }
+        for input in replay.pending_inputs {
+            self.turns.enqueue(input);
+        }
+        for (record, _) in &replay.tasks {
+            self.shared.registry.restore(record.clone());
+        }
+        self.resumed_tasks = replay.tasks;
     }
 
     fn name(&self) -> AgentName {
@@ -211,6 +244,173 @@ impl<R: Role> AgentActor<R> {
     fn emit(&self, make: impl FnOnce() -> Event) {
         if self.shared.events.is_observed() {
             self.shared.events.publish(make());
+        }
+    }
+
+    /// Hands records to the journal, if any; returns the future that
+    /// resolves once they are durable.
+    fn journal(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> Option<BoxFuture<'static, Result<(), baton_core::JournalError>>> {
+        self.shared.journal.as_ref().map(|j| j.append(records))
+    }
+
+    /// Hands records to the journal without waiting for them.
+    fn journal_detached(&self, records: Vec<JournalRecord>) {
+        if let Some(durable) = self.journal(records) {
+            actix::spawn(async move {
+                if let Err(error) = durable.await {
+                    tracing::error!(%error, "journal append failed");
+                }
+            });
+        }
+    }
+
+    /// Journals the conversation's history messages not journaled yet.
+    fn journal_history(&mut self) {
+        if self.role.task().is_some() || self.shared.journal.is_none() {
+            return;
+        }
+        let messages = self.turns.history().messages();
+        if self.journaled >= messages.len() {
+            return;
+        }
+        let records = messages[self.journaled..]
+            .iter()
+            .map(|m| JournalRecord::Appended { message: m.clone() })
+            .collect();
+        self.journaled = messages.len();
+        self.journal_detached(records);
+    }
+
+    /// Journals a new task as it now stands (with its first attempt, if
+    /// it started), and a background tool's arguments.
+    fn journal_created(&self, id: TaskId) {
+        if self.shared.journal.is_none() {
+            return;
+        }
+        let (Some(task), Some(own)) = (self.shared.registry.get(id), self.tasks.get(&id)) else {
+            return;
+        };
+        let arguments = match &own.work {
+            TaskWork::Tool { arguments, .. } => Some(arguments.clone()),
+            TaskWork::Delegation { .. } => None,
+        };
+        self.journal_detached(vec![JournalRecord::TaskCreated { task, arguments }]);
+    }
+
+    /// Ends a task: journals the outcome, then (once it is durable) tells
+    /// the agent, so a result is in the log before history shows it.
+    fn finish_task(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
+        let record = JournalRecord::TaskFinished {
+            task_id: id,
+            outcome: outcome.clone(),
+        };
+        match self.journal(vec![record]) {
+            None => self.conclude(id, outcome, ctx),
+            Some(durable) => {
+                ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
+                    if let Err(error) = result {
+                        tracing::error!(%error, task_id = %id, "journal append failed");
+                    }
+                    act.conclude(id, outcome, ctx);
+                }));
+            }
+        }
+    }
+
+    /// Picks up the tasks of a resumed conversation: the conversation's own
+    /// unfinished tasks start again (unless their tool is not idempotent);
+    /// deeper ones are cancelled, as their parents start over.
+    fn resume_tasks(&mut self, ctx: &mut Context<Self>) {
+        for (record, arguments) in std::mem::take(&mut self.resumed_tasks) {
+            let id = record.id;
+            if record.status.is_terminal() {
+                continue;
+            }
+            if record.parent.is_some() {
+                let outcome = TaskOutcome::Cancelled {
+                    reason: "its parent started over after a restart".into(),
+                };
+                if self.shared.registry.finish(id, outcome.clone()) {
+                    self.journal_detached(vec![JournalRecord::TaskFinished {
+                        task_id: id,
+                        outcome,
+                    }]);
+                }
+                continue;
+            }
+            let source = record.kind.source();
+            let spec = &self.agent.spec;
+            let work = match &record.kind {
+                TaskKind::Tool { tool } => find_tool(&spec.background_tools, tool).map(|t| {
+                    (
+                        t.is_idempotent(),
+                        TaskWork::Tool {
+                            tool: Arc::clone(t),
+                            arguments: arguments.clone().unwrap_or_default(),
+                        },
+                    )
+                }),
+                TaskKind::Delegation { agent, prompt } => {
+                    spec.delegates.iter().find(|a| a.name() == agent).map(|a| {
+                        (
+                            true,
+                            TaskWork::Delegation {
+                                agent: a.clone(),
+                                prompt: prompt.clone(),
+                            },
+                        )
+                    })
+                }
+            };
+            let awaiting = record.status == TaskStatus::AwaitingApproval;
+            let state = if awaiting {
+                TaskState::AwaitingApproval
+            } else {
+                TaskState::Waiting
+            };
+            self.shared.owners.insert(
+                id,
+                Owner {
+                    cancel: ctx.address().recipient(),
+                    decide: ctx.address().recipient(),
+                },
+            );
+            self.created += 1;
+            let (restartable, work) = match work {
+                Some(found) => found,
+                None => (
+                    false,
+                    TaskWork::Tool {
+                        tool: Arc::new(Missing),
+                        arguments: String::new(),
+                    },
+                ),
+            };
+            let configured =
+                !matches!(&work, TaskWork::Tool { tool, .. } if tool.tool_name() == Missing::NAME);
+            self.tasks.insert(
+                id,
+                OwnTask {
+                    work,
+                    attempt: record.attempts,
+                    state,
+                },
+            );
+            if !configured {
+                let error = format!("`{source}` is no longer configured for this agent");
+                self.finish_task(id, TaskOutcome::Failed { error }, ctx);
+            } else if !restartable {
+                let reason = format!(
+                    "the process stopped while `{source}` ran; it was not started again because it is not idempotent"
+                );
+                self.finish_task(id, TaskOutcome::Interrupted { reason }, ctx);
+            } else if !awaiting {
+                self.shared.registry.set_status(id, TaskStatus::Pending);
+                self.launch(id, ctx);
+            }
         }
     }
 
@@ -228,6 +428,7 @@ impl<R: Role> AgentActor<R> {
             }
             return;
         }
+        self.journal_history();
         self.emit(|| Event::Idle {
             agent: self.name(),
             task: self.role.task(),
@@ -288,6 +489,7 @@ impl<R: Role> AgentActor<R> {
             return;
         };
         self.turn_span = tracing::info_span!(parent: &self.span, "turn", turn);
+        self.journal_history();
         self.emit(|| Event::TurnStarted {
             agent: self.name(),
             task: self.role.task(),
@@ -327,6 +529,8 @@ impl<R: Role> AgentActor<R> {
     /// Handles every call of a model reply: answers what can be answered at
     /// once, and starts the inline tools concurrently.
     fn dispatch_calls(&mut self, turn: u64, calls: Vec<ToolCall>, ctx: &mut Context<Self>) {
+        // The calls are in the journal before any of their tasks.
+        self.journal_history();
         let mut all_answered = false;
         for (index, call) in calls.into_iter().enumerate() {
             self.emit(|| Event::ToolCallStarted {
@@ -490,6 +694,7 @@ impl<R: Role> AgentActor<R> {
         } else {
             self.launch(id, ctx);
         }
+        self.journal_created(id);
         let status = self.shared.registry.status(id).unwrap_or(status);
         Ok(task_answer(id, status))
     }
@@ -740,6 +945,10 @@ impl<R: Role> AgentActor<R> {
             reason: reason.to_owned(),
         };
         if self.shared.registry.finish(id, outcome.clone()) {
+            self.journal_detached(vec![JournalRecord::TaskFinished {
+                task_id: id,
+                outcome: outcome.clone(),
+            }]);
             self.emit(|| Event::TaskFinished {
                 task_id: id,
                 outcome,
@@ -765,6 +974,41 @@ impl<R: Role> AgentActor<R> {
 
 fn find_tool<'a>(tools: &'a [Arc<dyn DynTool>], name: &str) -> Option<&'a Arc<dyn DynTool>> {
     tools.iter().find(|t| t.tool_name() == name)
+}
+
+/// Stands in for a tool that a resumed journal names but the agent no
+/// longer has; never run.
+struct Missing;
+
+impl Missing {
+    const NAME: &'static str = "baton::missing_tool";
+}
+
+impl DynTool for Missing {
+    fn spec(&self) -> baton_core::ToolSpec {
+        baton_core::ToolSpec {
+            name: Self::NAME.into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+        }
+    }
+
+    fn tool_name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn is_idempotent(&self) -> bool {
+        false
+    }
+
+    fn prepare(
+        self: Arc<Self>,
+        _arguments: &str,
+    ) -> Result<BoxFuture<'static, Result<ToolOutput, ToolError>>, ToolError> {
+        Err(ToolError::Failed(
+            "this tool is no longer configured".into(),
+        ))
+    }
 }
 
 /// The answer to a task tool call: `{"status": …, "task_id": …}`.
@@ -828,6 +1072,7 @@ impl<R: Role> Actor for AgentActor<R> {
         if matches!(self.slot, Slot::NotNeeded) {
             self.mark_started(ctx);
         }
+        self.resume_tasks(ctx);
         self.advance(ctx);
     }
 
@@ -954,7 +1199,7 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
             && !matches!(msg.outcome, TaskOutcome::Cancelled { .. })
             && own.attempt < supervision.max_attempts();
         if !retry {
-            return self.conclude(msg.task_id, msg.outcome, ctx);
+            return self.finish_task(msg.task_id, msg.outcome, ctx);
         }
         own.state = TaskState::Waiting;
         let backoff = supervision.backoff_before(own.attempt + 1);
@@ -1010,7 +1255,7 @@ impl<R: Role> Handler<Decide> for AgentActor<R> {
                 self.shared.registry.set_status(id, TaskStatus::Pending);
                 self.launch(id, ctx);
             }
-            Err(reason) => self.conclude(
+            Err(reason) => self.finish_task(
                 id,
                 TaskOutcome::Failed {
                     error: format!("rejected: {reason}"),

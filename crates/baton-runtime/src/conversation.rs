@@ -3,9 +3,11 @@
 
 use actix::{Actor, Addr};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use baton_core::{
-    EventBus, EventEnvelope, History, TaskId, TaskRecord, TaskRegistry, TaskStatus, TaskTree,
+    EventBus, EventEnvelope, History, Journal, JournalRecord, Replay, TaskId, TaskRecord,
+    TaskRegistry, TaskStatus, TaskTree,
 };
 use tokio::sync::broadcast;
 
@@ -32,12 +34,23 @@ use crate::role::Root;
 ///     assert_eq!(history.last_assistant_text(), Some("Hello!"));
 /// });
 /// ```
-#[derive(Debug)]
 pub struct Orchestrator {
     agent: Agent,
     policy: InputPolicy,
     event_capacity: usize,
     worker_threads: Option<usize>,
+    journal: Option<Arc<dyn Journal>>,
+    replay: Option<Replay>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("agent", &self.agent)
+            .field("policy", &self.policy)
+            .field("durable", &self.journal.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Orchestrator {
@@ -53,6 +66,8 @@ impl Orchestrator {
             policy: InputPolicy::default(),
             event_capacity: EventBus::DEFAULT_CAPACITY,
             worker_threads: None,
+            journal: None,
+            replay: None,
         }
     }
 
@@ -78,20 +93,46 @@ impl Orchestrator {
         self
     }
 
+    /// Makes the conversation durable: user inputs are acknowledged once
+    /// they are in `journal`, task results are in it before history shows
+    /// them, and every history message and task is written to it, so the
+    /// conversation can be resumed after a crash.
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Starts from a journal's replay instead of from scratch: history,
+    /// inputs not yet answered and the task table come back; the
+    /// conversation's unfinished tasks start again (those of tools that are
+    /// not idempotent end as `Interrupted`, and the model is told).
+    pub fn resume(mut self, replay: Replay) -> Self {
+        self.replay = Some(replay);
+        self
+    }
+
     /// Starts the conversation actor.
     pub fn spawn(self) -> Conversation {
         let threads = self
             .worker_threads
             .unwrap_or_else(crate::arbiter_pool::default_threads);
-        let shared = Shared::new(self.agent.spec.limits, self.event_capacity, threads);
+        let shared = Shared::new(
+            self.agent.spec.limits,
+            self.event_capacity,
+            threads,
+            self.journal,
+        );
         let root = self.agent.name().clone();
-        let actor = OrchestratorActor::new(
+        let mut actor = OrchestratorActor::new(
             self.agent,
             Root::default(),
             shared.clone(),
             self.policy,
             None,
         );
+        if let Some(replay) = self.replay {
+            actor.resume_from(replay);
+        }
         Conversation {
             addr: actor.start(),
             shared,
@@ -126,7 +167,14 @@ impl Conversation {
     /// Says something to the conversation. Returns once the input is in the
     /// conversation's mailbox; the agent answers in its own time.
     pub async fn send_user(&self, text: impl Into<String>) -> Result<(), RuntimeError> {
-        self.addr.send(UserInput { text: text.into() }).await?;
+        let text = text.into();
+        if let Some(journal) = &self.shared.journal {
+            journal
+                .append(vec![JournalRecord::UserInput { text: text.clone() }])
+                .await
+                .map_err(|e| RuntimeError::Journal(e.to_string()))?;
+        }
+        self.addr.send(UserInput { text }).await?;
         Ok(())
     }
 

@@ -14,6 +14,9 @@ pub enum RuntimeError {
     /// An agent was asked to steer a task it did not create.
     #[error("task `{0}` belongs to another agent")]
     NotOwned(TaskId),
+    /// The journal did not take a record, so the input was not accepted.
+    #[error("the journal did not take the input: {0}")]
+    Journal(String),
     /// The task does not wait for approval (any more).
     #[error("task `{0}` is not awaiting approval (it is {1:?})")]
     NotAwaitingApproval(TaskId, TaskStatus),

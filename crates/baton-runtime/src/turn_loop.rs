@@ -60,6 +60,34 @@ impl TurnLoop {
         }
     }
 
+    /// A loop resumed from a journal's history. A turn cut short by the
+    /// stop (an assistant message whose tool calls were not all answered)
+    /// has its open calls answered as interrupted, so history stays valid.
+    /// Returns the loop and how many messages that added.
+    pub fn resume(messages: Vec<Message>) -> (Self, usize) {
+        let mut this = Self::new(None);
+        this.history = History::from(messages);
+        let mut open: Vec<ToolCall> = Vec::new();
+        for m in this.history.messages() {
+            match m {
+                Message::Tool { call_id, .. } => open.retain(|c| &c.id != call_id),
+                Message::Assistant { tool_calls, .. } => open = tool_calls.clone(),
+                _ => open.clear(),
+            }
+        }
+        let added = open.len();
+        for call in open {
+            this.history.push(error_answer(
+                &call,
+                &ToolError::Interrupted {
+                    tool: call.name.clone(),
+                    reason: "the conversation was restarted".into(),
+                },
+            ));
+        }
+        (this, added)
+    }
+
     /// The history as it is (queued inputs are not in it yet).
     pub fn history(&self) -> &History {
         &self.history
@@ -321,6 +349,25 @@ mod tests {
             !l.answer(t, 1, ok_answer(&calls[1], "late")),
             "late answers ignored"
         );
+    }
+
+    #[test]
+    fn resume_answers_the_calls_a_stop_left_open() {
+        let calls = reply_calling(2).tool_calls;
+        let history = vec![
+            Message::user("q"),
+            Message::Assistant {
+                content: None,
+                tool_calls: calls.clone(),
+            },
+            ok_answer(&calls[0], "r0"),
+        ];
+        let (l, added) = TurnLoop::resume(history);
+        assert_eq!(added, 1);
+        assert_eq!(l.history().len(), 4);
+        assert_eq!(l.history().check_tool_protocol(), Ok(()));
+        let (l, added) = TurnLoop::resume(vec![Message::user("q"), Message::assistant("a")]);
+        assert_eq!((added, l.history().len()), (0, 2));
     }
 
     #[test]

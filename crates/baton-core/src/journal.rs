@@ -1,0 +1,256 @@
+//! The [`Journal`]: where a conversation writes what it must not lose.
+//!
+//! The runtime appends [`JournalRecord`]s as things happen: a user input
+//! before it is acknowledged, a task's result before the parent's history
+//! shows it, every message of the conversation's history, every task
+//! created. Replaying the records rebuilds the conversation after a crash
+//! ([`Replay`]). Implementations (a SQLite file, PostgreSQL) live in
+//! `baton-store`; this crate only defines the contract.
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::TaskId;
+use crate::message::{Message, TaskOutcome};
+use crate::task_registry::TaskRecord;
+
+/// One durable fact about a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum JournalRecord {
+    /// The user said something (logged before it is acknowledged).
+    UserInput {
+        /// The text.
+        text: String,
+    },
+    /// A message entered the conversation's own history.
+    Appended {
+        /// The message.
+        message: Message,
+    },
+    /// A task was created anywhere in the tree.
+    TaskCreated {
+        /// Its record as created.
+        task: TaskRecord,
+        /// A background tool's arguments, to run it again on resume.
+        arguments: Option<String>,
+    },
+    /// A task ended (logged before its parent's history shows it).
+    TaskFinished {
+        /// The task.
+        task_id: TaskId,
+        /// How it ended.
+        outcome: TaskOutcome,
+    },
+}
+
+/// Why a journal could not take records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("journal error: {0}")]
+pub struct JournalError(pub String);
+
+/// A durable, append-only log of one conversation.
+///
+/// `append` must take the records in call order at the moment it is called
+/// (not when its future is first polled): the runtime relies on the order of
+/// its calls. The future resolves once the records are durable.
+pub trait Journal: Send + Sync + 'static {
+    /// Appends records; resolves once they are durable.
+    fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>>;
+}
+
+/// A journal kept in memory: durable only as long as the process, but
+/// complete and ordered. For tests, and for replaying a run as it happened.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryJournal {
+    records: std::sync::Arc<std::sync::Mutex<Vec<JournalRecord>>>,
+}
+
+impl MemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of every record so far, in order.
+    pub fn records(&self) -> Vec<JournalRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(records);
+        Box::pin(futures::future::ready(Ok(())))
+    }
+}
+
+/// What replaying a journal rebuilds: the conversation's history, its inputs
+/// not yet folded into history, and every task's latest record (with a
+/// background tool's arguments).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replay {
+    /// The conversation's history, in order.
+    pub history: Vec<Message>,
+    /// User inputs and task results that were accepted but had not yet
+    /// entered history, in arrival order.
+    pub pending_inputs: Vec<Message>,
+    /// Every task, with the arguments of background tool calls.
+    pub tasks: Vec<(TaskRecord, Option<String>)>,
+}
+
+impl Replay {
+    /// Replays `records` in order. A task that finished twice keeps its
+    /// first outcome (duplicate completions across a crash are ignored).
+    pub fn from_records(records: impl IntoIterator<Item = JournalRecord>) -> Self {
+        let mut history = Vec::new();
+        let mut inputs: Vec<String> = Vec::new();
+        let mut tasks: Vec<(TaskRecord, Option<String>)> = Vec::new();
+        let mut index: HashMap<TaskId, usize> = HashMap::new();
+        let mut results: Vec<(TaskId, TaskOutcome)> = Vec::new();
+        for record in records {
+            match record {
+                JournalRecord::UserInput { text } => inputs.push(text),
+                JournalRecord::Appended { message } => history.push(message),
+                JournalRecord::TaskCreated { task, arguments } => {
+                    index.insert(task.id, tasks.len());
+                    tasks.push((task, arguments));
+                }
+                JournalRecord::TaskFinished { task_id, outcome } => {
+                    let Some(&i) = index.get(&task_id) else {
+                        continue;
+                    };
+                    let task = &mut tasks[i].0;
+                    if task.status.is_terminal() {
+                        continue;
+                    }
+                    task.status = (&outcome).into();
+                    task.outcome = Some(outcome.clone());
+                    if task.parent.is_none() {
+                        results.push((task_id, outcome));
+                    }
+                }
+            }
+        }
+        // Inputs already in history were folded; the rest are pending. User
+        // inputs are folded in the order they were accepted.
+        let folded_users = history
+            .iter()
+            .filter(|m| matches!(m, Message::User { .. }))
+            .count();
+        let mut pending_inputs: Vec<Message> = inputs
+            .into_iter()
+            .skip(folded_users)
+            .map(Message::user)
+            .collect();
+        let folded_results: std::collections::HashSet<TaskId> = history
+            .iter()
+            .filter_map(|m| match m {
+                Message::TaskResult { task_id, .. } => Some(*task_id),
+                _ => None,
+            })
+            .collect();
+        for (task_id, outcome) in results {
+            if folded_results.contains(&task_id) {
+                continue;
+            }
+            let source = tasks[index[&task_id]].0.kind.source();
+            pending_inputs.push(Message::TaskResult {
+                task_id,
+                source,
+                outcome,
+            });
+        }
+        Self {
+            history,
+            pending_inputs,
+            tasks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task_registry::{TaskKind, TaskStatus};
+
+    fn task(id: u64) -> TaskRecord {
+        TaskRecord {
+            id: TaskId::new(id),
+            parent: None,
+            owner: "a".into(),
+            kind: TaskKind::Tool { tool: "t".into() },
+            status: TaskStatus::Running,
+            created_ms: 0,
+            finished_ms: None,
+            outcome: None,
+            attempts: 1,
+            tokens: 0,
+        }
+    }
+
+    fn ok(s: &str) -> TaskOutcome {
+        TaskOutcome::Succeeded { output: s.into() }
+    }
+
+    #[test]
+    fn replay_separates_folded_and_pending_inputs() {
+        let records = vec![
+            JournalRecord::UserInput { text: "one".into() },
+            JournalRecord::Appended {
+                message: Message::user("one"),
+            },
+            JournalRecord::TaskCreated {
+                task: task(1),
+                arguments: Some("{}".into()),
+            },
+            JournalRecord::TaskCreated {
+                task: task(2),
+                arguments: None,
+            },
+            JournalRecord::TaskFinished {
+                task_id: TaskId::new(1),
+                outcome: ok("r1"),
+            },
+            JournalRecord::TaskFinished {
+                task_id: TaskId::new(1),
+                outcome: ok("duplicate"),
+            },
+            JournalRecord::UserInput { text: "two".into() },
+        ];
+        let replay = Replay::from_records(records);
+        assert_eq!(replay.history, vec![Message::user("one")]);
+        assert_eq!(
+            replay.pending_inputs,
+            vec![
+                Message::user("two"),
+                Message::TaskResult {
+                    task_id: TaskId::new(1),
+                    source: "t".into(),
+                    outcome: ok("r1"),
+                },
+            ]
+        );
+        assert_eq!(replay.tasks[0].0.outcome, Some(ok("r1")));
+        assert_eq!(replay.tasks[1].0.status, TaskStatus::Running);
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let r = JournalRecord::TaskFinished {
+            task_id: TaskId::new(3),
+            outcome: ok("x"),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["record"], "task_finished");
+        assert_eq!(serde_json::from_value::<JournalRecord>(json).unwrap(), r);
+    }
+}

@@ -1,0 +1,169 @@
+//! Resuming a conversation from its journal: nothing lost, nothing counted
+//! twice, running work picked up again.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::core::{MemoryJournal, Replay};
+use baton::runtime::virtual_time::block_on_paused;
+use baton::{
+    Agent, Message, Orchestrator, ScriptedModel, ScriptedTurn, TaskId, TaskStatus, Tool, ToolError,
+    ToolOutput,
+};
+use common::*;
+use serde_json::json;
+
+/// A payment: slow, and not safe to run twice.
+struct Pay;
+
+impl Tool for Pay {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "pay"
+    }
+    fn description(&self) -> &str {
+        "Pays the invoice. Not idempotent."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok("paid".into())
+    }
+    fn idempotent(&self) -> bool {
+        false
+    }
+}
+
+fn agent(model: ScriptedModel) -> Agent {
+    Agent::builder("assistant")
+        .model(model)
+        .system_prompt("sys")
+        .background_tool(DeepResearch { secs: 10 })
+        .background_tool(Pay)
+        .build()
+}
+
+fn model() -> ScriptedModel {
+    ScriptedModel::from_fn(|req| match req.messages.last() {
+        Some(Message::User { content }) if content == "start" => {
+            let mut t = ScriptedTurn::call("deep_research", json!({"topic": "t0"}));
+            for i in 1..5 {
+                t = t.and_call("deep_research", json!({ "topic": format!("t{i}") }));
+            }
+            t.and_call("pay", json!({}))
+        }
+        Some(Message::User { content }) => {
+            ScriptedTurn::text(format!("re: {content}")).after(Duration::from_secs(1))
+        }
+        Some(Message::TaskResult { task_id, .. }) => ScriptedTurn::text(format!("noted {task_id}")),
+        _ => ScriptedTurn::text("started"),
+    })
+}
+
+fn texts(history: &baton::History) -> Vec<String> {
+    history
+        .messages()
+        .iter()
+        .filter_map(Message::text)
+        .collect()
+}
+
+#[test]
+fn a_resumed_conversation_loses_nothing_and_counts_nothing_twice() {
+    let records = block_on_paused(async {
+        let journal = MemoryJournal::new();
+        let convo = Orchestrator::builder(agent(model()))
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("start").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        convo.send_user("hello").await.unwrap();
+        // A second input arrives while the model answers the first: it is
+        // acknowledged (journaled) but not yet in history at the "crash".
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        convo.send_user("still there?").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The crash: whatever the journal holds now is all that survives.
+        journal.records()
+    });
+
+    block_on_paused(async move {
+        let replay = Replay::from_records(records);
+        assert_eq!(replay.pending_inputs, vec![Message::user("still there?")]);
+        let journal = MemoryJournal::new();
+        let convo = Orchestrator::builder(agent(model()))
+            .journal(Arc::new(journal.clone()))
+            .resume(replay)
+            .spawn();
+        convo.settled().await.unwrap();
+        let history = convo.history().await.unwrap();
+        assert_eq!(history.check_tool_protocol(), Ok(()));
+        let t = texts(&history);
+        for input in ["start", "hello", "still there?"] {
+            assert_eq!(
+                t.iter().filter(|m| *m == input).count(),
+                1,
+                "{input}: {t:?}"
+            );
+        }
+        for i in 0..5 {
+            let marker = format!("report on t{i}");
+            assert_eq!(
+                t.iter().filter(|m| m.ends_with(&marker)).count(),
+                1,
+                "{marker}: {t:?}"
+            );
+        }
+        // The payment was not run again; the model was told.
+        let pay = convo.check_task(TaskId::new(6)).unwrap();
+        assert_eq!(pay.status, TaskStatus::Interrupted);
+        assert!(t
+            .iter()
+            .any(|m| m.starts_with("[task task-6 from pay interrupted]")
+                && m.contains("not idempotent")));
+        // The research tasks were started again: a second attempt each.
+        for i in 1..=5 {
+            let r = convo.check_task(TaskId::new(i)).unwrap();
+            assert_eq!((r.status, r.attempts), (TaskStatus::Succeeded, 2));
+        }
+        // New ids continue after the restored ones.
+        assert_eq!(convo.tasks().len(), 6);
+    });
+}
+
+#[test]
+fn a_result_logged_twice_across_a_crash_is_folded_once() {
+    block_on_paused(async {
+        let journal = MemoryJournal::new();
+        let model = ScriptedModel::new().script(
+            "assistant",
+            [
+                ScriptedTurn::call("deep_research", json!({"topic": "x"})),
+                ScriptedTurn::text("started"),
+                ScriptedTurn::text("got it"),
+            ],
+        );
+        let convo = Orchestrator::builder(agent(model))
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        let mut records = journal.records();
+        // The same completion, written again by a worker that did not know
+        // its first report had landed.
+        let duplicate = records
+            .iter()
+            .find(|r| matches!(r, baton::core::JournalRecord::TaskFinished { .. }))
+            .cloned()
+            .unwrap();
+        records.push(duplicate);
+        let replay = Replay::from_records(records);
+        assert!(
+            replay.pending_inputs.is_empty(),
+            "{:?}",
+            replay.pending_inputs
+        );
+        assert_eq!(replay.history, convo.history().await.unwrap().messages());
+    });
+}
