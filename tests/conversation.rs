@@ -15,14 +15,6 @@ use tokio::time::Instant;
 
 const CITIES: [&str; 5] = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo"];
 
-fn texts(history: &baton::History) -> Vec<String> {
-    history
-        .messages()
-        .iter()
-        .filter_map(Message::text)
-        .collect()
-}
-
 #[test]
 fn five_weather_lookups_in_one_turn_finish_at_one_virtual_second() {
     let elapsed = block_on_paused(async {
@@ -301,18 +293,7 @@ fn unknown_tools_and_bad_arguments_are_errors_the_model_sees() {
         convo.settled().await.unwrap();
         let history = convo.history().await.unwrap();
         assert_eq!(history.check_tool_protocol(), Ok(()));
-        let errors: Vec<String> = history
-            .messages()
-            .iter()
-            .filter_map(|m| match m {
-                Message::Tool {
-                    content,
-                    is_error: true,
-                    ..
-                } => Some(content.clone()),
-                _ => None,
-            })
-            .collect();
+        let errors = tool_errors(&history);
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(
             errors[0].contains("unknown tool `get_wether`") && errors[0].contains("get_weather")

@@ -232,14 +232,7 @@ fn a_hanging_leaf_times_out_and_the_parent_is_told() {
             convo.check_task(TaskId::new(1)).unwrap().status,
             TaskStatus::TimedOut
         );
-        let texts: Vec<String> = convo
-            .history()
-            .await
-            .unwrap()
-            .messages()
-            .iter()
-            .filter_map(Message::text)
-            .collect();
+        let texts = texts(&convo.history().await.unwrap());
         assert!(texts
             .contains(&"[task task-1 from leaf timed_out]\nno result within 5000 ms".to_owned()));
         assert_eq!(convo.live_agents(), 1, "the timed-out worker is gone");
@@ -312,21 +305,6 @@ fn budget_events(events: &[baton::EventEnvelope]) -> Vec<BudgetExceeded> {
         .iter()
         .filter_map(|e| match &e.event {
             Event::BudgetExceeded { budget, .. } => Some(*budget),
-            _ => None,
-        })
-        .collect()
-}
-
-fn tool_errors(history: &baton::History) -> Vec<String> {
-    history
-        .messages()
-        .iter()
-        .filter_map(|m| match m {
-            Message::Tool {
-                content,
-                is_error: true,
-                ..
-            } => Some(content.clone()),
             _ => None,
         })
         .collect()
@@ -523,14 +501,7 @@ fn the_token_budget_stops_further_turns() {
             Event::TurnFailed { turn: 2, .. }
         ));
         assert_eq!(model.served("lead"), 1, "the second request was never sent");
-        let texts: Vec<String> = convo
-            .history()
-            .await
-            .unwrap()
-            .messages()
-            .iter()
-            .filter_map(Message::text)
-            .collect();
+        let texts = texts(&convo.history().await.unwrap());
         assert_eq!(texts, ["one", "first", "two"], "the input is kept");
     });
 }

@@ -61,14 +61,6 @@ fn model() -> ScriptedModel {
     })
 }
 
-fn texts(history: &baton::History) -> Vec<String> {
-    history
-        .messages()
-        .iter()
-        .filter_map(Message::text)
-        .collect()
-}
-
 #[test]
 fn a_resumed_conversation_loses_nothing_and_counts_nothing_twice() {
     let records = block_on_paused(async {

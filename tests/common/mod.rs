@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use baton::{Event, EventEnvelope, Tool, ToolError, ToolOutput};
+use baton::{Event, EventEnvelope, History, Message, Tool, ToolError, ToolOutput};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -103,4 +103,29 @@ pub fn drain(rx: &mut broadcast::Receiver<EventEnvelope>) -> Vec<EventEnvelope> 
 /// The events that match `pred`.
 pub fn matching(events: &[EventEnvelope], pred: impl Fn(&Event) -> bool) -> Vec<EventEnvelope> {
     events.iter().filter(|e| pred(&e.event)).cloned().collect()
+}
+
+/// The text of every message of `history` that has text, in order.
+pub fn texts(history: &History) -> Vec<String> {
+    history
+        .messages()
+        .iter()
+        .filter_map(Message::text)
+        .collect()
+}
+
+/// The error tool answers of `history`, in order.
+pub fn tool_errors(history: &History) -> Vec<String> {
+    history
+        .messages()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool {
+                content,
+                is_error: true,
+                ..
+            } => Some(content.clone()),
+            _ => None,
+        })
+        .collect()
 }
