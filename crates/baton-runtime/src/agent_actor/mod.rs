@@ -1,0 +1,694 @@
+//! [`AgentActor`]: the actor that runs one agent's model/tool loop.
+//!
+//! The conversation is an [`OrchestratorActor`] (an `AgentActor<Root>`);
+//! each delegated subtask runs in a [`ModelActor`] (an `AgentActor<Worker>`).
+//! Both handle one mailbox message at a time and never await a model or a
+//! tool inside a handler: requests run as spawned futures whose results come
+//! back as [`ModelTurnDone`], [`InlineToolDone`] and
+//! [`TaskFinished`](crate::messages::TaskFinished) messages. The history
+//! rules live in [`TurnLoop`]; the handlers here are short and start or stop
+//! work.
+//!
+//! This file holds the actor and its turns; `tasks.rs` the tasks it creates
+//! and supervises (attempts, retries, approvals, cancellation);
+//! `journaling.rs` what it writes to the journal and how it resumes.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Recipient, ResponseFuture};
+use baton_core::{
+    AgentName, DynTool, Event, EventBus, Journal, Limits, Message, TaskId, TaskKind, TaskRecord,
+    TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput,
+};
+use baton_llm::ChatRequest;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+mod journaling;
+mod tasks;
+
+use tasks::{task_answer, OwnTask, TaskWork};
+
+use crate::agent::Agent;
+use crate::arbiter_pool::ArbiterPool;
+use crate::messages::{
+    AttemptTimedOut, CancelTask, Decide, GetHistory, InlineToolDone, ModelTurnDone, Shutdown,
+    SlotGranted, TurnError, UserInput, WhenSettled,
+};
+use crate::role::{Role, Root, Worker};
+use crate::task_tools::{self, TaskToolCall};
+use crate::turn_loop::{error_answer, ok_answer, TurnLoop};
+
+/// The conversation actor: owns the conversation's history.
+pub type OrchestratorActor = AgentActor<Root>;
+
+/// A worker agent running one delegated task.
+pub type ModelActor = AgentActor<Worker>;
+
+/// What to do with user input that arrives while a turn is in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InputPolicy {
+    /// Keep it for the next turn (folded into history after the current
+    /// turn's messages).
+    #[default]
+    Queue,
+    /// Abandon the turn in flight (abort the model request, answer open tool
+    /// calls as interrupted) and start again with the new input.
+    Interrupt,
+}
+
+/// Where to send a task's cancellation or approval: the agent that owns it.
+#[derive(Clone)]
+pub(crate) struct Owner {
+    pub(crate) cancel: Recipient<CancelTask>,
+    pub(crate) decide: Recipient<Decide>,
+}
+
+/// The state every agent in one tree shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) registry: TaskRegistry,
+    pub(crate) events: EventBus,
+    pub(crate) limits: Limits,
+    /// Slots of the tree's concurrency budget; `None` when unlimited.
+    pub(crate) slots: Option<Arc<Semaphore>>,
+    pub(crate) tokens_used: Arc<AtomicU64>,
+    pub(crate) owners: Arc<DashMap<TaskId, Owner>>,
+    pub(crate) live_agents: Arc<AtomicUsize>,
+    /// The threads workers run on; `None`: the conversation's own thread.
+    pub(crate) arbiters: Option<Arc<ArbiterPool>>,
+    /// Where durable records go, if the conversation has a journal.
+    pub(crate) journal: Option<Arc<dyn Journal>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        limits: Limits,
+        event_capacity: usize,
+        worker_threads: usize,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
+        let slots = (limits.max_concurrent != u32::MAX)
+            .then(|| Arc::new(Semaphore::new(limits.max_concurrent as usize)));
+        Self {
+            registry: TaskRegistry::new(),
+            events: EventBus::new(event_capacity),
+            limits,
+            slots,
+            tokens_used: Arc::default(),
+            owners: Arc::default(),
+            live_agents: Arc::default(),
+            arbiters: ArbiterPool::new(worker_threads).map(Arc::new),
+            journal,
+        }
+    }
+}
+
+/// This agent's slot in the tree's concurrency budget.
+enum Slot {
+    /// The conversation itself, or no budget: no slot needed.
+    NotNeeded,
+    Free,
+    Requested,
+    Held(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+/// How one tool call of a model reply is handled.
+enum CallPlan {
+    /// Answered at once (task tools, unknown tools, invalid arguments,
+    /// background tools).
+    Answer(Message),
+    /// Run concurrently with the turn's other inline calls.
+    Inline(BoxFuture<'static, Result<ToolOutput, ToolError>>),
+}
+
+/// The actor running one agent; see the module docs.
+pub struct AgentActor<R: Role> {
+    agent: Agent,
+    role: R,
+    shared: Shared,
+    policy: InputPolicy,
+    turns: TurnLoop,
+    model_request: Option<JoinHandle<()>>,
+    tool_calls: Vec<JoinHandle<()>>,
+    tasks: HashMap<TaskId, OwnTask>,
+    created: u32,
+    slot: Slot,
+    started: bool,
+    attempt_timeout: Option<Duration>,
+    span: tracing::Span,
+    turn_span: tracing::Span,
+    /// How many history messages are in the journal (the conversation only).
+    journaled: usize,
+    /// Tasks read back from a journal, to pick up when the actor starts.
+    resumed_tasks: Vec<(TaskRecord, Option<String>)>,
+}
+
+impl<R: Role> AgentActor<R> {
+    pub(crate) fn new(
+        agent: Agent,
+        role: R,
+        shared: Shared,
+        policy: InputPolicy,
+        attempt_timeout: Option<Duration>,
+    ) -> Self {
+        let spec = &agent.spec;
+        let (parent_span, started_by) = role.spans();
+        let span = tracing::info_span!(
+            parent: parent_span,
+            "agent",
+            agent = %spec.name,
+            task_id = role.task().map(|t| t.to_string()),
+            parent = role.parent().map(|t| t.to_string()),
+            depth = role.depth(),
+        );
+        span.follows_from(started_by);
+        let slot = if role.task().is_some() && shared.slots.is_some() {
+            Slot::Free
+        } else {
+            Slot::NotNeeded
+        };
+        Self {
+            turns: TurnLoop::new(spec.system_prompt.as_deref()),
+            agent,
+            role,
+            shared,
+            policy,
+            model_request: None,
+            tool_calls: Vec::new(),
+            tasks: HashMap::new(),
+            created: 0,
+            slot,
+            started: false,
+            attempt_timeout,
+            span,
+            turn_span: tracing::Span::none(),
+            journaled: 0,
+            resumed_tasks: Vec::new(),
+        }
+    }
+
+    fn name(&self) -> AgentName {
+        self.agent.spec.name.clone()
+    }
+
+    /// Publishes the event `make` builds, building it only if someone
+    /// listens: with no subscriber an event costs nothing.
+    fn emit(&self, make: impl FnOnce() -> Event) {
+        if self.shared.events.is_observed() {
+            self.shared.events.publish(make());
+        }
+    }
+
+    /// Starts the next turn if idle with queued input; otherwise, if idle,
+    /// announces it and, when no task is running either, tells the role.
+    fn advance(&mut self, ctx: &mut Context<Self>) {
+        if !self.turns.is_idle() {
+            return;
+        }
+        if self.turns.has_queued() {
+            match self.slot {
+                Slot::Free => self.request_slot(ctx),
+                Slot::Requested => {}
+                Slot::NotNeeded | Slot::Held(_) => self.start_turn(ctx),
+            }
+            return;
+        }
+        self.journal_history();
+        self.emit(|| Event::Idle {
+            agent: self.name(),
+            task: self.role.task(),
+            running_tasks: self.tasks.len(),
+        });
+        if self.tasks.is_empty() {
+            if self
+                .role
+                .settled(self.turns.history().last_assistant_text())
+            {
+                ctx.stop();
+            }
+        } else if matches!(self.slot, Slot::Held(_)) {
+            // Waiting only for its own tasks: give the slot to them.
+            self.slot = Slot::Free;
+        }
+    }
+
+    /// Asks for a slot in the tree's concurrency budget; `SlotGranted`
+    /// arrives when one is free.
+    fn request_slot(&mut self, ctx: &mut Context<Self>) {
+        let Some(slots) = self.shared.slots.clone() else {
+            self.slot = Slot::NotNeeded;
+            return self.advance(ctx);
+        };
+        self.slot = Slot::Requested;
+        let me = ctx.address();
+        actix::spawn(async move {
+            if let Ok(permit) = slots.acquire_owned().await {
+                me.do_send(SlotGranted { permit });
+            }
+        });
+    }
+
+    /// A worker's attempt begins running: mark it, and start its clock.
+    fn mark_started(&mut self, ctx: &mut Context<Self>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if let Some(task_id) = self.role.task() {
+            if let Some(attempt) = self
+                .shared
+                .registry
+                .set_status(task_id, TaskStatus::Running)
+            {
+                self.emit(|| Event::TaskStarted { task_id, attempt });
+            }
+        }
+        if let Some(limit) = self.attempt_timeout {
+            let after_ms = duration_ms(limit);
+            ctx.notify_later(AttemptTimedOut { after_ms }, limit);
+        }
+    }
+
+    fn start_turn(&mut self, ctx: &mut Context<Self>) {
+        let Some(turn) = self.turns.begin_turn() else {
+            return;
+        };
+        self.turn_span = tracing::info_span!(parent: &self.span, "turn", turn);
+        self.journal_history();
+        self.emit(|| Event::TurnStarted {
+            agent: self.name(),
+            task: self.role.task(),
+            turn,
+        });
+        let used = self.shared.tokens_used.load(Ordering::Relaxed);
+        if let Err(exceeded) = self.shared.limits.check_tokens(used) {
+            self.refuse(exceeded);
+            // Fail the turn without a request, through the usual path.
+            ctx.address().do_send(ModelTurnDone {
+                turn,
+                result: Err(TurnError::Budget(exceeded)),
+            });
+            return;
+        }
+        let request = ChatRequest {
+            agent: self.name(),
+            messages: self.turns.history().snapshot(),
+            tools: Arc::clone(&self.agent.spec.offered),
+        };
+        let model = Arc::clone(&self.agent.spec.model);
+        let me = ctx.address();
+        let work = async move {
+            let result =
+                match std::panic::catch_unwind(AssertUnwindSafe(|| model.complete(request))) {
+                    Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                        Ok(reply) => reply.map_err(TurnError::from),
+                        Err(panic) => Err(TurnError::Panicked(panic_message(panic.as_ref()))),
+                    },
+                    Err(panic) => Err(TurnError::Panicked(panic_message(panic.as_ref()))),
+                };
+            me.do_send(ModelTurnDone { turn, result });
+        };
+        self.model_request = Some(actix::spawn(work.instrument(self.turn_span.clone())));
+    }
+
+    /// Handles every call of a model reply: answers what can be answered at
+    /// once, and starts the inline tools concurrently.
+    fn dispatch_calls(&mut self, turn: u64, calls: Vec<ToolCall>, ctx: &mut Context<Self>) {
+        // The calls are in the journal before any of their tasks.
+        self.journal_history();
+        let mut all_answered = false;
+        for (index, call) in calls.into_iter().enumerate() {
+            self.emit(|| Event::ToolCallStarted {
+                agent: self.name(),
+                task: self.role.task(),
+                call_id: call.id.clone(),
+                tool: call.name.clone(),
+                arguments: call.arguments.clone(),
+            });
+            match self.plan_call(&call, ctx) {
+                CallPlan::Answer(answer) => {
+                    all_answered = self.record_answer(turn, index, answer);
+                }
+                CallPlan::Inline(fut) => self.spawn_inline(turn, index, call, fut, ctx),
+            }
+        }
+        if all_answered {
+            self.after_tools(ctx);
+        }
+    }
+
+    fn plan_call(&mut self, call: &ToolCall, ctx: &mut Context<Self>) -> CallPlan {
+        if let Some(parsed) =
+            task_tools::parse(&call.name, &call.arguments, &self.agent.spec.delegate_names)
+        {
+            let answer = parsed.and_then(|c| self.run_task_tool(c, ctx));
+            return CallPlan::Answer(match answer {
+                Ok(text) => ok_answer(call, text),
+                Err(e) => error_answer(call, &e),
+            });
+        }
+        let spec = &self.agent.spec;
+        if let Some(tool) = find_tool(&spec.inline_tools, &call.name) {
+            return match Arc::clone(tool).prepare(&call.arguments) {
+                Ok(fut) => CallPlan::Inline(fut),
+                Err(e) => CallPlan::Answer(error_answer(call, &e)),
+            };
+        }
+        if let Some(tool) = find_tool(&spec.background_tools, &call.name) {
+            let tool = Arc::clone(tool);
+            // Validate the arguments now, so the model hears of bad ones at once.
+            let answer = Arc::clone(&tool).prepare(&call.arguments).and_then(|_| {
+                self.new_task(
+                    TaskKind::Tool {
+                        tool: call.name.clone(),
+                    },
+                    TaskWork::Tool {
+                        tool,
+                        arguments: call.arguments.clone(),
+                    },
+                    ctx,
+                )
+            });
+            return CallPlan::Answer(match answer {
+                Ok(text) => ok_answer(call, text),
+                Err(e) => error_answer(call, &e),
+            });
+        }
+        let available: Vec<&str> = self
+            .agent
+            .spec
+            .offered
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        CallPlan::Answer(error_answer(
+            call,
+            &ToolError::UnknownTool {
+                name: call.name.clone(),
+                available: available.join(", "),
+            },
+        ))
+    }
+
+    fn run_task_tool(
+        &mut self,
+        call: TaskToolCall,
+        ctx: &mut Context<Self>,
+    ) -> Result<String, ToolError> {
+        match call {
+            TaskToolCall::Create { agent, prompt } => self.delegate(agent, prompt, ctx),
+            TaskToolCall::Check(id) => task_tools::check_task(&self.shared.registry, id),
+            TaskToolCall::CheckAll => Ok(task_tools::check_all_tasks(
+                &self.shared.registry,
+                self.role.task(),
+            )),
+            TaskToolCall::Cancel(id) => {
+                let reason = format!("cancelled by {}", self.agent.spec.name);
+                match self.cancel(id, &reason) {
+                    Ok(status) => Ok(task_answer(id, status)),
+                    Err(e) => Err(ToolError::Failed(e.to_string())),
+                }
+            }
+        }
+    }
+
+    fn spawn_inline(
+        &mut self,
+        turn: u64,
+        index: usize,
+        call: ToolCall,
+        fut: BoxFuture<'static, Result<ToolOutput, ToolError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let timeout = self.agent.spec.tool_timeout;
+        let me = ctx.address();
+        let work = async move {
+            let result =
+                match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(panic)) => Err(ToolError::Panicked {
+                        tool: call.name.clone(),
+                        message: panic_message(panic.as_ref()),
+                    }),
+                    Err(_) => Err(ToolError::TimedOut {
+                        tool: call.name.clone(),
+                        after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    }),
+                };
+            let answer = match result {
+                Ok(output) => ok_answer(&call, output.0),
+                Err(e) => error_answer(&call, &e),
+            };
+            me.do_send(InlineToolDone {
+                turn,
+                index,
+                answer,
+            });
+        };
+        let span = tracing::info_span!(parent: &self.turn_span, "tool", turn, index);
+        self.tool_calls.push(actix::spawn(work.instrument(span)));
+    }
+
+    /// Records one answer; returns `true` when it was the turn's last.
+    fn record_answer(&mut self, turn: u64, index: usize, answer: Message) -> bool {
+        if let Message::Tool {
+            call_id,
+            name,
+            content,
+            is_error,
+        } = &answer
+        {
+            self.emit(|| Event::ToolCallFinished {
+                agent: self.name(),
+                task: self.role.task(),
+                call_id: call_id.clone(),
+                tool: name.clone(),
+                ok: !is_error,
+                output: content.clone(),
+            });
+        }
+        self.turns.answer(turn, index, answer)
+    }
+
+    /// Every call of the turn is answered: ask the model again.
+    fn after_tools(&mut self, ctx: &mut Context<Self>) {
+        self.tool_calls.clear();
+        self.start_turn(ctx);
+    }
+
+    fn abort_in_flight(&mut self) {
+        if let Some(request) = self.model_request.take() {
+            request.abort();
+        }
+        for call in self.tool_calls.drain(..) {
+            call.abort();
+        }
+    }
+}
+
+fn find_tool<'a>(tools: &'a [Arc<dyn DynTool>], name: &str) -> Option<&'a Arc<dyn DynTool>> {
+    tools.iter().find(|t| t.tool_name() == name)
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned())
+}
+
+impl<R: Role> Actor for AgentActor<R> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        self.shared.live_agents.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("agent started");
+        if matches!(self.slot, Slot::NotNeeded) {
+            self.mark_started(ctx);
+        }
+        self.resume_tasks(ctx);
+        self.advance(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        self.abort_in_flight();
+        self.cancel_all(&format!("{} stopped", self.agent.spec.name));
+        self.shared.live_agents.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!("agent stopped");
+    }
+}
+
+impl<R: Role> Handler<UserInput> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: UserInput, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        self.emit(|| Event::UserMessage {
+            text: msg.text.clone(),
+        });
+        self.turns.enqueue(Message::user(msg.text));
+        if self.policy == InputPolicy::Interrupt && !self.turns.is_idle() {
+            self.abort_in_flight();
+            if let Some(turn) = self.turns.interrupt() {
+                self.emit(|| Event::TurnInterrupted {
+                    agent: self.name(),
+                    task: self.role.task(),
+                    turn,
+                });
+            }
+        }
+        self.advance(ctx);
+    }
+}
+
+impl<R: Role> Handler<ModelTurnDone> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: ModelTurnDone, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        match msg.result {
+            Ok(reply) => {
+                let usage = reply.usage;
+                self.shared
+                    .tokens_used
+                    .fetch_add(usage.total(), Ordering::Relaxed);
+                if let Some(task_id) = self.role.task() {
+                    self.shared.registry.add_tokens(task_id, usage.total());
+                }
+                let text = reply.content.clone();
+                let Some(calls) = self.turns.accept_reply(msg.turn, reply) else {
+                    return;
+                };
+                self.model_request = None;
+                self.emit(|| Event::TurnFinished {
+                    agent: self.name(),
+                    task: self.role.task(),
+                    turn: msg.turn,
+                    usage,
+                });
+                if let Some(text) = text.filter(|t| !t.is_empty()) {
+                    self.emit(|| Event::AssistantMessage {
+                        agent: self.name(),
+                        task: self.role.task(),
+                        text,
+                    });
+                }
+                if calls.is_empty() {
+                    self.advance(ctx);
+                } else {
+                    self.dispatch_calls(msg.turn, calls, ctx);
+                }
+            }
+            Err(error) => {
+                if !self.turns.fail_turn(msg.turn) {
+                    return;
+                }
+                self.model_request = None;
+                let error = error.to_string();
+                tracing::warn!(%error, turn = msg.turn, "model request failed");
+                self.emit(|| Event::TurnFailed {
+                    agent: self.name(),
+                    task: self.role.task(),
+                    turn: msg.turn,
+                    error: error.clone(),
+                });
+                if self.role.model_failed(&error) {
+                    ctx.stop();
+                } else {
+                    self.advance(ctx);
+                }
+            }
+        }
+    }
+}
+
+impl<R: Role> Handler<InlineToolDone> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: InlineToolDone, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        if msg.turn == self.turns.turn() && self.record_answer(msg.turn, msg.index, msg.answer) {
+            self.after_tools(ctx);
+        }
+    }
+}
+
+impl<R: Role> Handler<SlotGranted> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: SlotGranted, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        self.slot = Slot::Held(msg.permit);
+        self.mark_started(ctx);
+        if self.turns.is_idle() && self.turns.has_queued() {
+            self.start_turn(ctx);
+        } else {
+            self.advance(ctx);
+        }
+    }
+}
+
+impl<R: Role> Handler<AttemptTimedOut> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttemptTimedOut, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        tracing::warn!(after_ms = msg.after_ms, "attempt timed out");
+        if self.role.timed_out(msg.after_ms) {
+            ctx.stop();
+        }
+    }
+}
+
+impl<R: Role> Handler<GetHistory> for AgentActor<R> {
+    type Result = actix::MessageResult<GetHistory>;
+
+    fn handle(&mut self, _msg: GetHistory, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.turns.history().clone())
+    }
+}
+
+impl<R: Role> Handler<Shutdown> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        self.role.detach();
+        self.abort_in_flight();
+        self.cancel_all(&msg.reason);
+        ctx.stop();
+    }
+}
+
+impl Handler<WhenSettled> for OrchestratorActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: WhenSettled, _ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.turns.is_idle() && !self.turns.has_queued() && self.tasks.is_empty() {
+            let _ = tx.send(());
+        } else {
+            self.role.waiters.push(tx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

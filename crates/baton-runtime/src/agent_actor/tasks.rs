@@ -1,0 +1,500 @@
+//! The tasks an agent creates and supervises: background tool calls and
+//! delegations, their attempts, retries, approvals and cancellation.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler};
+use actix::{ActorFutureExt, WrapFuture};
+use baton_core::{
+    AgentName, BudgetExceeded, DynTool, Event, JournalRecord, Message, TaskId, TaskKind,
+    TaskOutcome, TaskStatus, ToolError, ToolOutput,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::{duration_ms, panic_message, AgentActor, InputPolicy, ModelActor, Owner};
+use crate::agent::Agent;
+use crate::error::RuntimeError;
+use crate::messages::{CancelTask, Decide, Shutdown, TaskFinished};
+use crate::role::{Role, Worker};
+
+/// The work behind a task, kept so that a retry can run it again.
+#[derive(Clone)]
+pub(super) enum TaskWork {
+    Tool {
+        tool: Arc<dyn DynTool>,
+        arguments: String,
+    },
+    Delegation {
+        agent: Agent,
+        prompt: String,
+    },
+}
+
+/// Where one of this agent's own tasks is.
+pub(super) enum TaskState {
+    AwaitingApproval,
+    /// Between attempts (backoff) or before the first.
+    Waiting,
+    Tool(JoinHandle<()>),
+    Worker(Addr<ModelActor>),
+}
+
+/// A task this agent created and supervises.
+pub(super) struct OwnTask {
+    pub(super) work: TaskWork,
+    pub(super) attempt: u32,
+    pub(super) state: TaskState,
+}
+
+impl<R: Role> AgentActor<R> {
+    /// Ends a task: journals the outcome, then (once it is durable) tells
+    /// the agent, so a result is in the log before history shows it.
+    pub(super) fn finish_task(
+        &mut self,
+        id: TaskId,
+        outcome: TaskOutcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let record = JournalRecord::TaskFinished {
+            task_id: id,
+            outcome: outcome.clone(),
+        };
+        match self.journal(vec![record]) {
+            None => self.conclude(id, outcome, ctx),
+            Some(durable) => {
+                ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
+                    if let Err(error) = result {
+                        tracing::error!(%error, task_id = %id, "journal append failed");
+                    }
+                    act.conclude(id, outcome, ctx);
+                }));
+            }
+        }
+    }
+
+    pub(super) fn refuse(&self, exceeded: BudgetExceeded) {
+        self.emit(|| Event::BudgetExceeded {
+            agent: self.name(),
+            task: self.role.task(),
+            budget: exceeded,
+        });
+    }
+
+    /// Creates a task (after the budget checks), then starts it or, if it
+    /// needs approval, parks it. Returns the tool call's answer.
+    pub(super) fn new_task(
+        &mut self,
+        kind: TaskKind,
+        work: TaskWork,
+        ctx: &mut Context<Self>,
+    ) -> Result<String, ToolError> {
+        let limits = self.shared.limits;
+        let mut check = limits.check_children(self.created);
+        if check.is_ok() && matches!(work, TaskWork::Delegation { .. }) {
+            check = limits.check_depth(self.role.depth());
+        }
+        if let Err(exceeded) = check {
+            self.refuse(exceeded);
+            return Err(ToolError::Failed(exceeded.to_string()));
+        }
+        self.created += 1;
+        let needs_approval = self.agent.spec.needs_approval(kind.source().as_str());
+        let status = if needs_approval {
+            TaskStatus::AwaitingApproval
+        } else {
+            TaskStatus::Pending
+        };
+        let id =
+            self.shared
+                .registry
+                .create_with(self.role.task(), self.name(), kind.clone(), status);
+        self.shared.owners.insert(
+            id,
+            Owner {
+                cancel: ctx.address().recipient(),
+                decide: ctx.address().recipient(),
+            },
+        );
+        self.emit(|| Event::TaskCreated {
+            task_id: id,
+            parent: self.role.task(),
+            owner: self.name(),
+            kind,
+        });
+        let state = if needs_approval {
+            TaskState::AwaitingApproval
+        } else {
+            TaskState::Waiting
+        };
+        self.tasks.insert(
+            id,
+            OwnTask {
+                work,
+                attempt: 0,
+                state,
+            },
+        );
+        if needs_approval {
+            self.emit(|| Event::ApprovalRequested { task_id: id });
+        } else {
+            self.launch(id, ctx);
+        }
+        self.journal_created(id);
+        let status = self.shared.registry.status(id).unwrap_or(status);
+        Ok(task_answer(id, status))
+    }
+
+    /// Starts the next attempt of one of this agent's tasks.
+    pub(super) fn launch(&mut self, id: TaskId, ctx: &mut Context<Self>) {
+        let Some(own) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        own.attempt += 1;
+        let attempt = own.attempt;
+        let timeout = self.agent.spec.supervision.attempt_timeout();
+        let work = own.work.clone();
+        let state = match work {
+            TaskWork::Tool { tool, arguments } => {
+                TaskState::Tool(self.spawn_tool_attempt(id, attempt, tool, arguments, timeout, ctx))
+            }
+            TaskWork::Delegation { agent, prompt } => {
+                let worker = Worker {
+                    task_id: id,
+                    parent: self.role.task(),
+                    depth: self.role.depth() + 1,
+                    attempt,
+                    report_to: Some(ctx.address().recipient()),
+                    parent_span: self.span.id(),
+                    started_by: self.turn_span.id(),
+                };
+                let mut actor = ModelActor::new(
+                    agent,
+                    worker,
+                    self.shared.clone(),
+                    InputPolicy::Queue,
+                    timeout,
+                );
+                actor.turns.enqueue(Message::user(prompt));
+                let addr = match &self.shared.arbiters {
+                    Some(pool) => pool.start(actor),
+                    None => actor.start(),
+                };
+                TaskState::Worker(addr)
+            }
+        };
+        if let Some(own) = self.tasks.get_mut(&id) {
+            own.state = state;
+        }
+    }
+
+    /// Runs one attempt of a background tool as a spawned future: it waits
+    /// for a slot if the tree has a concurrency budget, runs under the
+    /// attempt's time limit, and reports with `TaskFinished`.
+    pub(super) fn spawn_tool_attempt(
+        &mut self,
+        task_id: TaskId,
+        attempt: u32,
+        tool: Arc<dyn DynTool>,
+        arguments: String,
+        timeout: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) -> JoinHandle<()> {
+        let me = ctx.address();
+        let registry = self.shared.registry.clone();
+        let events = self.shared.events.clone();
+        let slots = self.shared.slots.clone();
+        let mark_running = move || {
+            if let Some(attempt) = registry.set_status(task_id, TaskStatus::Running) {
+                events.publish(Event::TaskStarted { task_id, attempt });
+            }
+        };
+        // Without a concurrency budget the task is running from now on.
+        let mut ready = slots.is_none();
+        let mut permit = None;
+        if let Some(slots) = &slots {
+            if let Ok(p) = Arc::clone(slots).try_acquire_owned() {
+                permit = Some(p);
+                ready = true;
+            }
+        }
+        if ready {
+            mark_running();
+        }
+        let name = tool.tool_name().to_owned();
+        let work = async move {
+            let _permit = match (permit, slots) {
+                (Some(p), _) => Some(p),
+                (None, Some(slots)) => {
+                    let p = slots.acquire_owned().await.ok();
+                    mark_running();
+                    p
+                }
+                (None, None) => None,
+            };
+            let outcome = match tool.prepare(&arguments) {
+                Err(e) => TaskOutcome::Failed {
+                    error: e.to_string(),
+                },
+                Ok(fut) => run_guarded(&name, fut, timeout).await,
+            };
+            me.do_send(TaskFinished {
+                task_id,
+                attempt,
+                outcome,
+            });
+        };
+        let span = tracing::info_span!(parent: &self.span, "task", task_id = %task_id, attempt);
+        span.follows_from(&self.turn_span);
+        actix::spawn(work.instrument(span))
+    }
+
+    /// Delegates `prompt` to a new worker running `agent`; returns the
+    /// call's answer.
+    pub(super) fn delegate(
+        &mut self,
+        agent: AgentName,
+        prompt: String,
+        ctx: &mut Context<Self>,
+    ) -> Result<String, ToolError> {
+        let spec = self
+            .agent
+            .spec
+            .delegates
+            .iter()
+            .find(|a| *a.name() == agent)
+            .cloned()
+            .ok_or_else(|| ToolError::Failed(format!("no sub-agent `{agent}`")))?;
+        self.new_task(
+            TaskKind::Delegation {
+                agent,
+                prompt: prompt.clone(),
+            },
+            TaskWork::Delegation {
+                agent: spec,
+                prompt,
+            },
+            ctx,
+        )
+    }
+
+    /// Ends one of this agent's tasks with `outcome` and tells the model.
+    pub(super) fn conclude(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
+        self.tasks.remove(&id);
+        self.shared.owners.remove(&id);
+        if !self.shared.registry.finish(id, outcome.clone()) {
+            return;
+        }
+        self.emit(|| Event::TaskFinished {
+            task_id: id,
+            outcome: outcome.clone(),
+        });
+        let source = self
+            .shared
+            .registry
+            .source(id)
+            .unwrap_or_else(|| AgentName::new("unknown"));
+        self.turns.enqueue(Message::TaskResult {
+            task_id: id,
+            source,
+            outcome,
+        });
+        self.advance(ctx);
+    }
+
+    /// Cancels one of this agent's own tasks and everything under it.
+    pub(super) fn cancel(&mut self, id: TaskId, reason: &str) -> Result<TaskStatus, RuntimeError> {
+        let Some(record) = self.shared.registry.get(id) else {
+            return Err(RuntimeError::UnknownTask(id));
+        };
+        if record.parent != self.role.task() {
+            return Err(RuntimeError::NotOwned(id));
+        }
+        let Some(own) = self.tasks.remove(&id) else {
+            return Ok(record.status);
+        };
+        self.shared.owners.remove(&id);
+        let outcome = TaskOutcome::Cancelled {
+            reason: reason.to_owned(),
+        };
+        if self.shared.registry.finish(id, outcome.clone()) {
+            self.journal_detached(vec![JournalRecord::TaskFinished {
+                task_id: id,
+                outcome: outcome.clone(),
+            }]);
+            self.emit(|| Event::TaskFinished {
+                task_id: id,
+                outcome,
+            });
+        }
+        match own.state {
+            TaskState::Tool(handle) => handle.abort(),
+            TaskState::Worker(addr) => addr.do_send(Shutdown {
+                reason: reason.to_owned(),
+            }),
+            TaskState::AwaitingApproval | TaskState::Waiting => {}
+        }
+        Ok(TaskStatus::Cancelled)
+    }
+
+    pub(super) fn cancel_all(&mut self, reason: &str) {
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            let _ = self.cancel(id, reason);
+        }
+    }
+}
+
+/// The answer to a task tool call: `{"status": …, "task_id": …}`.
+pub(super) fn task_answer(id: TaskId, status: TaskStatus) -> String {
+    format!(r#"{{"status":"{}","task_id":"{id}"}}"#, status.as_str())
+}
+
+/// Runs a tool future with panics contained and an optional time limit.
+pub(super) async fn run_guarded(
+    tool: &str,
+    fut: BoxFuture<'static, Result<ToolOutput, ToolError>>,
+    timeout: Option<Duration>,
+) -> TaskOutcome {
+    let guarded = AssertUnwindSafe(fut).catch_unwind();
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Ok(r) => r,
+            Err(_) => {
+                return TaskOutcome::TimedOut {
+                    after_ms: duration_ms(limit),
+                }
+            }
+        },
+        None => guarded.await,
+    };
+    match result {
+        Ok(Ok(output)) => TaskOutcome::Succeeded { output: output.0 },
+        Ok(Err(e)) => TaskOutcome::Failed {
+            error: e.to_string(),
+        },
+        Err(panic) => TaskOutcome::Failed {
+            error: ToolError::Panicked {
+                tool: tool.to_owned(),
+                message: panic_message(panic.as_ref()),
+            }
+            .to_string(),
+        },
+    }
+}
+
+impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
+    type Result = ();
+
+    fn handle(&mut self, msg: TaskFinished, ctx: &mut Context<Self>) {
+        let _guard = self.span.clone().entered();
+        // A task cancelled meanwhile, or a stale attempt's report, changes nothing.
+        let Some(own) = self
+            .tasks
+            .get_mut(&msg.task_id)
+            .filter(|t| t.attempt == msg.attempt)
+        else {
+            tracing::debug!(task_id = %msg.task_id, "ignored a report for an ended attempt");
+            return;
+        };
+        let supervision = self.agent.spec.supervision;
+        let retry = !msg.outcome.is_success()
+            && !matches!(msg.outcome, TaskOutcome::Cancelled { .. })
+            && own.attempt < supervision.max_attempts();
+        if !retry {
+            return self.finish_task(msg.task_id, msg.outcome, ctx);
+        }
+        own.state = TaskState::Waiting;
+        let backoff = supervision.backoff_before(own.attempt + 1);
+        self.shared
+            .registry
+            .set_status(msg.task_id, TaskStatus::Pending);
+        self.emit(|| Event::TaskRetrying {
+            task_id: msg.task_id,
+            attempt: msg.attempt,
+            error: msg.outcome.detail(),
+            backoff_ms: duration_ms(backoff),
+        });
+        let (id, attempt) = (msg.task_id, msg.attempt);
+        ctx.run_later(backoff, move |act, ctx| {
+            let still_waiting = act
+                .tasks
+                .get(&id)
+                .is_some_and(|t| t.attempt == attempt && matches!(t.state, TaskState::Waiting));
+            if still_waiting {
+                act.launch(id, ctx);
+            }
+        });
+    }
+}
+
+impl<R: Role> Handler<Decide> for AgentActor<R> {
+    type Result = Result<TaskStatus, RuntimeError>;
+
+    fn handle(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Self::Result {
+        let _guard = self.span.clone().entered();
+        let id = msg.task_id;
+        let status = self
+            .shared
+            .registry
+            .status(id)
+            .ok_or(RuntimeError::UnknownTask(id))?;
+        let awaiting = self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| matches!(t.state, TaskState::AwaitingApproval));
+        if !awaiting {
+            return Err(RuntimeError::NotAwaitingApproval(id, status));
+        }
+        self.emit(|| Event::ApprovalDecided {
+            task_id: id,
+            approved: msg.decision.is_ok(),
+        });
+        match msg.decision {
+            Ok(()) => {
+                if let Some(own) = self.tasks.get_mut(&id) {
+                    own.state = TaskState::Waiting;
+                }
+                self.shared.registry.set_status(id, TaskStatus::Pending);
+                self.launch(id, ctx);
+            }
+            Err(reason) => self.finish_task(
+                id,
+                TaskOutcome::Failed {
+                    error: format!("rejected: {reason}"),
+                },
+                ctx,
+            ),
+        }
+        Ok(self.shared.registry.status(id).unwrap_or(status))
+    }
+}
+
+impl<R: Role> Handler<CancelTask> for AgentActor<R> {
+    type Result = Result<TaskStatus, RuntimeError>;
+
+    fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> Self::Result {
+        let _guard = self.span.clone().entered();
+        let was_running = self.tasks.contains_key(&msg.task_id);
+        let status = self.cancel(msg.task_id, &msg.reason)?;
+        if was_running {
+            // The model did not ask for this: tell it.
+            let source = self
+                .shared
+                .registry
+                .source(msg.task_id)
+                .unwrap_or_else(|| AgentName::new("unknown"));
+            self.turns.enqueue(Message::TaskResult {
+                task_id: msg.task_id,
+                source,
+                outcome: TaskOutcome::Cancelled { reason: msg.reason },
+            });
+            self.advance(ctx);
+        }
+        Ok(status)
+    }
+}
