@@ -778,3 +778,78 @@ fn a_panicking_worker_is_replaced_and_its_task_retried() {
         );
     });
 }
+
+/// Runs "remote" tasks as timers in this process: enough to check the
+/// runtime's side of the remote-executor contract.
+#[derive(Default)]
+struct TimerExecutor {
+    cancelled: std::sync::Mutex<Vec<TaskId>>,
+}
+
+impl baton::runtime::RemoteExecutor for TimerExecutor {
+    fn dispatch(
+        &self,
+        task: baton::runtime::RemoteTask,
+        report: actix::Recipient<baton::runtime::messages::TaskFinished>,
+    ) {
+        let secs: u64 = task.prompt.parse().unwrap_or(1);
+        actix::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            report.do_send(baton::runtime::messages::TaskFinished {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                outcome: TaskOutcome::Succeeded {
+                    output: format!("{} ran remotely", task.agent),
+                },
+            });
+        });
+    }
+
+    fn cancel(&self, task_id: TaskId) {
+        self.cancelled.lock().unwrap().push(task_id);
+    }
+}
+
+#[test]
+fn remote_sub_agents_report_like_local_ones_and_time_out_on_the_parent_clock() {
+    block_on_paused(async {
+        let executor = Arc::new(TimerExecutor::default());
+        let model = ScriptedModel::new().script(
+            "lead",
+            [
+                ScriptedTurn::call("create_task", json!({"agent": "far", "prompt": "2"}))
+                    .and_call("create_task", json!({"agent": "far", "prompt": "60"}))
+                    .and_call("create_task", json!({"agent": "near", "prompt": "x"})),
+                ScriptedTurn::text("delegated"),
+                ScriptedTurn::text("r"),
+                ScriptedTurn::text("r"),
+                ScriptedTurn::text("r"),
+            ],
+        );
+        let far = Agent::builder("far").remote(executor.clone()).build();
+        let near = Agent::builder("near")
+            .model(ScriptedModel::new().script("near", [ScriptedTurn::text("ran here")]))
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([far, near])
+            .supervision(Supervision::none().timeout_s(10))
+            .build();
+        let convo = Orchestrator::start(lead);
+        let start = Instant::now();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        let r = |n| convo.check_task(TaskId::new(n)).unwrap();
+        assert_eq!(
+            r(1).outcome,
+            Some(TaskOutcome::Succeeded {
+                output: "far ran remotely".into()
+            })
+        );
+        assert_eq!(r(2).status, TaskStatus::TimedOut);
+        assert_eq!(r(3).status, TaskStatus::Succeeded);
+        assert_eq!(*executor.cancelled.lock().unwrap(), [TaskId::new(2)]);
+        assert_eq!(convo.tree().shape(), "lead(far, far, near)");
+    });
+}

@@ -10,6 +10,7 @@ use baton_llm::{ChatModel, ChatRequest, ChatResponse, LlmError};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use crate::remote::RemoteExecutor;
 use crate::supervision::Supervision;
 
 /// How long an inline tool call may run before it is answered with a
@@ -32,6 +33,8 @@ pub(crate) struct AgentSpec {
     /// Every tool the model is offered, built once (schemas are derived
     /// here, not per actor or per turn).
     pub(crate) offered: Arc<Vec<ToolSpec>>,
+    /// Where this agent runs when delegated to, if not in this process.
+    pub(crate) remote: Option<Arc<dyn RemoteExecutor>>,
 }
 
 impl AgentSpec {
@@ -82,6 +85,7 @@ impl Agent {
             limits: Limits::default(),
             supervision: Supervision::default(),
             needs_approval: Vec::new(),
+            remote: None,
         }
     }
 
@@ -103,6 +107,7 @@ pub struct AgentBuilder {
     limits: Limits,
     supervision: Supervision,
     needs_approval: Vec<String>,
+    remote: Option<Arc<dyn RemoteExecutor>>,
 }
 
 impl AgentBuilder {
@@ -188,6 +193,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Runs this agent elsewhere when it is delegated to: its tasks go to
+    /// `executor` (e.g. workers over NATS) instead of a local actor. Agents
+    /// that delegate to it are unchanged; local and remote sub-agents mix.
+    pub fn remote(mut self, executor: Arc<dyn RemoteExecutor>) -> Self {
+        self.remote = Some(executor);
+        self
+    }
+
     /// Finishes the description. An agent built without a model answers
     /// every turn with an error saying so.
     pub fn build(self) -> Agent {
@@ -223,6 +236,7 @@ impl AgentBuilder {
                 limits: self.limits,
                 supervision: self.supervision,
                 needs_approval: self.needs_approval,
+                remote: self.remote,
             }),
         }
     }

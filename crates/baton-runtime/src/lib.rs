@@ -15,6 +15,8 @@
 //!   `check_all_tasks` and `cancel_task`.
 //! * [`supervision`]: [`Supervision`], timeouts, retries and backoff for
 //!   the tasks an agent creates.
+//! * [`remote`]: the [`RemoteExecutor`] extension point for sub-agents
+//!   that run in other processes.
 //! * [`role`]: what differs between the conversation and a worker.
 //! * [`messages`]: the actor messages, plain data.
 //! * [`error`]: the [`RuntimeError`] type.
@@ -26,6 +28,7 @@ mod arbiter_pool;
 pub mod conversation;
 pub mod error;
 pub mod messages;
+pub mod remote;
 pub mod role;
 pub mod supervision;
 pub mod task_tools;
@@ -36,5 +39,6 @@ pub use agent::{Agent, AgentBuilder, DEFAULT_TOOL_TIMEOUT};
 pub use agent_actor::{AgentActor, InputPolicy, ModelActor, OrchestratorActor};
 pub use conversation::{Conversation, Orchestrator};
 pub use error::RuntimeError;
+pub use remote::{RemoteExecutor, RemoteTask};
 pub use supervision::Supervision;
 pub use turn_loop::TurnLoop;

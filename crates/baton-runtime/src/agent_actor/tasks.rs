@@ -20,6 +20,7 @@ use super::{duration_ms, panic_message, AgentActor, InputPolicy, ModelActor, Own
 use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::messages::{CancelTask, Decide, Shutdown, TaskFinished};
+use crate::remote::{RemoteExecutor, RemoteTask};
 use crate::role::{Role, Worker};
 
 /// The work behind a task, kept so that a retry can run it again.
@@ -42,6 +43,8 @@ pub(super) enum TaskState {
     Waiting,
     Tool(JoinHandle<()>),
     Worker(Addr<ModelActor>),
+    /// Running elsewhere, through this executor.
+    Remote(Arc<dyn RemoteExecutor>),
 }
 
 /// A task this agent created and supervises.
@@ -162,6 +165,9 @@ impl<R: Role> AgentActor<R> {
             TaskWork::Tool { tool, arguments } => {
                 TaskState::Tool(self.spawn_tool_attempt(id, attempt, tool, arguments, timeout, ctx))
             }
+            TaskWork::Delegation { agent, prompt } if agent.spec.remote.is_some() => {
+                self.dispatch_remote(id, attempt, agent, prompt, timeout, ctx)
+            }
             TaskWork::Delegation { agent, prompt } => {
                 let worker = Worker {
                     task_id: id,
@@ -253,6 +259,57 @@ impl<R: Role> AgentActor<R> {
         actix::spawn(work.instrument(span))
     }
 
+    /// Hands one attempt of a delegation to the sub-agent's remote
+    /// executor. The parent keeps the attempt's clock: past the time
+    /// limit the attempt ends as timed out and the executor is told to stop.
+    pub(super) fn dispatch_remote(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        agent: Agent,
+        prompt: String,
+        timeout: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) -> TaskState {
+        let Some(executor) = agent.spec.remote.clone() else {
+            return TaskState::Waiting;
+        };
+        if let Some(attempt) = self.shared.registry.set_status(id, TaskStatus::Running) {
+            self.emit(|| Event::TaskStarted {
+                task_id: id,
+                attempt,
+            });
+        }
+        executor.dispatch(
+            RemoteTask {
+                task_id: id,
+                attempt,
+                agent: agent.name().clone(),
+                prompt,
+            },
+            ctx.address().recipient(),
+        );
+        if let Some(limit) = timeout {
+            let after_ms = duration_ms(limit);
+            ctx.run_later(limit, move |act, ctx| {
+                let current = act.tasks.get(&id).is_some_and(|t| t.attempt == attempt);
+                if current {
+                    if let Some(own) = act.tasks.get(&id) {
+                        if let TaskState::Remote(executor) = &own.state {
+                            executor.cancel(id);
+                        }
+                    }
+                    ctx.notify(TaskFinished {
+                        task_id: id,
+                        attempt,
+                        outcome: TaskOutcome::TimedOut { after_ms },
+                    });
+                }
+            });
+        }
+        TaskState::Remote(executor)
+    }
+
     /// Delegates `prompt` to a new worker running `agent`; returns the
     /// call's answer.
     pub(super) fn delegate(
@@ -336,6 +393,7 @@ impl<R: Role> AgentActor<R> {
             TaskState::Worker(addr) => addr.do_send(Shutdown {
                 reason: reason.to_owned(),
             }),
+            TaskState::Remote(executor) => executor.cancel(id),
             TaskState::AwaitingApproval | TaskState::Waiting => {}
         }
         Ok(TaskStatus::Cancelled)
