@@ -1,0 +1,58 @@
+//! A NATS worker serving one scripted agent: it answers each task with
+//! `<agent>: <prompt>` after a fixed latency. For trying out remote workers
+//! without an API key, and for the tests that kill a worker mid-run.
+//!
+//! ```text
+//! baton-nats-worker --nats nats://127.0.0.1:4222 --agent echo --latency-ms 200
+//! ```
+
+use std::time::Duration;
+
+use baton_llm::{ScriptedModel, ScriptedTurn};
+use baton_nats::{NatsConfig, NatsWorker};
+use baton_runtime::Agent;
+use clap::Parser;
+
+/// Serve a scripted agent's tasks from NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "baton-nats-worker")]
+struct Args {
+    /// The NATS server.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// The agent kind to serve.
+    #[arg(long, default_value = "echo")]
+    agent: String,
+    /// How long each answer takes.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// JetStream ack wait (redelivery after this long without an ack).
+    #[arg(long, default_value_t = 30_000)]
+    ack_wait_ms: u64,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let latency = Duration::from_millis(args.latency_ms);
+    let name = args.agent.clone();
+    let model = ScriptedModel::from_fn(move |req| {
+        let prompt = req
+            .messages
+            .iter()
+            .find_map(|m| match m {
+                baton_core::Message::User { content } => Some(content.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        ScriptedTurn::text(format!("{name}: {prompt}")).after(latency)
+    });
+    let agent = Agent::builder(args.agent.as_str()).model(model).build();
+    let mut config = NatsConfig::new(args.nats);
+    config.ack_wait = Duration::from_millis(args.ack_wait_ms);
+    config.worker_concurrency = args.concurrency;
+    actix_rt::System::new().block_on(NatsWorker::new(config, [agent]).run())?;
+    Ok(())
+}

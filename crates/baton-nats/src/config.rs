@@ -1,0 +1,116 @@
+//! [`NatsConfig`]: where tasks, results and state live, and how long
+//! JetStream waits before it redelivers a task.
+
+use std::time::Duration;
+
+use baton_core::{AgentName, TaskId};
+
+use crate::error::NatsError;
+
+/// Streams, buckets and timings of one baton deployment on NATS. Every
+/// orchestrator and worker of the deployment must use the same values.
+///
+/// | setting | default | what it does |
+/// | --- | --- | --- |
+/// | `prefix` | `baton` | subjects: `baton.tasks.<agent>`, `baton.results.<conversation>` |
+/// | `tasks_stream` | `BATON_TASKS` | work-queue stream of delegated tasks (each task taken by one worker) |
+/// | `results_stream` | `BATON_RESULTS` | stream of results, kept so a restarted orchestrator drains what it missed |
+/// | `task_bucket` | `baton_tasks` | KV: each task's state, changed only by compare-and-set |
+/// | `worker_bucket` | `baton_workers` | KV: live workers and their load, expiring after 3 heartbeats |
+/// | `ack_wait` | 30 s | a task not acked (or progress-acked) within this is redelivered |
+/// | `max_deliver` | 5 | deliveries before a task that keeps failing ends as Failed |
+/// | `heartbeat` | 5 s | how often workers refresh their entry |
+/// | `worker_concurrency` | 64 | tasks one worker runs at once |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// The server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The first token of every subject.
+    pub prefix: String,
+    /// The work-queue stream of tasks.
+    pub tasks_stream: String,
+    /// The stream of results.
+    pub results_stream: String,
+    /// The KV bucket of task states.
+    pub task_bucket: String,
+    /// The KV bucket of live workers.
+    pub worker_bucket: String,
+    /// How long a delivery may go without an ack before it is redelivered.
+    pub ack_wait: Duration,
+    /// How many deliveries a task gets.
+    pub max_deliver: i64,
+    /// How often a worker refreshes its entry in the worker bucket.
+    pub heartbeat: Duration,
+    /// How many tasks one worker runs at once.
+    pub worker_concurrency: usize,
+}
+
+impl NatsConfig {
+    /// The defaults above, for the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "baton".into(),
+            tasks_stream: "BATON_TASKS".into(),
+            results_stream: "BATON_RESULTS".into(),
+            task_bucket: "baton_tasks".into(),
+            worker_bucket: "baton_workers".into(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            heartbeat: Duration::from_secs(5),
+            worker_concurrency: 64,
+        }
+    }
+
+    /// The subject tasks for `agent` are published on.
+    pub fn task_subject(&self, agent: &AgentName) -> Result<String, NatsError> {
+        Ok(format!("{}.tasks.{}", self.prefix, token(agent.as_str())?))
+    }
+
+    /// The subject results for `conversation` are published on.
+    pub fn result_subject(&self, conversation: &str) -> Result<String, NatsError> {
+        Ok(format!("{}.results.{}", self.prefix, token(conversation)?))
+    }
+
+    /// The KV key of one task's state.
+    pub fn task_key(&self, conversation: &str, task: TaskId) -> Result<String, NatsError> {
+        Ok(format!("{}.{task}", token(conversation)?))
+    }
+}
+
+/// Checks that `name` can stand as one subject token.
+pub(crate) fn token(name: &str) -> Result<&str, NatsError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(name)
+    } else {
+        Err(NatsError::InvalidName(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_keys_are_built_from_valid_tokens_only() {
+        let c = NatsConfig::new("nats://127.0.0.1:4222");
+        assert_eq!(
+            c.task_subject(&"researcher".into()).unwrap(),
+            "baton.tasks.researcher"
+        );
+        assert_eq!(c.result_subject("conv-1").unwrap(), "baton.results.conv-1");
+        assert_eq!(
+            c.task_key("conv-1", TaskId::new(3)).unwrap(),
+            "conv-1.task-3"
+        );
+        assert!(matches!(
+            c.task_subject(&"bad.name".into()),
+            Err(NatsError::InvalidName(_))
+        ));
+        assert!(c.result_subject("").is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! Remote workers over a real NATS JetStream server.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::{MemoryJournal, Message, Replay, TaskId, TaskOutcome, TaskStatus};
+use baton_llm::{ScriptedModel, ScriptedTurn};
+use baton_nats::{NatsExecutor, NatsWorker, RemoteStatus};
+use baton_runtime::{Agent, Orchestrator};
+use common::*;
+
+/// The remote stand-in for `agent` on the orchestrator's side.
+fn remote(name: &str, executor: &NatsExecutor) -> Agent {
+    Agent::builder(name)
+        .remote(Arc::new(executor.clone()))
+        .build()
+}
+
+fn results(history: &baton_core::History) -> Vec<(TaskId, TaskOutcome)> {
+    history
+        .messages()
+        .iter()
+        .filter_map(|m| match m {
+            Message::TaskResult {
+                task_id, outcome, ..
+            } => Some((*task_id, outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn three_workers_finish_a_thousand_tasks_exactly_once() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    actix_rt::System::new().block_on(async {
+        let config = server.config();
+        let workers: Vec<NatsWorker> = (0..3)
+            .map(|_| NatsWorker::new(config.clone(), [echo_agent()]))
+            .collect();
+        for w in &workers {
+            actix::spawn(w.clone().run());
+        }
+        let executor = NatsExecutor::connect(config.clone(), "thousand")
+            .await
+            .unwrap();
+        let convo = Orchestrator::start(lead(1000, remote("echo", &executor)));
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        let history = convo.history().await.unwrap();
+        let results = results(&history);
+        let failed: Vec<_> = results.iter().filter(|(_, o)| !o.is_success()).collect();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(
+            results.len(),
+            1000,
+            "{:?}",
+            convo
+                .tasks()
+                .iter()
+                .filter(|r| !results.iter().any(|(id, _)| *id == r.id))
+                .collect::<Vec<_>>()
+        );
+        let mut ids: Vec<u64> = results.iter().map(|(id, _)| id.get()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 1000, "each task once");
+        for (id, outcome) in &results {
+            let expected = format!("echo: p{}", id.get() - 1);
+            assert_eq!(outcome, &TaskOutcome::Succeeded { output: expected });
+        }
+        let completed: u64 = workers.iter().map(NatsWorker::completed).sum();
+        assert_eq!(completed, 1000);
+        assert!(
+            workers.iter().filter(|w| w.completed() > 0).count() >= 2,
+            "the work was shared"
+        );
+        let listed = NatsWorker::list(&config).await.unwrap();
+        assert_eq!(listed.len(), 3);
+    });
+}
+
+#[test]
+fn a_worker_started_after_tasks_were_queued_drains_them() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    actix_rt::System::new().block_on(async {
+        let config = server.config();
+        let executor = NatsExecutor::connect(config.clone(), "late").await.unwrap();
+        let convo = Orchestrator::start(lead(20, remote("echo", &executor)));
+        convo.send_user("go").await.unwrap();
+        eventually(Duration::from_secs(10), async || {
+            entry(&executor, 20)
+                .await
+                .is_some_and(|e| e.status == RemoteStatus::Pending)
+        })
+        .await;
+        let ended: Vec<_> = convo
+            .tasks()
+            .into_iter()
+            .filter(|r| r.status.is_terminal())
+            .map(|r| (r.id, r.outcome))
+            .collect();
+        assert!(ended.is_empty(), "nothing runs without a worker: {ended:?}");
+        let worker = NatsWorker::new(config, [echo_agent()]);
+        actix::spawn(worker.clone().run());
+        convo.settled().await.unwrap();
+        assert_eq!(results(&convo.history().await.unwrap()).len(), 20);
+        assert_eq!(worker.completed(), 20);
+    });
+}
+
+/// A worker-side agent that delegates, locally, to a sub-agent that never
+/// answers: a remote subtree.
+fn boss() -> Agent {
+    let sleeper = Agent::builder("sleeper")
+        .model(ScriptedModel::from_fn(|_| ScriptedTurn::hang()))
+        .build();
+    let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+        Some(Message::User { .. }) => ScriptedTurn::call(
+            "create_task",
+            serde_json::json!({"agent": "sleeper", "prompt": "zzz"}),
+        ),
+        _ => ScriptedTurn::text("waiting"),
+    });
+    Agent::builder("boss")
+        .model(model)
+        .delegates_to([sleeper])
+        .build()
+}
+
+#[test]
+fn cancelling_a_remote_task_stops_its_subtree_on_the_worker() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    actix_rt::System::new().block_on(async {
+        let config = server.config();
+        let worker = NatsWorker::new(config.clone(), [boss()]);
+        actix::spawn(worker.clone().run());
+        let executor = NatsExecutor::connect(config, "cancel").await.unwrap();
+        let convo = Orchestrator::start(lead(1, remote("boss", &executor)));
+        convo.send_user("go").await.unwrap();
+        eventually(Duration::from_secs(10), async || worker.running() == 1).await;
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        eventually(Duration::from_secs(10), async || worker.running() == 0).await;
+        let e = entry(&executor, 1).await.unwrap();
+        assert_eq!(e.status, RemoteStatus::CancelRequested);
+        assert_eq!(worker.completed(), 0);
+        convo.settled().await.unwrap();
+        assert_eq!(
+            convo.check_task(TaskId::new(1)).unwrap().status,
+            TaskStatus::Cancelled
+        );
+    });
+}
+
+#[test]
+fn a_killed_worker_process_loses_no_task_and_none_completes_twice() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_baton-nats-worker"))
+        .args([
+            "--nats",
+            &server.url,
+            "--agent",
+            "echo",
+            "--latency-ms",
+            "300",
+        ])
+        .args(["--ack-wait-ms", "1500", "--concurrency", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    actix_rt::System::new().block_on(async {
+        let config = server.config();
+        let executor = NatsExecutor::connect(config.clone(), "killed")
+            .await
+            .unwrap();
+        let convo = Orchestrator::start(lead(30, remote("echo", &executor)));
+        convo.send_user("go").await.unwrap();
+        // Let the child finish a few, then kill it with tasks in flight.
+        eventually(Duration::from_secs(20), async || {
+            let mut done = 0;
+            for n in 1..=30 {
+                if entry(&executor, n)
+                    .await
+                    .is_some_and(|e| e.status == RemoteStatus::Done)
+                {
+                    done += 1;
+                }
+            }
+            done >= 4
+        })
+        .await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let worker = NatsWorker::new(config, [echo_agent()]);
+        actix::spawn(worker.clone().run());
+        convo.settled().await.unwrap();
+        let history = convo.history().await.unwrap();
+        let results = results(&history);
+        assert_eq!(results.len(), 30, "every task finished exactly once");
+        assert!(results.iter().all(|(_, o)| o.is_success()));
+        assert!(
+            worker.completed() > 0 && worker.completed() < 30,
+            "the survivor took over the rest"
+        );
+        let mut redelivered = 0;
+        for n in 1..=30 {
+            let e = entry(&executor, n).await.unwrap();
+            assert_eq!(e.status, RemoteStatus::Done);
+            if e.delivery > 1 {
+                redelivered += 1;
+            }
+        }
+        assert!(
+            redelivered > 0,
+            "tasks held by the killed worker were delivered again"
+        );
+    });
+}
+
+#[test]
+fn a_restarted_orchestrator_drains_the_results_it_missed() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let config = server.config();
+    let worker_config = config.clone();
+    // The worker runs in its own thread (its own actix system), and lives on
+    // across the orchestrator's "crash".
+    std::thread::spawn(move || {
+        let slow = Agent::builder("echo")
+            .model(ScriptedModel::from_fn(|req| {
+                ScriptedTurn::text(format!("echo: {}", prompt_of(&req.messages)))
+                    .after(Duration::from_millis(800))
+            }))
+            .build();
+        actix_rt::System::new().block_on(NatsWorker::new(worker_config, [slow]).run())
+    });
+    let journal = MemoryJournal::new();
+    // First life: delegate, then die before the result comes back.
+    let records = actix_rt::System::new().block_on({
+        let config = config.clone();
+        let journal = journal.clone();
+        async move {
+            let executor = NatsExecutor::connect(config, "restarted").await.unwrap();
+            let convo = Orchestrator::builder(lead(1, remote("echo", &executor)))
+                .journal(Arc::new(journal.clone()))
+                .spawn();
+            convo.send_user("go").await.unwrap();
+            eventually(Duration::from_secs(10), async || {
+                entry(&executor, 1)
+                    .await
+                    .is_some_and(|e| e.status == RemoteStatus::Running)
+            })
+            .await;
+            journal.records()
+        }
+    });
+    // Second life: same conversation id, resumed from the journal.
+    actix_rt::System::new().block_on(async move {
+        let executor = NatsExecutor::connect(config, "restarted").await.unwrap();
+        let convo = Orchestrator::builder(lead(1, remote("echo", &executor)))
+            .resume(Replay::from_records(records))
+            .spawn();
+        convo.settled().await.unwrap();
+        let history = convo.history().await.unwrap();
+        assert_eq!(
+            results(&history),
+            vec![(
+                TaskId::new(1),
+                TaskOutcome::Succeeded {
+                    output: "echo: p0".into()
+                }
+            )]
+        );
+        let e = entry(&executor, 1).await.unwrap();
+        assert_eq!(
+            (e.status, e.delivery),
+            (RemoteStatus::Done, 1),
+            "ran once, not again"
+        );
+    });
+}
