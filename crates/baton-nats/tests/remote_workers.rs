@@ -293,3 +293,38 @@ fn a_restarted_orchestrator_drains_the_results_it_missed() {
         );
     });
 }
+
+#[test]
+fn a_task_that_fails_on_every_delivery_ends_failed_after_max_deliver() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    actix_rt::System::new().block_on(async {
+        let mut config = server.config();
+        config.max_deliver = 3;
+        let broken = Agent::builder("echo")
+            .model(ScriptedModel::from_fn(|_| {
+                ScriptedTurn::fail("the provider is down")
+            }))
+            .build();
+        let worker = NatsWorker::new(config.clone(), [broken]);
+        actix::spawn(worker.clone().run());
+        let executor = NatsExecutor::connect(config, "broken").await.unwrap();
+        let convo = Orchestrator::start(lead(1, remote("echo", &executor)));
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        let record = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!(record.status, TaskStatus::Failed);
+        let outcome = record.outcome.unwrap();
+        assert!(
+            outcome.detail().contains("the provider is down"),
+            "{outcome:?}"
+        );
+        let e = entry(&executor, 1).await.unwrap();
+        assert_eq!(
+            (e.status, e.delivery),
+            (RemoteStatus::Done, 3),
+            "bounded deliveries"
+        );
+    });
+}
