@@ -72,6 +72,16 @@ impl NatsConfig {
         Ok(format!("{}.results.{}", self.prefix, token(conversation)?))
     }
 
+    /// The core-NATS subject a task's cancellation is announced on (the
+    /// task bucket stays the source of truth).
+    pub fn cancel_subject(&self, conversation: &str, task: TaskId) -> Result<String, NatsError> {
+        Ok(format!(
+            "{}.cancel.{}.{task}",
+            self.prefix,
+            token(conversation)?
+        ))
+    }
+
     /// The KV key of one task's state.
     pub fn task_key(&self, conversation: &str, task: TaskId) -> Result<String, NatsError> {
         Ok(format!("{}.{task}", token(conversation)?))

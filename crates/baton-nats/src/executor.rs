@@ -223,6 +223,14 @@ impl Inner {
             }
             entry.status = RemoteStatus::CancelRequested;
             if kv.update(&key, to_bytes(&entry)?, revision).await.is_ok() {
+                let subject = self.config.cancel_subject(&self.conversation, task)?;
+                // A nudge only: a worker that misses it sees the entry at
+                // its next progress tick.
+                let _ = self
+                    .handles
+                    .client
+                    .publish(subject, bytes::Bytes::new())
+                    .await;
                 return Ok(());
             }
         }

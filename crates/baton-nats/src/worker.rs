@@ -224,16 +224,27 @@ impl NatsWorker {
             Some((_, revision)) => kv.update(&key, to_bytes(&running)?, revision).await.ok(),
             None => kv.create(&key, to_bytes(&running)?).await.ok(),
         };
-        let Some(mut revision) = taken else {
+        let Some(revision) = taken else {
             // Someone changed the entry meanwhile; the next delivery decides.
             return Ok(());
         };
 
-        let convo = Orchestrator::builder(agent).worker_threads(0).spawn();
-        let mut watch = kv
-            .watch(&key)
+        let cancel_subject = self
+            .config
+            .cancel_subject(&task.conversation, task.task_id)?;
+        let mut cancels = handles
+            .client
+            .subscribe(cancel_subject)
             .await
-            .map_err(|e| NatsError::js("watching a task", e))?;
+            .map_err(|e| NatsError::js("subscribing to cancellations", e))?;
+        let cancel_requested = async || {
+            read_entry(kv, &key)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|(e, _)| e.status == RemoteStatus::CancelRequested)
+        };
+        let convo = Orchestrator::builder(agent).worker_threads(0).spawn();
         let run = run_conversation(&convo, task.prompt.clone());
         tokio::pin!(run);
         let mut progress =
@@ -243,18 +254,19 @@ impl NatsWorker {
             tokio::select! {
                 outcome = &mut run => break Some(outcome),
                 _ = progress.tick() => {
-                    let _ = message.ack_with(AckKind::Progress).await;
-                }
-                Some(Ok(update)) = watch.next() => {
-                    let cancelled = serde_json::from_slice::<TaskEntry>(&update.value)
-                        .is_ok_and(|e| e.status == RemoteStatus::CancelRequested);
-                    if cancelled {
+                    if cancel_requested().await {
                         break None;
                     }
-                    revision = update.revision;
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+                Some(_) = cancels.next() => {
+                    if cancel_requested().await {
+                        break None;
+                    }
                 }
             }
         };
+        drop(cancels);
         let _ = convo.shutdown().await;
         let Some(outcome) = outcome else {
             let _ = message.ack().await;
