@@ -1,0 +1,103 @@
+//! The versioned schema, and the checks run before anything is written.
+
+use std::io::Read;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::StoreError;
+
+/// The newest schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The migrations, in order: entry `i` takes the schema from version `i`
+/// to version `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE events (
+        conversation TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (conversation, seq)
+    );
+"];
+
+fn sqlite_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Checks an existing file without writing to it: it must be empty, or an
+/// SQLite database that is a baton store of a version this build knows.
+/// Returns the file's schema version (0 for a new or empty file).
+pub fn inspect(path: &Path) -> Result<i64, StoreError> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(0);
+    };
+    let mut header = [0u8; 16];
+    let read = file.read(&mut header).map_err(|e| sqlite_error(path, e))?;
+    if read == 0 {
+        return Ok(0);
+    }
+    if read < 16 || &header != b"SQLite format 3\0" {
+        return Err(StoreError::NotSqlite {
+            path: path.to_owned(),
+        });
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| sqlite_error(path, e))?;
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .map_err(|e| sqlite_error(path, e))?;
+    let tables: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .and_then(Iterator::collect)
+        .map_err(|_| StoreError::NotSqlite {
+            path: path.to_owned(),
+        })?;
+    if tables.is_empty() {
+        return Ok(0);
+    }
+    if !tables.iter().any(|t| t == "baton_meta") {
+        return Err(StoreError::Foreign {
+            path: path.to_owned(),
+            tables: tables.join(", "),
+        });
+    }
+    let version: i64 = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM baton_meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
+}
+
+/// Applies the migrations after `from`, in one transaction.
+pub fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(|e| sqlite_error(path, e))?;
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(from).unwrap_or(0))
+    {
+        tx.execute_batch(sql).map_err(|e| sqlite_error(path, e))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO baton_meta (key, value) VALUES ('schema_version', ?1)",
+            [(i + 1).to_string()],
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+    }
+    tx.commit().map_err(|e| sqlite_error(path, e))
+}
