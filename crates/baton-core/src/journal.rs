@@ -55,7 +55,10 @@ pub struct JournalError(pub String);
 ///
 /// `append` must take the records in call order at the moment it is called
 /// (not when its future is first polled): the runtime relies on the order of
-/// its calls. The future resolves once the records are durable.
+/// its calls. The future resolves once the records are durable. Dropping the
+/// future must not withdraw the records (the runtime drops it where it need
+/// not wait), so an implementation reports such failures itself, e.g. in its
+/// log.
 pub trait Journal: Send + Sync + 'static {
     /// Appends records; resolves once they are durable.
     fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>>;

@@ -281,7 +281,8 @@ impl Conversation {
     }
 
     /// Resolves when nothing is in flight, nothing is queued and no task is
-    /// running.
+    /// running, and, for a durable conversation, everything is in its
+    /// journal.
     pub async fn settled(&self) -> Result<(), RuntimeError> {
         Ok(self.addr.send(WhenSettled).await?)
     }

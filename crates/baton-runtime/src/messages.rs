@@ -106,7 +106,7 @@ pub struct AttemptTimedOut {
 pub struct GetHistory;
 
 /// Resolve once the conversation is settled: no turn in flight, no queued
-/// input, no running task.
+/// input, no running task, and (with a journal) everything written to it.
 #[derive(Debug, Clone, ActixMessage)]
 #[rtype(result = "()")]
 pub struct WhenSettled;

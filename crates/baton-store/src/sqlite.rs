@@ -60,9 +60,30 @@ struct Append {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<mpsc::Sender<Append>>,
+    writer: Mutex<Option<mpsc::Sender<Append>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Mutex<Connection>,
     stats: Arc<StoreStats>,
+}
+
+impl Drop for Inner {
+    /// Closing the store commits everything queued, then stops the writer.
+    fn drop(&mut self) {
+        drop(
+            self.writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(thread) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A SQLite file holding the journals of any number of conversations.
@@ -114,14 +135,15 @@ impl SqliteStore {
         let stats = Arc::new(StoreStats::default());
         let writer_stats = Arc::clone(&stats);
         let writer_path = path.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("baton-store-writer".into())
             .spawn(move || write_loop(conn, &writer_path, &rx, &writer_stats))
             .map_err(|e| sqlite_error(&path, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(tx),
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(thread)),
                 reader: Mutex::new(reader),
                 stats,
             }),
@@ -198,17 +220,21 @@ impl SqliteStore {
         records: Vec<String>,
     ) -> oneshot::Receiver<Result<(), StoreError>> {
         let (reply, done) = oneshot::channel();
-        let sent = self
+        let append = Append {
+            conversation: conversation.to_owned(),
+            records,
+            reply,
+        };
+        let writer = self
             .inner
             .writer
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(Append {
-                conversation: conversation.to_owned(),
-                records,
-                reply,
-            });
-        if let Err(mpsc::SendError(append)) = sent {
+            .unwrap_or_else(PoisonError::into_inner);
+        let unsent = match writer.as_ref() {
+            Some(tx) => tx.send(append).err().map(|mpsc::SendError(a)| a),
+            None => Some(append),
+        };
+        if let Some(append) = unsent {
             let _ = append.reply.send(Err(StoreError::Closed {
                 path: self.inner.path.clone(),
             }));
@@ -227,7 +253,9 @@ fn write_loop(mut conn: Connection, path: &Path, rx: &mpsc::Receiver<Append>, st
             batch.push(more);
         }
         let result = write_batch(&mut conn, path, &mut next_seq, &batch);
-        if result.is_err() {
+        if let Err(error) = &result {
+            // Callers that dropped their future hear of it only here.
+            tracing::error!(%error, appends = batch.len(), "journal commit failed");
             // The transaction rolled back: forget cached sequence numbers.
             next_seq.clear();
         }

@@ -187,7 +187,9 @@ fn a_conversation_resumes_from_its_sqlite_journal_with_nothing_lost_or_doubled()
             tokio::time::sleep(Duration::from_secs(5)).await;
             convo.send_user("still there?").await.unwrap();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            // The process "dies" here: nothing is shut down cleanly.
+            // The process "dies" here: nothing is shut down cleanly. (The
+            // store's writer finishes its queue as the runtime drops, as a
+            // killed process's last commits would either land or not.)
         }
     });
     // Second life: a new process opens the same file.

@@ -42,13 +42,19 @@ impl<R: Role> AgentActor<R> {
     }
 
     /// Hands records to the journal without waiting for them.
-    pub(super) fn journal_detached(&self, records: Vec<JournalRecord>) {
-        if let Some(durable) = self.journal(records) {
-            actix::spawn(async move {
-                if let Err(error) = durable.await {
-                    tracing::error!(%error, "journal append failed");
-                }
-            });
+    pub(super) fn journal_detached(&mut self, records: Vec<JournalRecord>) {
+        if self.shared.journal.is_some() {
+            self.journal_buffer.extend(records);
+        }
+    }
+
+    /// Hands the buffered records to the journal in one append, without
+    /// waiting: the journal took them at the call, dropping the future
+    /// leaves them queued, and the journal reports its own failures.
+    pub(super) fn flush_journal(&mut self) {
+        if !self.journal_buffer.is_empty() {
+            let records = std::mem::take(&mut self.journal_buffer);
+            drop(self.journal(records));
         }
     }
 
@@ -67,11 +73,12 @@ impl<R: Role> AgentActor<R> {
             .collect();
         self.journaled = messages.len();
         self.journal_detached(records);
+        self.flush_journal();
     }
 
     /// Journals a new task as it now stands (with its first attempt, if
     /// it started), and a background tool's arguments.
-    pub(super) fn journal_created(&self, id: TaskId) {
+    pub(super) fn journal_created(&mut self, id: TaskId) {
         if self.shared.journal.is_none() {
             return;
         }
@@ -177,6 +184,7 @@ impl<R: Role> AgentActor<R> {
                 self.launch(id, ctx);
             }
         }
+        self.flush_journal();
     }
 }
 

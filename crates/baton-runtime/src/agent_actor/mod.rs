@@ -150,6 +150,8 @@ pub struct AgentActor<R: Role> {
     journaled: usize,
     /// Tasks read back from a journal, to pick up when the actor starts.
     resumed_tasks: Vec<(TaskRecord, Option<String>)>,
+    /// Records waiting to go to the journal in one append.
+    journal_buffer: Vec<baton_core::JournalRecord>,
 }
 
 impl<R: Role> AgentActor<R> {
@@ -193,6 +195,7 @@ impl<R: Role> AgentActor<R> {
             turn_span: tracing::Span::none(),
             journaled: 0,
             resumed_tasks: Vec::new(),
+            journal_buffer: Vec::new(),
         }
     }
 
@@ -211,6 +214,7 @@ impl<R: Role> AgentActor<R> {
     /// Starts the next turn if idle with queued input; otherwise, if idle,
     /// announces it and, when no task is running either, tells the role.
     fn advance(&mut self, ctx: &mut Context<Self>) {
+        self.flush_journal();
         if !self.turns.is_idle() {
             return;
         }
@@ -341,6 +345,7 @@ impl<R: Role> AgentActor<R> {
                 CallPlan::Inline(fut) => self.spawn_inline(turn, index, call, fut, ctx),
             }
         }
+        self.flush_journal();
         if all_answered {
             self.after_tools(ctx);
         }
@@ -530,6 +535,7 @@ impl<R: Role> Actor for AgentActor<R> {
         let _guard = self.span.clone().entered();
         self.abort_in_flight();
         self.cancel_all(&format!("{} stopped", self.agent.spec.name));
+        self.flush_journal();
         self.shared.live_agents.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("agent stopped");
     }
@@ -687,8 +693,16 @@ impl Handler<WhenSettled> for OrchestratorActor {
         } else {
             self.role.waiters.push(tx);
         }
+        let journal = self.shared.journal.clone();
         Box::pin(async move {
             let _ = rx.await;
+            // Settled includes durable: an empty append resolves once
+            // everything appended before it is in the journal.
+            if let Some(journal) = journal {
+                if let Err(error) = journal.append(Vec::new()).await {
+                    tracing::error!(%error, "journal sync failed");
+                }
+            }
         })
     }
 }
