@@ -7,9 +7,27 @@
 //! * [`scripted`]: [`ScriptedModel`], a deterministic model driven by a
 //!   script of replies and tool calls per agent, so everything runs with no
 //!   API key and tests are exact.
+//! * [`openai`]: [`OpenAiChat`], the OpenAI Chat Completions API and every
+//!   OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio), JSON or
+//!   streamed over SSE.
+//! * [`http`]: [`HttpSettings`], the reliability shared by HTTP providers:
+//!   one connection pool each, a concurrency limit, request and stream-idle
+//!   timeouts, and retries.
+//! * [`retry`]: [`RetryPolicy`], exponential backoff with jitter honouring
+//!   `Retry-After`; which statuses are retried.
+//! * [`secret`]: [`ApiKey`], a key that never appears in `Debug` or errors.
 
 pub mod chat_model;
+pub mod http;
+pub mod openai;
+pub mod retry;
 pub mod scripted;
+pub mod secret;
+mod sse;
 
 pub use chat_model::{ChatModel, ChatRequest, ChatResponse, LlmError};
+pub use http::HttpSettings;
+pub use openai::{OpenAiChat, OpenAiChatBuilder};
+pub use retry::RetryPolicy;
 pub use scripted::{ScriptedModel, ScriptedTurn};
+pub use secret::ApiKey;

@@ -7,7 +7,13 @@
 //!   the tree's shape and statuses, the answer, the events and the virtual
 //!   time it took. The order in which concurrent completions arrive is set
 //!   by the script's virtual latencies, so races are reproducible.
+//! * [`mock_llm`]: [`MockLlmServer`], a real HTTP server on loopback that
+//!   speaks the OpenAI Chat Completions and Anthropic Messages APIs (JSON
+//!   and SSE), replies from a [`MockScript`] per agent, injects latency and
+//!   faults, and records every request.
 
+pub mod mock_llm;
 pub mod tree_run;
 
+pub use mock_llm::{Fault, MockLlmServer, MockScript, MockToolCall, MockTurn, RecordedRequest};
 pub use tree_run::{TreeAssert, TreeRun};

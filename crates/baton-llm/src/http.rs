@@ -1,0 +1,241 @@
+//! [`HttpSettings`] and the send loop shared by every HTTP provider: one
+//! connection pool, a concurrency limit, a request timeout and retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::chat_model::LlmError;
+use crate::retry::{parse_retry_after, RetryPolicy};
+
+/// Reliability settings of one provider client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// At most this many requests in flight at once (the rest wait for a
+    /// permit, so 10,000 tasks never open 10,000 sockets).
+    pub max_concurrency: usize,
+    /// The longest one attempt may take, headers and body.
+    pub request_timeout: Duration,
+    /// The longest a stream may stay silent between two chunks.
+    pub stream_idle_timeout: Duration,
+    /// The longest connecting may take.
+    pub connect_timeout: Duration,
+    /// Which failures are retried, and how long to wait between attempts.
+    pub retry: RetryPolicy,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 64,
+            request_timeout: Duration::from_secs(120),
+            stream_idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A provider's pool, limit and settings; cheap to share.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpCore {
+    pub(crate) provider: &'static str,
+    pub(crate) client: reqwest::Client,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) settings: HttpSettings,
+}
+
+impl HttpCore {
+    pub(crate) fn new(provider: &'static str, settings: HttpSettings) -> Result<Self, LlmError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_max_idle_per_host(settings.max_concurrency.max(1))
+            .build()
+            .map_err(|e| LlmError::Transport {
+                provider: provider.to_string(),
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            provider,
+            client,
+            permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
+            settings,
+        })
+    }
+
+    fn transport(&self, message: impl Into<String>) -> LlmError {
+        LlmError::Transport {
+            provider: self.provider.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retry
+    /// budget is spent. Each attempt holds a concurrency permit from start
+    /// to end (body included). Between attempts it waits with backoff and
+    /// jitter, honouring the server's `Retry-After`.
+    pub(crate) async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, LlmError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let policy = self.settings.retry;
+        let mut retry = 0u32;
+        loop {
+            let permit = Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| self.transport("the client was shut down"))?;
+            let failure = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            drop(permit);
+            if !failure.retryable || retry >= policy.max_retries {
+                return Err(failure.error);
+            }
+            retry += 1;
+            let wait = policy.backoff(retry, failure.retry_after);
+            tracing::debug!(provider = self.provider, retry, ?wait, error = %failure.error, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Posts `body` as JSON once and returns the response if its status is
+    /// 2xx; an error status becomes a typed [`Failure`].
+    pub(crate) async fn post(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, Failure> {
+        let response = request
+            .timeout(self.settings.request_timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.failure(&e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let retry_after = parse_retry_after(
+            response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let text = response.text().await.unwrap_or_default();
+        Err(Failure {
+            error: LlmError::Http {
+                provider: self.provider.to_string(),
+                status,
+                message: error_message(&text),
+            },
+            retryable: RetryPolicy::retryable_status(status),
+            retry_after,
+        })
+    }
+
+    /// A reqwest failure as a retryable [`Failure`].
+    pub(crate) fn failure(&self, e: &reqwest::Error) -> Failure {
+        Failure::retry(self.classify(e))
+    }
+
+    /// A reply that made no sense; retried, as a cut or garbled body is
+    /// usually a transport fault.
+    pub(crate) fn invalid(&self, message: impl Into<String>) -> Failure {
+        Failure::retry(LlmError::InvalidResponse {
+            provider: self.provider.to_string(),
+            message: message.into(),
+        })
+    }
+
+    /// The stream went quiet for longer than the idle timeout.
+    pub(crate) fn idle(&self) -> Failure {
+        Failure::retry(LlmError::Timeout {
+            provider: self.provider.to_string(),
+            after_ms: u64::try_from(self.settings.stream_idle_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Maps a reqwest failure to a typed error (never including the URL's
+    /// query or any header).
+    pub(crate) fn classify(&self, e: &reqwest::Error) -> LlmError {
+        if e.is_timeout() {
+            return LlmError::Timeout {
+                provider: self.provider.to_string(),
+                after_ms: u64::try_from(self.settings.request_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
+            };
+        }
+        let kind = if e.is_connect() {
+            "cannot connect"
+        } else if e.is_body() || e.is_decode() {
+            "reading the reply failed"
+        } else {
+            "the request failed"
+        };
+        let mut message = kind.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.transport(message)
+    }
+}
+
+/// Why one attempt failed, and whether another is worth making.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: LlmError,
+    pub(crate) retryable: bool,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub(crate) fn retry(error: LlmError) -> Self {
+        Self {
+            error,
+            retryable: true,
+            retry_after: None,
+        }
+    }
+}
+
+/// The error text from a provider's JSON error body (`{"error": {"message":
+/// …}}`, the shape both OpenAI and Anthropic use), else the body itself,
+/// shortened.
+pub(crate) fn error_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(|m| m.as_str())
+    {
+        return msg.to_string();
+    }
+    let mut text: String = body.chars().take(300).collect();
+    if text.is_empty() {
+        text = "(empty body)".into();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_prefers_the_json_message() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad key","type":"auth"}}"#),
+            "bad key"
+        );
+        assert_eq!(error_message("oops"), "oops");
+        assert_eq!(error_message(""), "(empty body)");
+    }
+}
