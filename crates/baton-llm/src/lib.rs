@@ -10,6 +10,8 @@
 //! * [`openai`]: [`OpenAiChat`], the OpenAI Chat Completions API and every
 //!   OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio), JSON or
 //!   streamed over SSE.
+//! * [`anthropic`]: [`AnthropicMessages`], the Anthropic Messages API
+//!   (`tool_use` / `tool_result` blocks), JSON or streamed over SSE.
 //! * [`http`]: [`HttpSettings`], the reliability shared by HTTP providers:
 //!   one connection pool each, a concurrency limit, request and stream-idle
 //!   timeouts, and retries.
@@ -17,6 +19,7 @@
 //!   `Retry-After`; which statuses are retried.
 //! * [`secret`]: [`ApiKey`], a key that never appears in `Debug` or errors.
 
+pub mod anthropic;
 pub mod chat_model;
 pub mod http;
 pub mod openai;
@@ -25,6 +28,7 @@ pub mod scripted;
 pub mod secret;
 mod sse;
 
+pub use anthropic::{AnthropicMessages, AnthropicMessagesBuilder};
 pub use chat_model::{ChatModel, ChatRequest, ChatResponse, LlmError};
 pub use http::HttpSettings;
 pub use openai::{OpenAiChat, OpenAiChatBuilder};
