@@ -15,6 +15,9 @@
 //! * [`http`]: [`HttpSettings`], the reliability shared by HTTP providers:
 //!   one connection pool each, a concurrency limit, request and stream-idle
 //!   timeouts, and retries.
+//! * [`model_spec`]: [`ModelSpec`], model strings (`openai:gpt-4o-mini`,
+//!   `anthropic:…`, `ollama:llama3.1`, `openai:MODEL@http://host/v1`,
+//!   `scripted`) parsed in one place; [`model_from_str`] builds the model.
 //! * [`retry`]: [`RetryPolicy`], exponential backoff with jitter honouring
 //!   `Retry-After`; which statuses are retried.
 //! * [`secret`]: [`ApiKey`], a key that never appears in `Debug` or errors.
@@ -22,6 +25,7 @@
 pub mod anthropic;
 pub mod chat_model;
 pub mod http;
+pub mod model_spec;
 pub mod openai;
 pub mod retry;
 pub mod scripted;
@@ -31,6 +35,7 @@ mod sse;
 pub use anthropic::{AnthropicMessages, AnthropicMessagesBuilder};
 pub use chat_model::{ChatModel, ChatRequest, ChatResponse, LlmError};
 pub use http::HttpSettings;
+pub use model_spec::{model_from_str, ModelSpec, ModelSpecError, Provider};
 pub use openai::{OpenAiChat, OpenAiChatBuilder};
 pub use retry::RetryPolicy;
 pub use scripted::{ScriptedModel, ScriptedTurn};

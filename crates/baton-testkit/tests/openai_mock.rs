@@ -316,3 +316,19 @@ async fn the_key_never_shows_in_debug_or_errors() {
         .expect_err("times out");
     assert!(!format!("{err:?} {err}").contains(KEY));
 }
+
+#[tokio::test]
+async fn a_model_string_with_a_base_url_reaches_the_server() {
+    let script = MockScript::new().agent("bot", vec![MockTurn::text("hello")]);
+    let server = MockLlmServer::start(script).await.expect("server");
+    let model =
+        baton_llm::model_from_str(&format!("openai:mock-model@{}", server.openai_base_url()))
+            .expect("builds");
+    assert_eq!(model.name(), "openai:mock-model");
+    let reply = model
+        .complete(request("bot", vec![Message::user("hi")]))
+        .await
+        .expect("reply");
+    assert_eq!(reply.content.as_deref(), Some("hello"));
+    assert_eq!(server.requests()[0].body["model"], "mock-model");
+}
