@@ -4,11 +4,16 @@
 //! finished tree.
 //!
 //! ```text
-//! cargo run --example research
+//! cargo run --example research                                  # scripted, no key
+//! cargo run --example research -- --model openai:gpt-4o-mini    # a real model
 //! ```
 //!
-//! The scripted model plays every agent, so no API key is needed.
+//! By default the scripted model plays every agent, so no API key is
+//! needed; `--model` takes any model string `baton_llm::model_from_str`
+//! knows (`openai:…`, `anthropic:…`, `ollama:…`, `MODEL@URL`), with keys
+//! from the environment.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton::core::Limits;
@@ -132,22 +137,37 @@ fn script(req: &ChatRequest) -> ScriptedTurn {
     }
 }
 
+/// The model every agent uses: `--model SPEC`, else the scripted one.
+fn chosen_model() -> anyhow::Result<Arc<dyn baton::ChatModel>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().position(|a| a == "--model") {
+        Some(i) => {
+            let spec = args.get(i + 1).ok_or_else(|| {
+                anyhow::anyhow!("--model needs a model string, e.g. openai:gpt-4o-mini")
+            })?;
+            Ok(baton::llm::model_from_str(spec)?)
+        }
+        None if args.is_empty() => Ok(Arc::new(ScriptedModel::from_fn(script))),
+        None => anyhow::bail!("usage: research [--model PROVIDER:MODEL]"),
+    }
+}
+
 #[actix::main]
 async fn main() -> anyhow::Result<()> {
-    let model = ScriptedModel::from_fn(script);
+    let model = chosen_model()?;
     let fetcher = Agent::builder("fetcher")
-        .model(model.clone())
+        .shared_model(model.clone())
         .system_prompt("Fetch the page you are given and summarise it.")
         .tool(FetchPage)
         .build();
     let researcher = Agent::builder("researcher")
-        .model(model.clone())
+        .shared_model(model.clone())
         .system_prompt("Research your subtopic; delegate page fetches to fetchers.")
         .delegates_to([fetcher])
         .supervision(Supervision::retry(2).backoff_ms(200).timeout_s(30))
         .build();
     let lead = Agent::builder("lead")
-        .model(model)
+        .shared_model(model)
         .system_prompt("Split the question into subtopics, delegate them, write the report.")
         .delegates_to([researcher])
         .limits(Limits {
