@@ -229,6 +229,94 @@ pub(crate) fn error_message(body: &str) -> String {
 mod tests {
     use super::*;
 
+    fn core(max_retries: u32) -> HttpCore {
+        HttpCore::new(
+            "openai",
+            HttpSettings {
+                retry: RetryPolicy {
+                    max_retries,
+                    base: Duration::from_millis(100),
+                    max: Duration::from_secs(10),
+                },
+                ..HttpSettings::default()
+            },
+        )
+        .expect("client")
+    }
+
+    fn http(status: u16, retry_after: Option<Duration>) -> Failure {
+        Failure {
+            error: LlmError::Http {
+                provider: "openai".into(),
+                status,
+                message: "m".into(),
+            },
+            retryable: RetryPolicy::retryable_status(status),
+            retry_after,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_loop_waits_retry_after_then_succeeds() {
+        let core = core(3);
+        let start = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let result = core
+            .run(|| {
+                attempts += 1;
+                let n = attempts;
+                async move {
+                    if n < 3 {
+                        Err(http(429, Some(Duration::from_secs(2))))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result, Ok(3));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(4),
+            "two waits of Retry-After"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_loop_backs_off_exponentially_and_gives_up_after_the_budget() {
+        let core = core(3);
+        let start = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let result: Result<(), LlmError> = core
+            .run(|| {
+                attempts += 1;
+                async { Err(http(503, None)) }
+            })
+            .await;
+        assert!(matches!(result, Err(LlmError::Http { status: 503, .. })));
+        assert_eq!(attempts, 4);
+        // Jittered waits of 50–100, 100–200 and 200–400 ms.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(350) && waited <= Duration::from_millis(700),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_errors_are_not_retried() {
+        let core = core(3);
+        let mut attempts = 0;
+        let result: Result<(), LlmError> = core
+            .run(|| {
+                attempts += 1;
+                async { Err(http(401, None)) }
+            })
+            .await;
+        assert!(matches!(result, Err(LlmError::Http { status: 401, .. })));
+        assert_eq!(attempts, 1);
+    }
+
     #[test]
     fn error_message_prefers_the_json_message() {
         assert_eq!(
