@@ -35,7 +35,7 @@ mod sse;
 pub use anthropic::{AnthropicMessages, AnthropicMessagesBuilder};
 pub use chat_model::{ChatModel, ChatRequest, ChatResponse, LlmError};
 pub use http::HttpSettings;
-pub use model_spec::{model_from_str, ModelSpec, ModelSpecError, Provider};
+pub use model_spec::{model_from_env_or, model_from_str, ModelSpec, ModelSpecError, Provider};
 pub use openai::{OpenAiChat, OpenAiChatBuilder};
 pub use retry::RetryPolicy;
 pub use scripted::{ScriptedModel, ScriptedTurn};

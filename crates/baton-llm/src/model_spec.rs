@@ -297,6 +297,24 @@ pub fn model_from_str(spec: &str) -> Result<Arc<dyn ChatModel>, ModelSpecError> 
     ModelSpec::parse(spec)?.build()
 }
 
+/// The model named by `BATON_MODEL` (e.g. `openai:gpt-4o-mini`, with
+/// `OPENAI_BASE_URL` pointing at `baton mock-llm`), or `fallback` when it
+/// is unset, empty or `scripted`. Examples use this so one binary runs
+/// scripted or against a real server.
+///
+/// ```
+/// use baton_llm::{model_from_env_or, ScriptedModel};
+/// // With BATON_MODEL unset, the scripted fallback is used.
+/// let model = model_from_env_or(ScriptedModel::new());
+/// # let _ = model;
+/// ```
+pub fn model_from_env_or(fallback: impl ChatModel) -> Result<Arc<dyn ChatModel>, ModelSpecError> {
+    match std::env::var("BATON_MODEL") {
+        Ok(spec) if !spec.trim().is_empty() && spec.trim() != "scripted" => model_from_str(&spec),
+        _ => Ok(Arc::new(fallback)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

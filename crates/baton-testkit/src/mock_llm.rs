@@ -254,6 +254,14 @@ impl MockScript {
         self
     }
 
+    /// Reads a JSON script file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, MockError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| MockError::Script(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_json(&text)
+    }
+
     /// Parses a script from JSON.
     pub fn from_json(text: &str) -> Result<Self, MockError> {
         serde_json::from_str(text).map_err(|e| MockError::Script(e.to_string()))
