@@ -406,9 +406,10 @@ impl Inner {
         if let Some(key) = &self.key {
             request = request.header("x-api-key", key.expose());
         }
-        let response = core.post(request, body).await?;
+        let deadline = core.deadline();
+        let response = core.post(request, body, deadline).await?;
         if !self.stream {
-            let bytes = response.bytes().await.map_err(|e| core.failure(&e))?;
+            let bytes = core.body(response, deadline).await?;
             let value: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| core.invalid(format!("the body is not JSON: {e}")))?;
             return parse_reply(&value).map_err(|m| core.invalid(m));

@@ -103,17 +103,18 @@ impl HttpCore {
     }
 
     /// Posts `body` as JSON once and returns the response if its status is
-    /// 2xx; an error status becomes a typed [`Failure`].
+    /// 2xx; an error status becomes a typed [`Failure`]. The headers must
+    /// arrive by `deadline`; a streamed body is then bounded by the idle
+    /// timeout instead, so long generations are not cut.
     pub(crate) async fn post(
         &self,
         request: reqwest::RequestBuilder,
         body: &serde_json::Value,
+        deadline: tokio::time::Instant,
     ) -> Result<reqwest::Response, Failure> {
-        let response = request
-            .timeout(self.settings.request_timeout)
-            .json(body)
-            .send()
+        let response = tokio::time::timeout_at(deadline, request.json(body).send())
             .await
+            .map_err(|_| self.timed_out())?
             .map_err(|e| self.failure(&e))?;
         if response.status().is_success() {
             return Ok(response);
@@ -125,7 +126,10 @@ impl HttpCore {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok()),
         );
-        let text = response.text().await.unwrap_or_default();
+        let text = match tokio::time::timeout_at(deadline, response.text()).await {
+            Ok(Ok(text)) => text,
+            _ => String::new(),
+        };
         Err(Failure {
             error: LlmError::Http {
                 provider: self.provider.to_string(),
@@ -135,6 +139,31 @@ impl HttpCore {
             retryable: RetryPolicy::retryable_status(status),
             retry_after,
         })
+    }
+
+    /// The attempt's deadline, from now.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.settings.request_timeout
+    }
+
+    /// The request took longer than `request_timeout`; retried.
+    pub(crate) fn timed_out(&self) -> Failure {
+        Failure::retry(LlmError::Timeout {
+            provider: self.provider.to_string(),
+            after_ms: u64::try_from(self.settings.request_timeout.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Reads a whole (non-streamed) body by `deadline`.
+    pub(crate) async fn body(
+        &self,
+        response: reqwest::Response,
+        deadline: tokio::time::Instant,
+    ) -> Result<bytes::Bytes, Failure> {
+        tokio::time::timeout_at(deadline, response.bytes())
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| self.failure(&e))
     }
 
     /// A reqwest failure as a retryable [`Failure`].

@@ -332,3 +332,23 @@ async fn a_model_string_with_a_base_url_reaches_the_server() {
     assert_eq!(reply.content.as_deref(), Some("hello"));
     assert_eq!(server.requests()[0].body["model"], "mock-model");
 }
+
+#[tokio::test]
+async fn a_stalled_stream_hits_the_idle_timeout() {
+    let script = MockScript::new()
+        .agent("bot", vec![MockTurn::text("slow chunks")])
+        .chunk_delay(Duration::from_secs(30));
+    let server = MockLlmServer::start(script).await.expect("server");
+    let mut settings = fast_settings();
+    settings.stream_idle_timeout = Duration::from_millis(100);
+    settings.retry.max_retries = 1;
+    let err = client(&server, true, settings)
+        .complete(request("bot", vec![Message::user("hi")]))
+        .await
+        .expect_err("stalls");
+    assert!(
+        matches!(err, LlmError::Timeout { after_ms: 100, .. }),
+        "{err:?}"
+    );
+    assert_eq!(server.requests().len(), 2, "retried once");
+}
