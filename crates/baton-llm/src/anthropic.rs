@@ -53,6 +53,7 @@ pub struct AnthropicMessagesBuilder {
     stream: bool,
     max_tokens: u32,
     settings: HttpSettings,
+    shared: bool,
 }
 
 impl AnthropicMessagesBuilder {
@@ -81,6 +82,15 @@ impl AnthropicMessagesBuilder {
         self
     }
 
+    /// Shares one connection pool and concurrency limit with every other
+    /// shared client of this provider, base URL and settings in the
+    /// process (what [`model_from_str`](crate::model_from_str) does), so
+    /// many agents on one provider hold one pool and one limit.
+    pub fn shared_pool(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
     /// Pool, limit, timeouts and retries.
     pub fn settings(mut self, settings: HttpSettings) -> Self {
         self.settings = settings;
@@ -89,7 +99,11 @@ impl AnthropicMessagesBuilder {
 
     /// Builds the client (one connection pool for this model).
     pub fn build(self) -> Result<AnthropicMessages, LlmError> {
-        let core = HttpCore::new("anthropic", self.settings)?;
+        let core = if self.shared {
+            HttpCore::shared("anthropic", &self.base_url, self.settings)?
+        } else {
+            HttpCore::new("anthropic", self.settings)?
+        };
         Ok(AnthropicMessages {
             inner: Arc::new(Inner {
                 name: format!("anthropic:{}", self.model),
@@ -114,6 +128,7 @@ impl AnthropicMessages {
             stream: false,
             max_tokens: 4096,
             settings: HttpSettings::default(),
+            shared: false,
         }
     }
 

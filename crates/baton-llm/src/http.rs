@@ -64,6 +64,36 @@ impl HttpCore {
         })
     }
 
+    /// The process-wide core for `(provider, base_url, settings)`, created
+    /// on first use.
+    pub(crate) fn shared(
+        provider: &'static str,
+        base_url: &str,
+        settings: HttpSettings,
+    ) -> Result<Self, LlmError> {
+        type Pools = std::sync::Mutex<Vec<(&'static str, String, HttpCore)>>;
+        static POOLS: std::sync::OnceLock<Pools> = std::sync::OnceLock::new();
+        let pools = POOLS.get_or_init(Default::default);
+        let mut pools = pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, core)) = pools
+            .iter()
+            .find(|(p, url, core)| *p == provider && url == base_url && core.settings == settings)
+        {
+            return Ok(core.clone());
+        }
+        let core = Self::new(provider, settings)?;
+        pools.push((provider, base_url.to_string(), core.clone()));
+        Ok(core)
+    }
+
+    /// Whether two cores share one pool and limit.
+    #[cfg(test)]
+    pub(crate) fn same_pool(&self, other: &HttpCore) -> bool {
+        Arc::ptr_eq(&self.permits, &other.permits)
+    }
+
     fn transport(&self, message: impl Into<String>) -> LlmError {
         LlmError::Transport {
             provider: self.provider.to_string(),
@@ -344,6 +374,17 @@ mod tests {
             .await;
         assert!(matches!(result, Err(LlmError::Http { status: 401, .. })));
         assert_eq!(attempts, 1);
+    }
+
+    #[test]
+    fn shared_cores_are_one_per_provider_url_and_settings() {
+        let s = HttpSettings::default();
+        let a = HttpCore::shared("openai", "http://x/v1", s).expect("core");
+        let b = HttpCore::shared("openai", "http://x/v1", s).expect("core");
+        let c = HttpCore::shared("ollama", "http://x/v1", s).expect("core");
+        assert!(a.same_pool(&b));
+        assert!(!a.same_pool(&c));
+        assert!(!a.same_pool(&HttpCore::new("openai", s).expect("core")));
     }
 
     #[test]

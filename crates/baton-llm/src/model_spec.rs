@@ -230,7 +230,8 @@ impl ModelSpec {
         self.build_with(HttpSettings::default(), stream)
     }
 
-    /// Builds the model with these settings.
+    /// Builds the model with these settings. Clients of one provider, base
+    /// URL and settings share one connection pool and concurrency limit.
     pub fn build_with(
         &self,
         settings: HttpSettings,
@@ -241,6 +242,7 @@ impl ModelSpec {
             Provider::Anthropic => {
                 let mut b = AnthropicMessages::builder_from_env(&self.model)
                     .settings(settings)
+                    .shared_pool(true)
                     .stream(stream);
                 if let Some(url) = &self.url {
                     b = b.base_url(url);
@@ -257,6 +259,7 @@ impl ModelSpec {
             Provider::OpenAi => {
                 let mut b = OpenAiChat::builder_from_env(&self.model)
                     .settings(settings)
+                    .shared_pool(true)
                     .stream(stream);
                 if let Some(url) = &self.url {
                     b = b.base_url(url);
@@ -276,6 +279,7 @@ impl ModelSpec {
                     .provider(local.as_str())
                     .base_url(url)
                     .settings(settings)
+                    .shared_pool(true)
                     .stream(stream);
                 if let Some(key) = ApiKey::from_env("OPENAI_API_KEY") {
                     b = b.api_key(key);

@@ -51,6 +51,7 @@ pub struct OpenAiChatBuilder {
     key: Option<ApiKey>,
     stream: bool,
     settings: HttpSettings,
+    shared: bool,
 }
 
 impl OpenAiChatBuilder {
@@ -72,6 +73,15 @@ impl OpenAiChatBuilder {
         self
     }
 
+    /// Shares one connection pool and concurrency limit with every other
+    /// shared client of this provider, base URL and settings in the
+    /// process (what [`model_from_str`](crate::model_from_str) does), so
+    /// many agents on one provider hold one pool and one limit.
+    pub fn shared_pool(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
     /// Pool, limit, timeouts and retries.
     pub fn settings(mut self, settings: HttpSettings) -> Self {
         self.settings = settings;
@@ -87,7 +97,11 @@ impl OpenAiChatBuilder {
 
     /// Builds the client (one connection pool for this model).
     pub fn build(self) -> Result<OpenAiChat, LlmError> {
-        let core = HttpCore::new(self.provider, self.settings)?;
+        let core = if self.shared {
+            HttpCore::shared(self.provider, &self.base_url, self.settings)?
+        } else {
+            HttpCore::new(self.provider, self.settings)?
+        };
         Ok(OpenAiChat {
             inner: Arc::new(Inner {
                 name: format!("{}:{}", self.provider, self.model),
@@ -111,6 +125,7 @@ impl OpenAiChat {
             key: None,
             stream: false,
             settings: HttpSettings::default(),
+            shared: false,
         }
     }
 
