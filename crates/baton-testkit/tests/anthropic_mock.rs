@@ -150,3 +150,71 @@ async fn faults_are_retried_and_client_errors_are_typed() {
     assert!(!format!("{err} {err:?}").contains(KEY));
     assert_eq!(server.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn dropping_the_future_mid_stream_aborts_the_request() {
+    let script = MockScript::new()
+        .agent(
+            "weather bot",
+            vec![MockTurn::text("a slow streamed answer")],
+        )
+        .chunk_delay(Duration::from_millis(300));
+    let server = MockLlmServer::start(script).await.expect("server");
+    let call = tokio::spawn(client(&server, true).complete(request(vec![Message::user("hi")])));
+    let mut waited = 0;
+    while server.in_flight() == 0 {
+        waited += 1;
+        assert!(waited < 500, "the request never reached the server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    call.abort();
+    let mut waited = 0;
+    while server.in_flight() != 0 {
+        waited += 1;
+        assert!(waited < 500, "the server still streams to a dropped client");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_hang_ends_in_a_timeout_and_invalid_tool_json_passes_through() {
+    let script = MockScript::new().agent("weather bot", vec![MockTurn::fault(Fault::Hang)]);
+    let server = MockLlmServer::start(script).await.expect("server");
+    let model = AnthropicMessages::builder("claude-mock")
+        .base_url(server.anthropic_base_url())
+        .settings(HttpSettings {
+            request_timeout: Duration::from_millis(100),
+            retry: RetryPolicy {
+                max_retries: 1,
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+            },
+            ..HttpSettings::default()
+        })
+        .build()
+        .expect("client");
+    let err = model
+        .complete(request(vec![Message::user("hi")]))
+        .await
+        .expect_err("hangs");
+    assert!(
+        matches!(err, LlmError::Timeout { after_ms: 100, .. }),
+        "{err:?}"
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    let script = MockScript::new().agent(
+        "weather bot",
+        vec![MockTurn::tool_calls(vec![MockToolCall::raw(
+            "weather",
+            "{\"city\": Par",
+        )])],
+    );
+    let server = MockLlmServer::start(script).await.expect("server");
+    let reply = client(&server, true)
+        .complete(request(vec![Message::user("hi")]))
+        .await
+        .expect("reply");
+    assert_eq!(reply.tool_calls[0].arguments, "{\"city\": Par");
+}
