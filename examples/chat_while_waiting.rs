@@ -4,7 +4,12 @@
 //!
 //! ```text
 //! cargo run --example chat_while_waiting
+//! BATON_MODEL=openai:gpt-4o-mini cargo run --example chat_while_waiting   # a real model
 //! ```
+//!
+//! With `BATON_MODEL` set (any model string, e.g. pointed at
+//! `baton mock-llm --script crates/baton-testkit/scripts/chat_while_waiting.json`),
+//! the agent talks to that model instead of the scripted one.
 
 use std::time::{Duration, Instant};
 
@@ -47,7 +52,7 @@ impl Tool for DeepResearch {
 
 #[actix::main]
 async fn main() -> anyhow::Result<()> {
-    let model = ScriptedModel::new().script(
+    let model = baton::llm::model_from_env_or(ScriptedModel::new().script(
         "assistant",
         [
             ScriptedTurn::call("deep_research", json!({"topic": "honeybees"})),
@@ -58,9 +63,9 @@ async fn main() -> anyhow::Result<()> {
                 "The research is in: honeybees visit about 2 million flowers per pound of honey.",
             ),
         ],
-    );
+    ))?;
     let agent = Agent::builder("assistant")
-        .model(model)
+        .shared_model(model)
         .system_prompt("You are helpful. Use deep_research for research questions.")
         .background_tool(DeepResearch)
         .build();

@@ -4,7 +4,12 @@
 //!
 //! ```text
 //! cargo run --example weather
+//! BATON_MODEL=openai:gpt-4o-mini cargo run --example weather   # a real model
 //! ```
+//!
+//! With `BATON_MODEL` set (any model string, e.g. pointed at
+//! `baton mock-llm --script crates/baton-testkit/scripts/weather.json`), the
+//! agent talks to that model instead of the scripted one.
 
 use std::time::{Duration, Instant};
 
@@ -48,9 +53,9 @@ fn lookup(city: &str) -> ScriptedTurn {
 /// Plays one conversation with `script` and returns its wall-clock time
 /// and final answer.
 async fn play(script: Vec<ScriptedTurn>) -> anyhow::Result<(Duration, String)> {
-    let model = ScriptedModel::new().script("assistant", script);
+    let model = baton::llm::model_from_env_or(ScriptedModel::new().script("assistant", script))?;
     let agent = Agent::builder("assistant")
-        .model(model)
+        .shared_model(model)
         .system_prompt("You are helpful.")
         .tool(GetWeather)
         .build();
