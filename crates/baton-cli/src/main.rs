@@ -20,6 +20,10 @@ struct Cli {
 enum Command {
     /// Run a mock LLM server speaking the OpenAI and Anthropic APIs.
     MockLlm(commands::mock_llm::Args),
+    /// Print a stored conversation and its task tree.
+    Log(commands::log::Args),
+    /// List the remote workers registered on a NATS server, with their load.
+    Workers(commands::workers::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +34,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::MockLlm(args) => commands::mock_llm::run(args).await,
+            Command::Log(args) => commands::log::run(args).await,
+            Command::Workers(args) => commands::workers::run(args).await,
         }
     })
 }
