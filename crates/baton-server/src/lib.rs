@@ -1,0 +1,3 @@
+//! # baton-server
+//!
+//! baton as a service (being built).
