@@ -5,6 +5,8 @@
 
 mod commands;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// baton: an actor-based multi-agent orchestrator for LLM agents.
@@ -18,6 +20,12 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Play a scenario file: a live task tree, then the timeline and answer.
+    Run(commands::run::Args),
+    /// Play scenario files and check their expectations, like a test runner.
+    Test(commands::test_scenarios::Args),
+    /// Check scenario files without running them (or print their JSON Schema).
+    Validate(commands::validate::Args),
     /// Run a mock LLM server speaking the OpenAI and Anthropic APIs.
     MockLlm(commands::mock_llm::Args),
     /// Print a stored conversation and its task tree.
@@ -26,16 +34,33 @@ enum Command {
     Workers(commands::workers::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let outcome = match cli.command {
+        // These run their own actor systems (on a paused clock or the real one).
+        Command::Run(args) => commands::run::run_scenario(args),
+        Command::Test(args) => commands::test_scenarios::run_all(args),
+        Command::Validate(args) => commands::validate::run(args),
+        // These run on a tokio runtime.
+        Command::MockLlm(args) => on_tokio(commands::mock_llm::run(args)),
+        Command::Log(args) => on_tokio(commands::log::run(args)),
+        Command::Workers(args) => on_tokio(commands::workers::run(args)),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn on_tokio(
+    job: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::MockLlm(args) => commands::mock_llm::run(args).await,
-            Command::Log(args) => commands::log::run(args).await,
-            Command::Workers(args) => commands::workers::run(args).await,
-        }
-    })
+    runtime.block_on(job)?;
+    Ok(ExitCode::SUCCESS)
 }

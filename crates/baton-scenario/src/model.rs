@@ -79,7 +79,8 @@ impl ScenarioModel {
 }
 
 /// `{input}`: the latest user message; `{results}`: the tool and task
-/// results since the latest assistant message.
+/// results since the latest assistant message; `{all_results}`: every task
+/// result in the history.
 fn variables(messages: &[Message]) -> BTreeMap<&'static str, String> {
     let input = messages
         .iter()
@@ -101,7 +102,18 @@ fn variables(messages: &[Message]) -> BTreeMap<&'static str, String> {
             _ => None,
         })
         .collect();
-    BTreeMap::from([("input", input), ("results", results.join("; "))])
+    let all_results: Vec<String> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::TaskResult { outcome, .. } => Some(outcome.detail()),
+            _ => None,
+        })
+        .collect();
+    BTreeMap::from([
+        ("input", input),
+        ("results", results.join("; ")),
+        ("all_results", all_results.join("; ")),
+    ])
 }
 
 impl ChatModel for ScenarioModel {

@@ -149,7 +149,8 @@ pub struct SupervisionDef {
 ///
 /// Text and argument strings are templates: `{input}` is the latest user
 /// message the agent received (a sub-agent's task prompt), `{results}` the
-/// tool and task results since its previous reply, joined with `; `.
+/// tool and task results since its previous reply, joined with `; `, and
+/// `{all_results}` every task result it has received.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TurnDef {

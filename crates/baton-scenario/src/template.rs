@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 /// The variables a scripted turn's text and arguments may use.
-pub const TURN_VARIABLES: [&str; 2] = ["input", "results"];
+pub const TURN_VARIABLES: [&str; 3] = ["input", "results", "all_results"];
 
 /// The names of the `{…}` placeholders in `template`, in order.
 fn placeholders(template: &str) -> impl Iterator<Item = &str> {

@@ -1,5 +1,10 @@
-//! One module per subcommand.
+//! One module per subcommand, and the pieces they share.
 
+pub mod live_tree;
 pub mod log;
 pub mod mock_llm;
+pub mod run;
+pub mod scenario_files;
+pub mod test_scenarios;
+pub mod validate;
 pub mod workers;
