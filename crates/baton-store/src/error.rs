@@ -1,32 +1,78 @@
 //! The store's error type.
 
+use std::fmt;
 use std::path::PathBuf;
 
-/// What can go wrong opening or using a store. Every variant names the file.
+/// Where a store lives, as errors and `baton log` name it. A PostgreSQL
+/// URL is kept without its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file.
+    File(PathBuf),
+    /// A schema of a PostgreSQL database.
+    Postgres {
+        /// The URL, password removed.
+        url: String,
+        /// The schema holding the store's tables.
+        schema: String,
+    },
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::File(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres { url, schema } => write!(f, "{url} (schema {schema})"),
+        }
+    }
+}
+
+impl From<PathBuf> for StoreLocation {
+    fn from(path: PathBuf) -> Self {
+        StoreLocation::File(path)
+    }
+}
+
+/// What can go wrong opening or using a store. Every variant names the
+/// store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
+    /// A store spec that names no store.
+    #[error("`{spec}` is not a store: {reason}")]
+    BadSpec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store was to be opened, not created, and there is none.
+    #[error("{location}: no baton store there (nothing was created)")]
+    Missing {
+        /// Where it was looked for.
+        location: StoreLocation,
+    },
     /// The file exists but is not an SQLite database (it was left untouched).
     #[error("{path}: not an SQLite database (the file was left untouched)")]
     NotSqlite {
         /// The file.
         path: PathBuf,
     },
-    /// The file is an SQLite database of something else (left untouched).
-    #[error("{path}: an SQLite database, but not a baton store (it has tables {tables}); the file was left untouched")]
+    /// The file or schema holds something else's tables (left untouched).
+    #[error("{location}: holds tables of something else ({tables}), not a baton store; it was left untouched")]
     Foreign {
-        /// The file.
-        path: PathBuf,
+        /// The file or schema.
+        location: StoreLocation,
         /// Its tables, comma-separated.
         tables: String,
     },
     /// The store was written by a newer baton.
     #[error(
-        "{path}: schema version {found} is newer than this baton knows ({known}); upgrade baton"
+        "{location}: schema version {found} is newer than this baton knows ({known}); upgrade baton"
     )]
     NewerSchema {
-        /// The file.
-        path: PathBuf,
-        /// The file's version.
+        /// The file or schema.
+        location: StoreLocation,
+        /// The store's version.
         found: i64,
         /// The newest this build knows.
         known: i64,
@@ -39,11 +85,19 @@ pub enum StoreError {
         /// SQLite's message.
         message: String,
     },
+    /// PostgreSQL reported an error, or could not be reached.
+    #[error("{location}: {message}")]
+    Postgres {
+        /// The database and schema.
+        location: StoreLocation,
+        /// The client's message.
+        message: String,
+    },
     /// A stored record did not parse.
-    #[error("{path}: record {seq} of `{conversation}` is malformed: {message}")]
+    #[error("{location}: record {seq} of `{conversation}` is malformed: {message}")]
     Malformed {
-        /// The file.
-        path: PathBuf,
+        /// The store.
+        location: StoreLocation,
         /// The conversation.
         conversation: String,
         /// The record's sequence number.
@@ -51,10 +105,18 @@ pub enum StoreError {
         /// The parser's message.
         message: String,
     },
+    /// The operating system refused something (a thread, a file).
+    #[error("{location}: {message}")]
+    Io {
+        /// The store.
+        location: StoreLocation,
+        /// What failed.
+        message: String,
+    },
     /// The writer thread is gone (the store was closed or crashed).
-    #[error("{path}: the store's writer has stopped")]
+    #[error("{location}: the store's writer has stopped")]
     Closed {
-        /// The file.
-        path: PathBuf,
+        /// The store.
+        location: StoreLocation,
     },
 }

@@ -1,11 +1,12 @@
-//! The versioned schema, and the checks run before anything is written.
+//! The versioned schema (SQLite and PostgreSQL, numbered alike), and the
+//! checks run before anything is written.
 
 use std::io::Read;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreLocation};
 
 /// The newest schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -63,7 +64,7 @@ pub fn inspect(path: &Path) -> Result<i64, StoreError> {
     }
     if !tables.iter().any(|t| t == "baton_meta") {
         return Err(StoreError::Foreign {
-            path: path.to_owned(),
+            location: path.to_owned().into(),
             tables: tables.join(", "),
         });
     }
@@ -76,7 +77,7 @@ pub fn inspect(path: &Path) -> Result<i64, StoreError> {
         .map_err(|e| sqlite_error(path, e))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
-            path: path.to_owned(),
+            location: path.to_owned().into(),
             found: version,
             known: SCHEMA_VERSION,
         });
@@ -100,4 +101,96 @@ pub fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), Stor
         .map_err(|e| sqlite_error(path, e))?;
     }
     tx.commit().map_err(|e| sqlite_error(path, e))
+}
+
+/// The PostgreSQL migrations, numbered as the SQLite ones: entry `i` takes
+/// a schema from version `i` to version `i + 1`.
+const PG_MIGRATIONS: &[&str] = &["
+    CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE events (
+        conversation TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (conversation, seq)
+    );
+"];
+
+/// Checks the store's schema in PostgreSQL and brings it up to date, in one
+/// transaction holding an advisory lock (so two processes opening the same
+/// schema at once do not both migrate). An empty or missing schema is a new
+/// store (created only when `create`); one holding other tables is refused
+/// ([`StoreError::Foreign`]), as is a newer version, and neither is
+/// touched.
+pub fn pg_migrate(
+    client: &mut postgres::Client,
+    schema: &str,
+    location: &StoreLocation,
+    create: bool,
+) -> Result<(), StoreError> {
+    let pg = |e: postgres::Error| StoreError::Postgres {
+        location: location.clone(),
+        message: e.to_string(),
+    };
+    let mut tx = client.transaction().map_err(pg)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("baton-store:{schema}")],
+    )
+    .map_err(pg)?;
+    let tables: Vec<String> = tx
+        .query(
+            "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .map_err(pg)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let version = if tables.is_empty() {
+        if !create {
+            return Err(StoreError::Missing {
+                location: location.clone(),
+            });
+        }
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
+        ))
+        .map_err(pg)?;
+        0
+    } else if !tables.iter().any(|t| t == "baton_meta") {
+        return Err(StoreError::Foreign {
+            location: location.clone(),
+            tables: tables.join(", "),
+        });
+    } else {
+        tx.query_one(
+            "SELECT CAST(value AS BIGINT) FROM baton_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .map_err(pg)?
+        .get(0)
+    };
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            location: location.clone(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in PG_MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        tx.batch_execute(sql).map_err(pg)?;
+        let to = i64::try_from(i + 1).unwrap_or(i64::MAX).to_string();
+        tx.execute(
+            "INSERT INTO baton_meta (key, value) VALUES ('schema_version', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&to],
+        )
+        .map_err(pg)?;
+    }
+    tx.commit().map_err(pg)
 }

@@ -3,18 +3,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use baton_core::{Journal, JournalError, JournalRecord};
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection};
-use tokio::sync::oneshot;
 
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreLocation};
 use crate::migrations;
+use crate::store::Store;
+use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,63 +25,11 @@ pub enum Durability {
     Normal,
 }
 
-/// Counters of the writer thread, to see group commit at work.
-#[derive(Debug, Default)]
-pub struct StoreStats {
-    transactions: AtomicU64,
-    appends: AtomicU64,
-    records: AtomicU64,
-}
-
-impl StoreStats {
-    /// Transactions committed.
-    pub fn transactions(&self) -> u64 {
-        self.transactions.load(Ordering::Relaxed)
-    }
-
-    /// `append` calls served.
-    pub fn appends(&self) -> u64 {
-        self.appends.load(Ordering::Relaxed)
-    }
-
-    /// Records written.
-    pub fn records(&self) -> u64 {
-        self.records.load(Ordering::Relaxed)
-    }
-}
-
-struct Append {
-    conversation: String,
-    records: Vec<String>,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<Append>>>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    location: StoreLocation,
+    writer: GroupWriter,
     reader: Mutex<Connection>,
-    stats: Arc<StoreStats>,
-}
-
-impl Drop for Inner {
-    /// Closing the store commits everything queued, then stops the writer.
-    fn drop(&mut self) {
-        drop(
-            self.writer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        if let Some(thread) = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// A SQLite file holding the journals of any number of conversations.
@@ -131,23 +77,34 @@ impl SqliteStore {
         .map_err(|e| sqlite_error(&path, e))?;
         migrations::migrate(&mut conn, &path, version)?;
         let reader = Connection::open(&path).map_err(|e| sqlite_error(&path, e))?;
-        let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(StoreStats::default());
-        let writer_stats = Arc::clone(&stats);
-        let writer_path = path.clone();
-        let thread = std::thread::Builder::new()
-            .name("baton-store-writer".into())
-            .spawn(move || write_loop(conn, &writer_path, &rx, &writer_stats))
-            .map_err(|e| sqlite_error(&path, e))?;
+        let location = StoreLocation::File(path.clone());
+        let backend = SqliteWriter {
+            conn,
+            path: path.clone(),
+            next_seq: HashMap::new(),
+        };
+        let writer = GroupWriter::spawn(location.clone(), move || Ok(backend))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(Some(tx)),
-                writer_thread: Mutex::new(Some(thread)),
+                location,
+                writer,
                 reader: Mutex::new(reader),
-                stats,
             }),
         })
+    }
+
+    /// Opens the store at `path`, which must already be a baton store: a
+    /// missing or empty file is an error ([`StoreError::Missing`]) and is
+    /// not created. For readers such as `baton log`.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if migrations::inspect(path)? == 0 {
+            return Err(StoreError::Missing {
+                location: StoreLocation::File(path.to_owned()),
+            });
+        }
+        Self::open(path)
     }
 
     /// The file.
@@ -157,7 +114,7 @@ impl SqliteStore {
 
     /// The writer's counters.
     pub fn stats(&self) -> &StoreStats {
-        &self.inner.stats
+        self.inner.writer.stats()
     }
 
     /// The journal of one conversation, to hand to
@@ -188,7 +145,7 @@ impl SqliteStore {
         rows.into_iter()
             .map(|(seq, text)| {
                 serde_json::from_str(&text).map_err(|e| StoreError::Malformed {
-                    path: path.clone(),
+                    location: self.inner.location.clone(),
                     conversation: conversation.to_owned(),
                     seq,
                     message: e.to_string(),
@@ -212,105 +169,57 @@ impl SqliteStore {
             .and_then(Iterator::collect)
             .map_err(|e| sqlite_error(path, e))
     }
-
-    /// Queues an append in call order; the receiver resolves once durable.
-    fn append(
-        &self,
-        conversation: &str,
-        records: Vec<String>,
-    ) -> oneshot::Receiver<Result<(), StoreError>> {
-        let (reply, done) = oneshot::channel();
-        let append = Append {
-            conversation: conversation.to_owned(),
-            records,
-            reply,
-        };
-        let writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let unsent = match writer.as_ref() {
-            Some(tx) => tx.send(append).err().map(|mpsc::SendError(a)| a),
-            None => Some(append),
-        };
-        if let Some(append) = unsent {
-            let _ = append.reply.send(Err(StoreError::Closed {
-                path: self.inner.path.clone(),
-            }));
-        }
-        done
-    }
 }
 
-/// The writer thread: takes whatever appends are queued, writes them in one
-/// transaction, then answers them all.
-fn write_loop(mut conn: Connection, path: &Path, rx: &mpsc::Receiver<Append>, stats: &StoreStats) {
-    let mut next_seq: HashMap<String, i64> = HashMap::new();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let result = write_batch(&mut conn, path, &mut next_seq, &batch);
-        if let Err(error) = &result {
-            // Callers that dropped their future hear of it only here.
-            tracing::error!(%error, appends = batch.len(), "journal commit failed");
-            // The transaction rolled back: forget cached sequence numbers.
-            next_seq.clear();
-        }
-        stats.transactions.fetch_add(1, Ordering::Relaxed);
-        stats
-            .appends
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for append in batch {
-            stats
-                .records
-                .fetch_add(append.records.len() as u64, Ordering::Relaxed);
-            let _ = append.reply.send(result.clone());
-        }
-    }
+/// The SQLite side of the writer thread: the one writer connection.
+struct SqliteWriter {
+    conn: Connection,
+    path: PathBuf,
+    /// The last sequence number of each conversation seen.
+    next_seq: HashMap<String, i64>,
 }
 
-fn write_batch(
-    conn: &mut Connection,
-    path: &Path,
-    next_seq: &mut HashMap<String, i64>,
-    batch: &[Append],
-) -> Result<(), StoreError> {
-    let at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let tx = conn.transaction().map_err(|e| sqlite_error(path, e))?;
-    {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO events (conversation, seq, at_ms, record) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(|e| sqlite_error(path, e))?;
-        for append in batch {
-            let seq = match next_seq.get_mut(&append.conversation) {
-                Some(seq) => seq,
-                None => {
-                    let max: i64 = tx
-                        .query_row(
-                            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE conversation = ?1",
-                            [&append.conversation],
-                            |row| row.get(0),
-                        )
+impl Backend for SqliteWriter {
+    fn write_batch(&mut self, batch: &[Append]) -> Result<(), StoreError> {
+        let path = &self.path;
+        let at_ms = now_ms();
+        let tx = self.conn.transaction().map_err(|e| sqlite_error(path, e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (conversation, seq, at_ms, record) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| sqlite_error(path, e))?;
+            for append in batch {
+                let seq = match self.next_seq.get_mut(&append.conversation) {
+                    Some(seq) => seq,
+                    None => {
+                        let max: i64 = tx
+                            .query_row(
+                                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE conversation = ?1",
+                                [&append.conversation],
+                                |row| row.get(0),
+                            )
+                            .map_err(|e| sqlite_error(path, e))?;
+                        self.next_seq
+                            .entry(append.conversation.clone())
+                            .or_insert(max)
+                    }
+                };
+                for record in &append.records {
+                    *seq += 1;
+                    insert
+                        .execute(params![append.conversation, *seq, at_ms, record])
                         .map_err(|e| sqlite_error(path, e))?;
-                    next_seq.entry(append.conversation.clone()).or_insert(max)
                 }
-            };
-            for record in &append.records {
-                *seq += 1;
-                insert
-                    .execute(params![append.conversation, *seq, at_ms, record])
-                    .map_err(|e| sqlite_error(path, e))?;
             }
         }
+        tx.commit().map_err(|e| sqlite_error(path, e))
     }
-    tx.commit().map_err(|e| sqlite_error(path, e))
+
+    fn rolled_back(&mut self) {
+        self.next_seq.clear();
+    }
 }
 
 /// One conversation's journal in a [`SqliteStore`].
@@ -322,20 +231,31 @@ pub struct SqliteJournal {
 
 impl Journal for SqliteJournal {
     fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
-        let encoded: Result<Vec<String>, _> = records.iter().map(serde_json::to_string).collect();
-        let done = match encoded {
-            Ok(encoded) => self.store.append(&self.conversation, encoded),
-            Err(e) => {
-                let message = format!("a record did not serialize: {e}");
-                return Box::pin(futures::future::ready(Err(JournalError(message))));
-            }
-        };
-        Box::pin(async move {
-            match done.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(JournalError(e.to_string())),
-                Err(_) => Err(JournalError("the store's writer has stopped".into())),
-            }
-        })
+        self.store
+            .inner
+            .writer
+            .journal_append(&self.conversation, &records)
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> &StoreLocation {
+        &self.inner.location
+    }
+
+    fn journal(&self, conversation: &str) -> Result<Arc<dyn Journal>, StoreError> {
+        Ok(Arc::new(SqliteStore::journal(self, conversation)?))
+    }
+
+    fn read(&self, conversation: &str) -> Result<Vec<JournalRecord>, StoreError> {
+        SqliteStore::read(self, conversation)
+    }
+
+    fn conversations(&self) -> Result<Vec<String>, StoreError> {
+        SqliteStore::conversations(self)
+    }
+
+    fn stats(&self) -> &StoreStats {
+        SqliteStore::stats(self)
     }
 }

@@ -1,0 +1,453 @@
+//! [`PgStore`]: the PostgreSQL store, for shared deployments. The same design
+//! as the SQLite store: one writer connection on its own thread committing
+//! whatever is queued in one transaction (group commit), a versioned schema,
+//! and a refusal, without writing, of a schema that holds something else.
+//!
+//! The synchronous `postgres` client runs its own small runtime, so each
+//! connection lives on a thread of its own (the writer, and a reader that
+//! serves [`Store::read`] and [`Store::conversations`]); callers in async
+//! code never block a runtime on it.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use baton_core::{Journal, JournalError, JournalRecord};
+use futures::future::BoxFuture;
+use postgres::{Client, Config, NoTls};
+
+use crate::error::{StoreError, StoreLocation};
+use crate::migrations;
+use crate::store::Store;
+use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
+
+/// How long a connection attempt may take unless the URL says otherwise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of a [`PgStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// The schema holding the store's tables; created if missing (when the
+    /// store is opened for writing). Default `baton`. A letter or `_`, then
+    /// letters, digits or `_`, at most 63 characters.
+    pub schema: String,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            schema: "baton".into(),
+        }
+    }
+}
+
+/// Checks that `name` is a plain identifier, safe to quote into SQL.
+pub(crate) fn check_schema_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && name.len() <= 63 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "schema name `{name}`: use a letter or `_`, then letters, digits or `_` (at most 63)"
+        ))
+    }
+}
+
+/// The URL with its password (if any) replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn pg_error(location: &StoreLocation, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Postgres {
+        location: location.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// What every connection of a store needs to connect.
+#[derive(Clone)]
+struct Target {
+    config: Config,
+    schema: String,
+    location: StoreLocation,
+}
+
+impl Target {
+    fn new(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
+        let location = StoreLocation::Postgres {
+            url: redact(url),
+            schema: options.schema.clone(),
+        };
+        check_schema_name(&options.schema).map_err(|reason| StoreError::BadSpec {
+            spec: redact(url),
+            reason,
+        })?;
+        let mut config: Config = url.parse().map_err(|e| StoreError::BadSpec {
+            spec: redact(url),
+            reason: format!("not a PostgreSQL URL: {e}"),
+        })?;
+        if config.get_user().is_none() {
+            let user = std::env::var("PGUSER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "postgres".into());
+            config.user(&user);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        Ok(Self {
+            config,
+            schema: options.schema.clone(),
+            location,
+        })
+    }
+
+    /// Connects (on the calling thread, which must not be running an async
+    /// runtime) with the store's schema first on the search path.
+    fn connect(&self) -> Result<Client, StoreError> {
+        let mut client = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| pg_error(&self.location, format!("cannot connect: {e}")))?;
+        client
+            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+            .map_err(|e| pg_error(&self.location, e))?;
+        Ok(client)
+    }
+}
+
+/// A job for the reader thread.
+type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
+
+struct Inner {
+    location: StoreLocation,
+    writer: GroupWriter,
+    reader: Mutex<Option<mpsc::Sender<ReadJob>>>,
+    reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(
+            self.reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(thread) = self
+            .reader_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The journals of any number of conversations in one schema of a
+/// PostgreSQL database. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("location", &self.inner.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and opens the
+    /// store in `options.schema`, creating the schema and its tables if
+    /// needed. A schema holding another program's tables, or a store from a
+    /// newer baton, is refused and left untouched. The server's commit is
+    /// durable (`synchronous_commit` as the server sets it, `on` by default).
+    pub fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        Self::open_mode(url, &options, true)
+    }
+
+    /// Opens an existing store: where `options.schema` holds no baton store,
+    /// this is [`StoreError::Missing`] and nothing is created.
+    pub fn open_existing(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        Self::open_mode(url, &options, false)
+    }
+
+    fn open_mode(url: &str, options: &PgOptions, create: bool) -> Result<Self, StoreError> {
+        let target = Target::new(url, options)?;
+        let location = target.location.clone();
+        let writer_target = target.clone();
+        let writer = GroupWriter::spawn(location.clone(), move || {
+            let mut client = writer_target.connect()?;
+            migrations::pg_migrate(
+                &mut client,
+                &writer_target.schema,
+                &writer_target.location,
+                create,
+            )?;
+            Ok(PgWriter {
+                client,
+                location: writer_target.location,
+                next_seq: HashMap::new(),
+            })
+        })?;
+        let (jobs, jobs_rx) = mpsc::channel::<ReadJob>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("baton-store-reader".into())
+            .spawn(move || match target.connect() {
+                Ok(mut client) => {
+                    let _ = ready_tx.send(Ok(()));
+                    while let Ok(job) = jobs_rx.recv() {
+                        job(&mut client);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Io {
+                location: location.clone(),
+                message: format!("cannot start the reader thread: {e}"),
+            })?;
+        let ready = ready_rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                location: location.clone(),
+            })
+        });
+        if let Err(e) = ready {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                location,
+                writer,
+                reader: Mutex::new(Some(jobs)),
+                reader_thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &StoreStats {
+        self.inner.writer.stats()
+    }
+
+    /// The journal of one conversation, to hand to
+    /// `Orchestrator::builder(..).journal(..)`.
+    pub fn journal(&self, conversation: impl Into<String>) -> Result<PgJournal, StoreError> {
+        Ok(PgJournal {
+            store: self.clone(),
+            conversation: conversation.into(),
+        })
+    }
+
+    /// Runs `job` on the reader thread and waits for its answer.
+    fn on_reader<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Client, &StoreLocation) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let closed = || StoreError::Closed {
+            location: self.inner.location.clone(),
+        };
+        let (reply, answer) = mpsc::channel();
+        let location = self.inner.location.clone();
+        let job: ReadJob = Box::new(move |client| {
+            let _ = reply.send(job(client, &location));
+        });
+        {
+            let reader = self
+                .inner
+                .reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            reader
+                .as_ref()
+                .ok_or_else(closed)?
+                .send(job)
+                .map_err(|_| closed())?;
+        }
+        answer.recv().map_err(|_| closed())?
+    }
+
+    /// Every record of `conversation`, in order.
+    pub fn read(&self, conversation: &str) -> Result<Vec<JournalRecord>, StoreError> {
+        let conversation = conversation.to_owned();
+        self.on_reader(move |client, location| {
+            let rows = client
+                .query(
+                    "SELECT seq, record FROM events WHERE conversation = $1 ORDER BY seq",
+                    &[&conversation],
+                )
+                .map_err(|e| pg_error(location, e))?;
+            rows.iter()
+                .map(|row| {
+                    let seq: i64 = row.get(0);
+                    let text: &str = row.get(1);
+                    serde_json::from_str(text).map_err(|e| StoreError::Malformed {
+                        location: location.clone(),
+                        conversation: conversation.clone(),
+                        seq,
+                        message: e.to_string(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The conversations in the store, sorted.
+    pub fn conversations(&self) -> Result<Vec<String>, StoreError> {
+        self.on_reader(|client, location| {
+            let rows = client
+                .query(
+                    "SELECT DISTINCT conversation FROM events ORDER BY conversation",
+                    &[],
+                )
+                .map_err(|e| pg_error(location, e))?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+}
+
+/// The PostgreSQL side of the writer thread: the one writer connection.
+struct PgWriter {
+    client: Client,
+    location: StoreLocation,
+    /// The last sequence number of each conversation seen.
+    next_seq: HashMap<String, i64>,
+}
+
+impl Backend for PgWriter {
+    /// One transaction, one `INSERT … SELECT FROM unnest(…)` for the whole
+    /// batch: a single round trip however many appends are queued.
+    fn write_batch(&mut self, batch: &[Append]) -> Result<(), StoreError> {
+        let location = &self.location;
+        let at_ms = now_ms();
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| pg_error(location, e))?;
+        let total: usize = batch.iter().map(|a| a.records.len()).sum();
+        let mut conversations: Vec<&str> = Vec::with_capacity(total);
+        let mut seqs: Vec<i64> = Vec::with_capacity(total);
+        let mut records: Vec<&str> = Vec::with_capacity(total);
+        for append in batch {
+            let seq = match self.next_seq.get_mut(&append.conversation) {
+                Some(seq) => seq,
+                None => {
+                    let max: i64 = tx
+                        .query_one(
+                            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE conversation = $1",
+                            &[&append.conversation],
+                        )
+                        .map_err(|e| pg_error(location, e))?
+                        .get(0);
+                    self.next_seq
+                        .entry(append.conversation.clone())
+                        .or_insert(max)
+                }
+            };
+            for record in &append.records {
+                *seq += 1;
+                conversations.push(&append.conversation);
+                seqs.push(*seq);
+                records.push(record);
+            }
+        }
+        tx.execute(
+            "INSERT INTO events (conversation, seq, at_ms, record) \
+             SELECT c, s, $3, r FROM unnest($1::text[], $2::bigint[], $4::text[]) AS t(c, s, r)",
+            &[&conversations, &seqs, &at_ms, &records],
+        )
+        .map_err(|e| pg_error(location, e))?;
+        tx.commit().map_err(|e| pg_error(location, e))
+    }
+
+    fn rolled_back(&mut self) {
+        self.next_seq.clear();
+    }
+}
+
+/// One conversation's journal in a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgJournal {
+    store: PgStore,
+    conversation: String,
+}
+
+impl Journal for PgJournal {
+    fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
+        self.store
+            .inner
+            .writer
+            .journal_append(&self.conversation, &records)
+    }
+}
+
+impl Store for PgStore {
+    fn location(&self) -> &StoreLocation {
+        &self.inner.location
+    }
+
+    fn journal(&self, conversation: &str) -> Result<Arc<dyn Journal>, StoreError> {
+        Ok(Arc::new(PgStore::journal(self, conversation)?))
+    }
+
+    fn read(&self, conversation: &str) -> Result<Vec<JournalRecord>, StoreError> {
+        PgStore::read(self, conversation)
+    }
+
+    fn conversations(&self) -> Result<Vec<String>, StoreError> {
+        PgStore::conversations(self)
+    }
+
+    fn stats(&self) -> &StoreStats {
+        PgStore::stats(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        let err =
+            PgStore::open("postgres://u:secret@h:notaport/db", PgOptions::default()).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(check_schema_name("baton_test_1").is_ok());
+        for bad in ["", "1abc", "a-b", "a\"b", &"x".repeat(64)] {
+            assert!(check_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+}

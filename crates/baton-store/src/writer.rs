@@ -1,0 +1,216 @@
+//! The writer thread both backends share: appends are queued in call order,
+//! and the thread commits whatever is queued in one transaction (group
+//! commit), then answers every append of the batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use baton_core::{JournalError, JournalRecord};
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::error::{StoreError, StoreLocation};
+
+/// Counters of the writer thread, to see group commit at work.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    transactions: AtomicU64,
+    appends: AtomicU64,
+    records: AtomicU64,
+}
+
+impl StoreStats {
+    /// Transactions committed.
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
+    /// `append` calls served.
+    pub fn appends(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
+    }
+
+    /// Records written.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+}
+
+/// One `append` call: a conversation's records, JSON-encoded, in order.
+pub(crate) struct Append {
+    pub(crate) conversation: String,
+    pub(crate) records: Vec<String>,
+    pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What a backend does on the writer thread.
+pub(crate) trait Backend: Send + 'static {
+    /// Writes `batch` in one transaction: all of it or none of it.
+    fn write_batch(&mut self, batch: &[Append]) -> Result<(), StoreError>;
+    /// The transaction of a failed batch rolled back: forget whatever was
+    /// cached about the stored state (sequence numbers).
+    fn rolled_back(&mut self);
+}
+
+/// The queue and the writer thread. Dropping it commits what is queued and
+/// joins the thread.
+pub(crate) struct GroupWriter {
+    location: StoreLocation,
+    sender: Mutex<Option<mpsc::Sender<Append>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<StoreStats>,
+}
+
+impl GroupWriter {
+    /// Starts the writer thread, which first builds its backend with `make`
+    /// (connections are made on the thread that uses them) and reports
+    /// whether that worked.
+    pub(crate) fn spawn<B: Backend>(
+        location: StoreLocation,
+        make: impl FnOnce() -> Result<B, StoreError> + Send + 'static,
+    ) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stats = Arc::new(StoreStats::default());
+        let writer_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("baton-store-writer".into())
+            .spawn(move || match make() {
+                Ok(backend) => {
+                    let _ = ready_tx.send(Ok(()));
+                    write_loop(backend, &rx, &writer_stats);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Io {
+                location: location.clone(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+        let ready = ready_rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Closed {
+                location: location.clone(),
+            })
+        });
+        if let Err(e) = ready {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Ok(Self {
+            location,
+            sender: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            stats,
+        })
+    }
+
+    /// The writer's counters.
+    pub(crate) fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Queues an append in call order; the receiver resolves once durable.
+    pub(crate) fn append(
+        &self,
+        conversation: &str,
+        records: Vec<String>,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (reply, done) = oneshot::channel();
+        let append = Append {
+            conversation: conversation.to_owned(),
+            records,
+            reply,
+        };
+        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let unsent = match sender.as_ref() {
+            Some(tx) => tx.send(append).err().map(|mpsc::SendError(a)| a),
+            None => Some(append),
+        };
+        if let Some(append) = unsent {
+            let _ = append.reply.send(Err(StoreError::Closed {
+                location: self.location.clone(),
+            }));
+        }
+        done
+    }
+
+    /// `Journal::append` for one conversation: encodes the records now (so
+    /// they are queued in call order) and resolves once they are durable.
+    pub(crate) fn journal_append(
+        &self,
+        conversation: &str,
+        records: &[JournalRecord],
+    ) -> BoxFuture<'static, Result<(), JournalError>> {
+        let encoded: Result<Vec<String>, _> = records.iter().map(serde_json::to_string).collect();
+        let done = match encoded {
+            Ok(encoded) => self.append(conversation, encoded),
+            Err(e) => {
+                let message = format!("a record did not serialize: {e}");
+                return Box::pin(futures::future::ready(Err(JournalError(message))));
+            }
+        };
+        Box::pin(async move {
+            match done.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(JournalError(e.to_string())),
+                Err(_) => Err(JournalError("the store's writer has stopped".into())),
+            }
+        })
+    }
+}
+
+impl Drop for GroupWriter {
+    /// Closing the store commits everything queued, then stops the writer.
+    fn drop(&mut self) {
+        drop(
+            self.sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(thread) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: takes whatever appends are queued, writes them in one
+/// transaction, then answers them all.
+fn write_loop(mut backend: impl Backend, rx: &mpsc::Receiver<Append>, stats: &StoreStats) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let result = backend.write_batch(&batch);
+        if let Err(error) = &result {
+            // Callers that dropped their future hear of it only here.
+            tracing::error!(%error, appends = batch.len(), "journal commit failed");
+            backend.rolled_back();
+        }
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        stats
+            .appends
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for append in batch {
+            stats
+                .records
+                .fetch_add(append.records.len() as u64, Ordering::Relaxed);
+            let _ = append.reply.send(result.clone());
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for the rows' `at_ms`.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

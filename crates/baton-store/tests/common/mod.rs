@@ -1,0 +1,304 @@
+//! Behaviours every `Store` must have, run against each backend by
+//! `sqlite_store.rs` and `postgres_store.rs`. Each takes a function that
+//! opens (or reopens) the same store, as a new process would.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::{
+    Journal, JournalError, JournalRecord, Message, TaskId, TaskKind, TaskOutcome, TaskRecord,
+    TaskStatus,
+};
+use baton_llm::{ScriptedModel, ScriptedTurn};
+use baton_runtime::virtual_time::block_on_paused;
+use baton_runtime::{Agent, Orchestrator};
+use baton_store::Store;
+use futures::future::BoxFuture;
+
+/// Opens the store under test; called again to reopen it.
+pub type Opener = Arc<dyn Fn() -> Arc<dyn Store> + Send + Sync>;
+
+pub fn input(text: &str) -> JournalRecord {
+    JournalRecord::UserInput { text: text.into() }
+}
+
+/// Appends come back in order, per conversation, and survive a reopen.
+pub async fn round_trip(open: Opener) {
+    {
+        let store = open();
+        let a = store.journal("a").unwrap();
+        let b = store.journal("b").unwrap();
+        a.append(vec![input("a1"), input("a2")]).await.unwrap();
+        b.append(vec![input("b1")]).await.unwrap();
+        a.append(vec![input("a3")]).await.unwrap();
+        assert_eq!(
+            store.read("a").unwrap(),
+            vec![input("a1"), input("a2"), input("a3")]
+        );
+        assert_eq!(store.read("nobody").unwrap(), vec![]);
+    }
+    let store = open();
+    assert_eq!(store.conversations().unwrap(), ["a", "b"]);
+    store
+        .journal("a")
+        .unwrap()
+        .append(vec![input("a4")])
+        .await
+        .unwrap();
+    let a = store.read("a").unwrap();
+    assert_eq!(a.len(), 4);
+    assert_eq!(a[3], input("a4"));
+    assert_eq!(store.read("b").unwrap(), vec![input("b1")]);
+}
+
+/// 1,000 appends queued at once land once each, in call order, in fewer
+/// transactions than appends.
+pub async fn group_commit(open: Opener) {
+    let store = open();
+    let journal = store.journal("c").unwrap();
+    let pending: Vec<_> = (0..1000)
+        .map(|i| journal.append(vec![input(&format!("m{i}"))]))
+        .collect();
+    for p in pending {
+        p.await.unwrap();
+    }
+    let records = store.read("c").unwrap();
+    let expected: Vec<JournalRecord> = (0..1000).map(|i| input(&format!("m{i}"))).collect();
+    assert_eq!(records, expected);
+    assert_eq!(store.stats().appends(), 1000);
+    assert_eq!(store.stats().records(), 1000);
+    assert!(
+        store.stats().transactions() < 1000,
+        "group commit batches appends: {} transactions",
+        store.stats().transactions()
+    );
+}
+
+fn tool_task(id: u64) -> TaskRecord {
+    TaskRecord {
+        id: TaskId::new(id),
+        parent: None,
+        owner: "assistant".into(),
+        kind: TaskKind::Tool {
+            tool: "research".into(),
+        },
+        status: TaskStatus::Running,
+        created_ms: 0,
+        finished_ms: None,
+        outcome: None,
+        attempts: 1,
+        tokens: 0,
+    }
+}
+
+/// A result logged twice across a crash is recognised by its task id: the
+/// store keeps both records, the replay and the resumed conversation only
+/// the first.
+pub fn duplicate_completion_is_ignored(open: Opener) {
+    block_on_paused(async move {
+        let store = open();
+        let journal = store.journal("dup").unwrap();
+        let first = TaskOutcome::Succeeded {
+            output: "report one".into(),
+        };
+        journal
+            .append(vec![
+                input("go"),
+                JournalRecord::Appended {
+                    message: Message::user("go"),
+                },
+                JournalRecord::TaskCreated {
+                    task: tool_task(1),
+                    arguments: Some(r#"{"topic":"x"}"#.into()),
+                },
+                JournalRecord::TaskFinished {
+                    task_id: TaskId::new(1),
+                    outcome: first.clone(),
+                },
+            ])
+            .await
+            .unwrap();
+        // The crash: the task ran again and its result was logged again.
+        journal
+            .append(vec![JournalRecord::TaskFinished {
+                task_id: TaskId::new(1),
+                outcome: TaskOutcome::Succeeded {
+                    output: "report two".into(),
+                },
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.read("dup").unwrap().len(), 5);
+        let replay = store.replay("dup").unwrap();
+        assert_eq!(replay.tasks[0].0.outcome, Some(first));
+        assert_eq!(replay.pending_inputs.len(), 1);
+        let convo = Orchestrator::builder(agent(Gate::Open))
+            .journal(store.journal("dup").unwrap())
+            .resume(replay)
+            .spawn();
+        convo.settled().await.unwrap();
+        let texts: Vec<String> = convo
+            .history()
+            .await
+            .unwrap()
+            .messages()
+            .iter()
+            .filter_map(Message::text)
+            .collect();
+        assert_eq!(texts.iter().filter(|t| t.contains("report")).count(), 1);
+        assert!(texts.iter().any(|t| t.ends_with("report one")), "{texts:?}");
+    });
+}
+
+/// Whether the research tool ever finishes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Never: the process "dies" with every task in flight.
+    Closed,
+    /// After ten virtual seconds.
+    Open,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct TopicArgs {
+    topic: String,
+}
+
+/// A slow background job.
+struct Research(Gate);
+
+impl baton_core::Tool for Research {
+    type Args = TopicArgs;
+    fn name(&self) -> &str {
+        "research"
+    }
+    fn description(&self) -> &str {
+        "Slow research."
+    }
+    async fn call(&self, args: TopicArgs) -> Result<baton_core::ToolOutput, baton_core::ToolError> {
+        if self.0 == Gate::Closed {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(format!("report on {}", args.topic).into())
+    }
+}
+
+/// An agent that starts 20 research tasks on "start" and answers "ok" to
+/// anything else.
+pub fn agent(gate: Gate) -> Agent {
+    let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+        Some(Message::User { content }) if content == "start" => {
+            let mut t = ScriptedTurn::call("research", serde_json::json!({"topic": "t0"}));
+            for i in 1..20 {
+                t = t.and_call("research", serde_json::json!({ "topic": format!("t{i}") }));
+            }
+            t
+        }
+        _ => ScriptedTurn::text("ok"),
+    });
+    Agent::builder("assistant")
+        .model(model)
+        .background_tool(Research(gate))
+        .build()
+}
+
+/// A journal that a simulated `kill -9` cuts: after [`Severable::cut`],
+/// nothing more reaches the store and appends never resolve, as in a
+/// process that is gone. (Dropping a runtime is not a crash: its actors
+/// stop and log their tasks as cancelled.)
+pub struct Severable {
+    inner: Arc<dyn Journal>,
+    cut: Arc<AtomicBool>,
+}
+
+impl Severable {
+    pub fn new(inner: Arc<dyn Journal>) -> (Arc<Self>, Arc<AtomicBool>) {
+        let cut = Arc::new(AtomicBool::new(false));
+        let journal = Arc::new(Self {
+            inner,
+            cut: Arc::clone(&cut),
+        });
+        (journal, cut)
+    }
+}
+
+impl Journal for Severable {
+    fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Box::pin(std::future::pending());
+        }
+        self.inner.append(records)
+    }
+}
+
+/// A conversation "dies" with 20 tasks in flight and resumes from the store
+/// in a new runtime: every input and every result is in history exactly
+/// once, and the journal then replays to what the actor holds.
+pub fn resume_through_the_runtime(open: Opener) {
+    let first = Arc::clone(&open);
+    block_on_paused(async move {
+        let store = first();
+        let (journal, kill) = Severable::new(store.journal("c1").unwrap());
+        let convo = Orchestrator::builder(agent(Gate::Closed))
+            .journal(journal)
+            .spawn();
+        convo.send_user("start").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        convo.send_user("still there?").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The process "dies" here: nothing more reaches the store.
+        kill.store(true, Ordering::SeqCst);
+    });
+    block_on_paused(async move {
+        let store = open();
+        let replay = store.replay("c1").unwrap();
+        assert_eq!(replay.tasks.len(), 20);
+        assert!(
+            replay.tasks.iter().all(|(t, _)| !t.status.is_terminal()),
+            "every task was in flight at the crash: {:?}",
+            replay
+                .tasks
+                .iter()
+                .map(|(t, _)| &t.outcome)
+                .collect::<Vec<_>>()
+        );
+        let convo = Orchestrator::builder(agent(Gate::Open))
+            .journal(store.journal("c1").unwrap())
+            .resume(replay)
+            .spawn();
+        convo.settled().await.unwrap();
+        let history = convo.history().await.unwrap();
+        assert_eq!(history.check_tool_protocol(), Ok(()));
+        let texts: Vec<String> = history
+            .messages()
+            .iter()
+            .filter_map(Message::text)
+            .collect();
+        for input in ["start", "still there?"] {
+            assert_eq!(texts.iter().filter(|t| *t == input).count(), 1, "{input}");
+        }
+        for i in 0..20 {
+            let marker = format!("report on t{i}");
+            assert_eq!(
+                texts.iter().filter(|t| t.ends_with(&marker)).count(),
+                1,
+                "{marker}"
+            );
+        }
+        assert!(convo
+            .tasks()
+            .iter()
+            .all(|r| r.status == TaskStatus::Succeeded));
+        let again = store.replay("c1").unwrap();
+        assert_eq!(again.history, history.messages());
+        assert!(again.pending_inputs.is_empty());
+        assert!(again
+            .tasks
+            .iter()
+            .all(|(r, _)| matches!(r.outcome, Some(TaskOutcome::Succeeded { .. }))));
+    });
+}

@@ -1,0 +1,260 @@
+//! The PostgreSQL store against a real server: the same behaviours as the
+//! SQLite suite, each test in a fresh schema of its own, dropped at the end.
+//!
+//! The server is `BATON_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). When it cannot be reached the
+//! tests say so and pass without running, unless `BATON_REQUIRE_POSTGRES=1`,
+//! which makes that a failure (CI sets it).
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use baton_store::{PgOptions, PgStore, Store, StoreError, StoreLocation};
+use common::Opener;
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn server_url() -> String {
+    std::env::var("BATON_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// Runs `f` with a plain client of its own, on a thread of its own (the
+/// synchronous client must not run inside an async runtime).
+fn with_client<T: Send + 'static>(
+    f: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+) -> Result<T, postgres::Error> {
+    let url = server_url();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        Ok(f(&mut client))
+    })
+    .join()
+    .expect("the client thread panicked")
+}
+
+/// A fresh schema for one test, dropped (with everything in it) at the end.
+struct Schema {
+    name: String,
+}
+
+impl Schema {
+    /// A new schema name, or `None` (with a message) when there is no
+    /// server to test against and it is not required.
+    fn new() -> Option<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        if let Err(e) = with_client(|c| c.batch_execute("SELECT 1")) {
+            let required = std::env::var("BATON_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "PostgreSQL at {} is required (BATON_REQUIRE_POSTGRES=1) but unreachable: {e}",
+                server_url()
+            );
+            eprintln!(
+                "SKIPPED: PostgreSQL at {} is unreachable ({e}); set BATON_TEST_POSTGRES to a server, \
+                 or BATON_REQUIRE_POSTGRES=1 to make this a failure",
+                server_url()
+            );
+            return None;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "baton_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Some(Self { name })
+    }
+
+    fn options(&self) -> PgOptions {
+        PgOptions {
+            schema: self.name.clone(),
+        }
+    }
+
+    /// The spec `baton_store::open` takes for this schema.
+    fn spec(&self) -> String {
+        format!("{}?schema={}", server_url(), self.name)
+    }
+
+    fn opener(&self) -> Opener {
+        let spec = self.spec();
+        Arc::new(move || baton_store::open(&spec).expect("open the PostgreSQL store"))
+    }
+
+    /// Runs SQL in this schema.
+    fn execute(&self, sql: &str) {
+        let sql = format!("SET search_path TO {}; {sql}", self.name);
+        with_client(move |c| c.batch_execute(&sql))
+            .and_then(|r| r)
+            .expect("SQL in the test schema");
+    }
+
+    /// The tables in this schema, with the rows of `table`.
+    fn tables(&self) -> Vec<String> {
+        let name = self.name.clone();
+        with_client(move |c| {
+            c.query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+                &[&name],
+            )
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        })
+        .and_then(|r| r)
+        .expect("list tables")
+    }
+
+    fn schema_exists(&self) -> bool {
+        let name = self.name.clone();
+        with_client(move |c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                &[&name],
+            )
+            .map(|r| r.get::<_, i64>(0) == 1)
+        })
+        .and_then(|r| r)
+        .expect("look up the schema")
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        if let Err(e) = with_client(move |c| c.batch_execute(&sql)).and_then(|r| r) {
+            eprintln!("could not drop test schema {}: {e}", self.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn appends_come_back_in_order_and_survive_a_reopen() {
+    let Some(schema) = Schema::new() else { return };
+    common::round_trip(schema.opener()).await;
+}
+
+#[tokio::test]
+async fn concurrent_appends_land_once_each_and_share_transactions() {
+    let Some(schema) = Schema::new() else { return };
+    common::group_commit(schema.opener()).await;
+}
+
+#[test]
+fn a_conversation_resumes_from_postgres_with_nothing_lost_or_doubled() {
+    let Some(schema) = Schema::new() else { return };
+    common::resume_through_the_runtime(schema.opener());
+}
+
+#[test]
+fn a_duplicate_completion_is_ignored() {
+    let Some(schema) = Schema::new() else { return };
+    common::duplicate_completion_is_ignored(schema.opener());
+}
+
+#[test]
+fn a_new_schema_is_created_at_the_current_version() {
+    let Some(schema) = Schema::new() else { return };
+    assert!(!schema.schema_exists());
+    let store = PgStore::open(&server_url(), schema.options()).unwrap();
+    assert_eq!(schema.tables(), ["baton_meta", "events"]);
+    let name = schema.name.clone();
+    let version: String = with_client(move |c| {
+        c.query_one(
+            &format!("SELECT value FROM {name}.baton_meta WHERE key = 'schema_version'"),
+            &[],
+        )
+        .map(|r| r.get(0))
+    })
+    .and_then(|r| r)
+    .unwrap();
+    assert_eq!(version, baton_store::migrations::SCHEMA_VERSION.to_string());
+    assert_eq!(
+        store.location(),
+        &StoreLocation::Postgres {
+            url: server_url(),
+            schema: schema.name.clone()
+        }
+    );
+}
+
+#[test]
+fn processes_opening_one_new_schema_at_once_migrate_it_once() {
+    let Some(schema) = Schema::new() else { return };
+    let spec = schema.spec();
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let spec = spec.clone();
+            std::thread::spawn(move || baton_store::open(&spec).map(|_| ()))
+        })
+        .collect();
+    for o in opened {
+        o.join().unwrap().unwrap();
+    }
+    assert_eq!(schema.tables(), ["baton_meta", "events"]);
+}
+
+#[test]
+fn another_programs_schema_is_refused_and_left_untouched() {
+    let Some(schema) = Schema::new() else { return };
+    schema.execute(&format!(
+        "CREATE SCHEMA {0}; CREATE TABLE {0}.users (id INTEGER); INSERT INTO {0}.users VALUES (1);",
+        schema.name
+    ));
+    let err = PgStore::open(&server_url(), schema.options()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Foreign { tables, .. } if tables == "users"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&schema.name), "{err}");
+    assert_eq!(schema.tables(), ["users"]);
+    let name = schema.name.clone();
+    let rows: i64 = with_client(move |c| {
+        c.query_one(&format!("SELECT count(*) FROM {name}.users"), &[])
+            .map(|r| r.get(0))
+    })
+    .and_then(|r| r)
+    .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn a_store_from_a_newer_baton_is_refused() {
+    let Some(schema) = Schema::new() else { return };
+    drop(PgStore::open(&server_url(), schema.options()).unwrap());
+    schema.execute("UPDATE baton_meta SET value = '99' WHERE key = 'schema_version'");
+    let err = PgStore::open(&server_url(), schema.options()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 99,
+                known: baton_store::migrations::SCHEMA_VERSION,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn opening_an_existing_store_that_is_not_there_creates_nothing() {
+    let Some(schema) = Schema::new() else { return };
+    let err = baton_store::open_existing(&schema.spec()).unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(!schema.schema_exists());
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    // Port 1 on loopback: nothing listens there.
+    let err =
+        PgStore::open("postgres://postgres@127.0.0.1:1/test", PgOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Postgres { message, .. } if message.starts_with("cannot connect")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
