@@ -21,6 +21,8 @@
 //! * [`messages`]: the actor messages, plain data.
 //! * [`error`]: the [`RuntimeError`] type.
 //! * [`virtual_time`]: run actors on tokio's paused clock, for tests.
+//! * [`telemetry`]: the tracing spans and how they link; with the `otel`
+//!   feature, their export over OTLP.
 
 pub mod agent;
 pub mod agent_actor;
@@ -32,6 +34,7 @@ pub mod remote;
 pub mod role;
 pub mod supervision;
 pub mod task_tools;
+pub mod telemetry;
 pub mod turn_loop;
 pub mod virtual_time;
 

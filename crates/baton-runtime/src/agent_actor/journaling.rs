@@ -169,6 +169,7 @@ impl<R: Role> AgentActor<R> {
                     work,
                     attempt: record.attempts,
                     state,
+                    spans: Default::default(),
                 },
             );
             if !configured {

@@ -146,6 +146,9 @@ pub struct AgentActor<R: Role> {
     attempt_timeout: Option<Duration>,
     span: tracing::Span,
     turn_span: tracing::Span,
+    /// Spans of task reports handled since the last turn began: the next
+    /// turn, which reads their results, follows from them.
+    result_spans: Vec<tracing::Span>,
     /// How many history messages are in the journal (the conversation only).
     journaled: usize,
     /// Tasks read back from a journal, to pick up when the actor starts.
@@ -193,6 +196,7 @@ impl<R: Role> AgentActor<R> {
             attempt_timeout,
             span,
             turn_span: tracing::Span::none(),
+            result_spans: Vec::new(),
             journaled: 0,
             resumed_tasks: Vec::new(),
             journal_buffer: Vec::new(),
@@ -287,6 +291,9 @@ impl<R: Role> AgentActor<R> {
             return;
         };
         self.turn_span = tracing::info_span!(parent: &self.span, "turn", turn);
+        for result in self.result_spans.drain(..) {
+            self.turn_span.follows_from(&result);
+        }
         self.journal_history();
         self.emit(|| Event::TurnStarted {
             agent: self.name(),

@@ -22,6 +22,7 @@ use crate::error::RuntimeError;
 use crate::messages::{CancelTask, Decide, Shutdown, TaskFinished};
 use crate::remote::{RemoteExecutor, RemoteTask};
 use crate::role::{Role, Worker};
+use crate::telemetry::{self, TaskSpans};
 
 /// The work behind a task, kept so that a retry can run it again.
 #[derive(Clone)]
@@ -52,6 +53,7 @@ pub(super) struct OwnTask {
     pub(super) work: TaskWork,
     pub(super) attempt: u32,
     pub(super) state: TaskState,
+    pub(super) spans: TaskSpans,
 }
 
 impl<R: Role> AgentActor<R> {
@@ -70,7 +72,9 @@ impl<R: Role> AgentActor<R> {
         match self.journal(vec![record]) {
             None => self.conclude(id, outcome, ctx),
             Some(durable) => {
+                let span = tracing::Span::current();
                 ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
+                    let _guard = span.entered();
                     if let Err(error) = result {
                         tracing::error!(%error, task_id = %id, "journal append failed");
                     }
@@ -140,6 +144,7 @@ impl<R: Role> AgentActor<R> {
                 work,
                 attempt: 0,
                 state,
+                spans: TaskSpans::started_in(&self.turn_span),
             },
         );
         if needs_approval {
@@ -161,10 +166,17 @@ impl<R: Role> AgentActor<R> {
         let attempt = own.attempt;
         let timeout = self.agent.spec.supervision.attempt_timeout();
         let work = own.work.clone();
+        let started_by = own.spans.started_by.clone();
         let state = match work {
-            TaskWork::Tool { tool, arguments } => {
-                TaskState::Tool(self.spawn_tool_attempt(id, attempt, tool, arguments, timeout, ctx))
-            }
+            TaskWork::Tool { tool, arguments } => TaskState::Tool(self.spawn_tool_attempt(
+                id,
+                attempt,
+                tool,
+                arguments,
+                timeout,
+                &started_by,
+                ctx,
+            )),
             TaskWork::Delegation { agent, prompt } if agent.spec.remote.is_some() => {
                 self.dispatch_remote(id, attempt, agent, prompt, timeout, ctx)
             }
@@ -176,7 +188,7 @@ impl<R: Role> AgentActor<R> {
                     attempt,
                     report_to: Some(ctx.address().recipient()),
                     parent_span: self.span.id(),
-                    started_by: self.turn_span.id(),
+                    started_by: started_by.id(),
                 };
                 let mut actor = ModelActor::new(
                     agent,
@@ -200,7 +212,9 @@ impl<R: Role> AgentActor<R> {
 
     /// Runs one attempt of a background tool as a spawned future: it waits
     /// for a slot if the tree has a concurrency budget, runs under the
-    /// attempt's time limit, and reports with `TaskFinished`.
+    /// attempt's time limit, and reports with `TaskFinished`. Its span
+    /// follows from `started_by`, the turn that called the tool.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn spawn_tool_attempt(
         &mut self,
         task_id: TaskId,
@@ -208,6 +222,7 @@ impl<R: Role> AgentActor<R> {
         tool: Arc<dyn DynTool>,
         arguments: String,
         timeout: Option<Duration>,
+        started_by: &tracing::Span,
         ctx: &mut Context<Self>,
     ) -> JoinHandle<()> {
         let me = ctx.address();
@@ -255,7 +270,7 @@ impl<R: Role> AgentActor<R> {
             });
         };
         let span = tracing::info_span!(parent: &self.span, "task", task_id = %task_id, attempt);
-        span.follows_from(&self.turn_span);
+        span.follows_from(started_by);
         actix::spawn(work.instrument(span))
     }
 
@@ -341,10 +356,14 @@ impl<R: Role> AgentActor<R> {
 
     /// Ends one of this agent's tasks with `outcome` and tells the model.
     pub(super) fn conclude(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
-        self.tasks.remove(&id);
+        let own = self.tasks.remove(&id);
         self.shared.owners.remove(&id);
         if !self.shared.registry.finish(id, outcome.clone()) {
             return;
+        }
+        // The turn that reads the result follows from its handling.
+        if let Some(span) = own.and_then(|own| own.spans.result) {
+            self.result_spans.push(span);
         }
         self.emit(|| Event::TaskFinished {
             task_id: id,
@@ -449,13 +468,17 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
     type Result = ();
 
     fn handle(&mut self, msg: TaskFinished, ctx: &mut Context<Self>) {
-        let _guard = self.span.clone().entered();
+        let own = self.tasks.get_mut(&msg.task_id);
+        let span = telemetry::task_result_span(
+            &self.span,
+            msg.task_id,
+            msg.attempt,
+            msg.outcome.status_word(),
+            own.as_deref().map(|t| &t.spans),
+        );
+        let _guard = span.clone().entered();
         // A task cancelled meanwhile, or a stale attempt's report, changes nothing.
-        let Some(own) = self
-            .tasks
-            .get_mut(&msg.task_id)
-            .filter(|t| t.attempt == msg.attempt)
-        else {
+        let Some(own) = own.filter(|t| t.attempt == msg.attempt) else {
             tracing::debug!(task_id = %msg.task_id, "ignored a report for an ended attempt");
             return;
         };
@@ -464,6 +487,7 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
             && !matches!(msg.outcome, TaskOutcome::Cancelled { .. })
             && own.attempt < supervision.max_attempts();
         if !retry {
+            own.spans.result = Some(span);
             return self.finish_task(msg.task_id, msg.outcome, ctx);
         }
         own.state = TaskState::Waiting;

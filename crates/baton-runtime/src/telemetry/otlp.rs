@@ -1,0 +1,213 @@
+//! Export over OTLP/HTTP (protobuf bodies) through `tracing-opentelemetry`.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing::Subscriber;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The path of the traces endpoint under a collector's OTLP/HTTP base URL.
+const TRACES_PATH: &str = "/v1/traces";
+
+/// Where spans go, and under what service name.
+///
+/// ```
+/// use std::time::Duration;
+/// use baton_runtime::telemetry::OtlpConfig;
+///
+/// let config = OtlpConfig::new("http://127.0.0.1:4318")
+///     .service_name("research-bot")
+///     .timeout(Duration::from_secs(5));
+/// assert_eq!(config.traces_url().as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    endpoint: Option<String>,
+    service_name: String,
+    timeout: Duration,
+}
+
+impl Default for OtlpConfig {
+    /// The endpoint from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `http://localhost:4318`; the
+    /// service `baton`; a 10 s export timeout.
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "baton".to_owned(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Sends spans to the collector whose OTLP/HTTP base URL is `endpoint`
+    /// (e.g. `http://localhost:4318`, Jaeger's and the OpenTelemetry
+    /// Collector's OTLP/HTTP port); `/v1/traces` is appended unless the URL
+    /// already ends with it.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: Some(endpoint.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The `service.name` resource attribute the viewer groups traces by.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = name.into();
+        self
+    }
+
+    /// How long one export request may take.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The URL spans are posted to, if set here (otherwise the exporter
+    /// reads the standard `OTEL_EXPORTER_OTLP_*` variables).
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.endpoint.as_deref()?;
+        let base = endpoint.trim_end_matches('/');
+        Some(if base.ends_with(TRACES_PATH) {
+            base.to_owned()
+        } else {
+            format!("{base}{TRACES_PATH}")
+        })
+    }
+}
+
+/// Why the OTLP exporter could not be set up, flushed or shut down.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The exporter could not be built (e.g. an invalid endpoint URL).
+    #[error("cannot build the OTLP span exporter for {endpoint}: {source}")]
+    Exporter {
+        /// The URL it was built for (`default` when taken from the
+        /// environment).
+        endpoint: String,
+        /// The exporter's error.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// Another global subscriber is already installed.
+    #[error("cannot install the OTLP layer as the global tracing subscriber: {0}")]
+    Install(#[from] tracing_subscriber::util::TryInitError),
+    /// Spans could not be sent.
+    #[error("cannot flush spans to the OTLP endpoint: {0}")]
+    Flush(#[source] OTelSdkError),
+    /// The exporter did not shut down cleanly (spans may be lost).
+    #[error("cannot shut down the OTLP exporter: {0}")]
+    Shutdown(#[source] OTelSdkError),
+}
+
+/// The `tracing` layer [`otlp_layer`] returns.
+pub type OtlpLayer<S> = tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>;
+
+/// Owns the exporter behind an [`OtlpLayer`]: spans are sent in batches
+/// from a background thread; [`OtlpGuard::flush`] sends what is pending,
+/// and dropping the guard (or [`OtlpGuard::shutdown`]) sends the rest and
+/// stops the thread. Keep it alive as long as the program traces.
+#[derive(Debug)]
+pub struct OtlpGuard {
+    provider: SdkTracerProvider,
+    shut_down: bool,
+}
+
+impl OtlpGuard {
+    /// Sends every finished span now, waiting for the collector's answer.
+    pub fn flush(&self) -> Result<(), TelemetryError> {
+        self.provider.force_flush().map_err(TelemetryError::Flush)
+    }
+
+    /// Sends every finished span and stops the exporter. Spans that end
+    /// afterwards are dropped.
+    pub fn shutdown(mut self) -> Result<(), TelemetryError> {
+        self.shut_down = true;
+        self.provider.shutdown().map_err(TelemetryError::Shutdown)
+    }
+
+    /// The OpenTelemetry tracer provider, to create more tracers from it.
+    pub fn provider(&self) -> &SdkTracerProvider {
+        &self.provider
+    }
+}
+
+impl Drop for OtlpGuard {
+    fn drop(&mut self) {
+        if !self.shut_down {
+            if let Err(error) = self.provider.shutdown() {
+                eprintln!("baton: the OTLP exporter did not shut down cleanly: {error}");
+            }
+        }
+    }
+}
+
+/// Builds a `tracing` layer that exports spans over OTLP/HTTP with
+/// protobuf bodies, in batches from a background thread. Span nesting
+/// becomes OpenTelemetry parent/child, and `follows_from` becomes a span
+/// link; span fields (`agent`, `task_id`, `parent`, `depth`, …) become
+/// attributes. Add it to a subscriber with
+/// `tracing_subscriber::registry().with(layer)`.
+///
+/// ```no_run
+/// use baton_runtime::telemetry::{otlp_layer, OtlpConfig};
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let (layer, guard) = otlp_layer(&OtlpConfig::new("http://localhost:4318"))?;
+/// let subscriber = tracing_subscriber::registry().with(layer);
+/// tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+/// // … run conversations …
+/// guard.shutdown()?; // send what is left
+/// # Ok::<(), baton_runtime::telemetry::TelemetryError>(())
+/// ```
+pub fn otlp_layer<S>(config: &OtlpConfig) -> Result<(OtlpLayer<S>, OtlpGuard), TelemetryError>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(config.timeout);
+    let url = config.traces_url();
+    if let Some(url) = &url {
+        builder = builder.with_endpoint(url.clone());
+    }
+    let exporter = builder.build().map_err(|source| TelemetryError::Exporter {
+        endpoint: url.unwrap_or_else(|| "default".to_owned()),
+        source,
+    })?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(config.service_name.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("baton");
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer);
+    Ok((
+        layer,
+        OtlpGuard {
+            provider,
+            shut_down: false,
+        },
+    ))
+}
+
+/// Installs a global subscriber that exports every span over OTLP (see
+/// [`otlp_layer`]). To also log to the terminal, build the subscriber
+/// yourself from [`otlp_layer`] and a formatting layer.
+pub fn init_otlp(config: &OtlpConfig) -> Result<OtlpGuard, TelemetryError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let (layer, guard) = otlp_layer(config)?;
+    tracing_subscriber::registry().with(layer).try_init()?;
+    Ok(guard)
+}
