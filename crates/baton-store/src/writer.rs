@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use baton_core::{JournalError, JournalRecord};
 use futures::future::BoxFuture;
@@ -37,6 +37,65 @@ impl StoreStats {
     }
 }
 
+/// The appends queued but not yet answered, and a signal for when there
+/// are none.
+///
+/// While there are some, a blocking task waits for them on the runtime that
+/// queued them. On a paused tokio clock this matters: a runtime with nothing
+/// to do jumps its clock to the next timer, and a commit on the writer
+/// thread is nothing tokio can see, but a running blocking task inhibits
+/// the jump. So a scripted run on virtual time does not skip ahead while its
+/// journal writes. On a real clock the task merely waits.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: Mutex<usize>,
+    none: Condvar,
+}
+
+impl InFlight {
+    /// One more append queued; returns whether it is the only one.
+    fn begin(&self) -> bool {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count += 1;
+        *count == 1
+    }
+
+    /// `n` appends answered.
+    fn end(&self, n: usize) {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count = count.saturating_sub(n);
+        if *count == 0 {
+            self.none.notify_all();
+        }
+    }
+
+    /// Forgets every append (the writer is gone) and wakes the waiters.
+    fn clear(&self) {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) = 0;
+        self.none.notify_all();
+    }
+
+    /// Blocks until no append is in flight.
+    fn wait_none(&self) {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *count > 0 {
+            count = self
+                .none
+                .wait(count)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Clears [`InFlight`] when the writer thread ends, however it ends.
+struct ClearOnExit(Arc<InFlight>);
+
+impl Drop for ClearOnExit {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// One `append` call: a conversation's records, JSON-encoded, in order.
 pub(crate) struct Append {
     pub(crate) conversation: String,
@@ -60,6 +119,7 @@ pub(crate) struct GroupWriter {
     sender: Mutex<Option<mpsc::Sender<Append>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<StoreStats>,
+    in_flight: Arc<InFlight>,
 }
 
 impl GroupWriter {
@@ -74,12 +134,15 @@ impl GroupWriter {
         let (ready_tx, ready_rx) = mpsc::channel();
         let stats = Arc::new(StoreStats::default());
         let writer_stats = Arc::clone(&stats);
+        let in_flight = Arc::new(InFlight::default());
+        let writer_in_flight = Arc::clone(&in_flight);
         let thread = std::thread::Builder::new()
             .name("baton-store-writer".into())
             .spawn(move || match make() {
                 Ok(backend) => {
                     let _ = ready_tx.send(Ok(()));
-                    write_loop(backend, &rx, &writer_stats);
+                    let in_flight = ClearOnExit(writer_in_flight);
+                    write_loop(backend, &rx, &writer_stats, &in_flight.0);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -103,6 +166,7 @@ impl GroupWriter {
             sender: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             stats,
+            in_flight,
         })
     }
 
@@ -123,15 +187,25 @@ impl GroupWriter {
             records,
             reply,
         };
+        // Counted before it is sent, so the writer's answer cannot come first.
+        let first = self.in_flight.begin();
         let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         let unsent = match sender.as_ref() {
             Some(tx) => tx.send(append).err().map(|mpsc::SendError(a)| a),
             None => Some(append),
         };
         if let Some(append) = unsent {
+            self.in_flight.end(1);
             let _ = append.reply.send(Err(StoreError::Closed {
                 location: self.location.clone(),
             }));
+        } else if first {
+            // The first append in flight: hold the runtime's clock (see
+            // `InFlight`) until the writer has answered every one.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let in_flight = Arc::clone(&self.in_flight);
+                drop(runtime.spawn_blocking(move || in_flight.wait_none()));
+            }
         }
         done
     }
@@ -183,7 +257,12 @@ impl Drop for GroupWriter {
 
 /// The writer thread: takes whatever appends are queued, writes them in one
 /// transaction, then answers them all.
-fn write_loop(mut backend: impl Backend, rx: &mpsc::Receiver<Append>, stats: &StoreStats) {
+fn write_loop(
+    mut backend: impl Backend,
+    rx: &mpsc::Receiver<Append>,
+    stats: &StoreStats,
+    in_flight: &InFlight,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -199,12 +278,14 @@ fn write_loop(mut backend: impl Backend, rx: &mpsc::Receiver<Append>, stats: &St
         stats
             .appends
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let answered = batch.len();
         for append in batch {
             stats
                 .records
                 .fetch_add(append.records.len() as u64, Ordering::Relaxed);
             let _ = append.reply.send(result.clone());
         }
+        in_flight.end(answered);
     }
 }
 

@@ -136,6 +136,12 @@ async fn appends_come_back_in_order_and_survive_a_reopen() {
     common::round_trip(schema.opener()).await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn appends_do_not_let_a_paused_clock_skip_ahead() {
+    let Some(schema) = Schema::new() else { return };
+    common::appends_hold_a_paused_clock(schema.opener()).await;
+}
+
 #[tokio::test]
 async fn concurrent_appends_land_once_each_and_share_transactions() {
     let Some(schema) = Schema::new() else { return };

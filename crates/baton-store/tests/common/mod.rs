@@ -77,6 +77,28 @@ pub async fn group_commit(open: Opener) {
     );
 }
 
+/// On a paused clock, waiting for a commit does not let tokio jump the
+/// clock to the next timer (a scripted run would skip its own deadlines).
+/// Call on a runtime started paused.
+pub async fn appends_hold_a_paused_clock(open: Opener) {
+    let store = open();
+    let journal = store.journal("clock").unwrap();
+    let start = tokio::time::Instant::now();
+    let far_timer = tokio::spawn(tokio::time::sleep(Duration::from_secs(3600)));
+    for i in 0..50 {
+        journal.append(vec![input(&format!("m{i}"))]).await.unwrap();
+    }
+    let pending: Vec<_> = (0..50)
+        .map(|i| journal.append(vec![input(&format!("n{i}"))]))
+        .collect();
+    for p in pending {
+        p.await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(store.read("clock").unwrap().len(), 100);
+    far_timer.abort();
+}
+
 fn tool_task(id: u64) -> TaskRecord {
     TaskRecord {
         id: TaskId::new(id),
