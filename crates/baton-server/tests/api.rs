@@ -575,11 +575,14 @@ async fn a_client_behind_the_replay_buffer_is_told_what_it_lost() {
 
 #[actix_rt::test]
 async fn a_stalled_client_never_holds_up_the_conversation() {
-    let server = start(|c| c.replay_events = 16).await;
+    let server = start(|_| {}).await;
     let api = Api::new(&server);
     let convo = api.create("lead").await;
-    // A client that asks for the stream and never reads a byte.
-    let mut stalled = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    // A client that asks for the stream and never reads a byte, with a
+    // small receive window.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut stalled = socket.connect(server.addr()).await.unwrap();
     stalled
         .write_all(
             format!(

@@ -60,6 +60,7 @@ pub fn tree_model(leaf_latency: Duration) -> ScriptedModel {
                 turn.unwrap_or_else(|| ScriptedTurn::text("nothing to do"))
                     .with_usage(20, 10)
             }
+            Some(Message::Tool { .. }) => ScriptedTurn::text(format!("{agent}: delegated")),
             _ if results % kids.len() == 0 => {
                 ScriptedTurn::text(format!("{agent}: all {results} results are in"))
             }
