@@ -26,6 +26,8 @@ enum Command {
     Test(commands::test_scenarios::Args),
     /// Check scenario files without running them (or print their JSON Schema).
     Validate(commands::validate::Args),
+    /// Talk to an agent from an agent file while its tasks run.
+    Chat(commands::chat::Args),
     /// Run a mock LLM server speaking the OpenAI and Anthropic APIs.
     MockLlm(commands::mock_llm::Args),
     /// Print a stored conversation and its task tree.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run_scenario(args),
         Command::Test(args) => commands::test_scenarios::run_all(args),
         Command::Validate(args) => commands::validate::run(args),
+        Command::Chat(args) => commands::chat::run(args),
         // These run on a tokio runtime.
         Command::MockLlm(args) => on_tokio(commands::mock_llm::run(args)),
         Command::Log(args) => on_tokio(commands::log::run(args)),

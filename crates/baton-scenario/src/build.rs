@@ -57,12 +57,20 @@ pub fn agent(
     models: &ModelChoice,
 ) -> Result<Agent, ScenarioError> {
     let spec = &scenario.spec;
-    let scripted: Arc<dyn ChatModel> = Arc::new(ScenarioModel::new(
-        spec.agents
-            .iter()
-            .map(|(name, def)| (name.clone(), def.turns.clone()))
-            .collect(),
-    ));
+    let scripted: Arc<dyn ChatModel> = Arc::new(
+        ScenarioModel::new(
+            spec.agents
+                .iter()
+                .map(|(name, def)| (name.clone(), def.turns.clone()))
+                .collect(),
+        )
+        .repeating_last_turn(
+            spec.agents
+                .iter()
+                .filter(|(_, def)| def.repeat_last_turn)
+                .map(|(name, _)| name.clone()),
+        ),
+    );
     let tools: BTreeMap<&str, Arc<dyn DynTool>> = spec
         .tools
         .iter()

@@ -65,7 +65,7 @@ pub use build::{agent, root_agent, ModelChoice};
 pub use error::ScenarioError;
 pub use load::LoadedScenario;
 pub use model::ScenarioModel;
-pub use runner::{play, run, RunOptions, RunReport};
+pub use runner::{play, run, EventCollector, EventSink, RunOptions, RunReport};
 pub use simulated_tool::SimulatedTool;
 pub use spec::Scenario;
 pub use timeline::Timeline;

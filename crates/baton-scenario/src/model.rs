@@ -22,6 +22,7 @@ use crate::template;
 #[derive(Debug, Clone, Default)]
 pub struct ScenarioModel {
     turns: Arc<BTreeMap<String, Vec<TurnDef>>>,
+    repeating: Arc<std::collections::BTreeSet<String>>,
 }
 
 impl ScenarioModel {
@@ -29,7 +30,15 @@ impl ScenarioModel {
     pub fn new(turns: BTreeMap<String, Vec<TurnDef>>) -> Self {
         Self {
             turns: Arc::new(turns),
+            repeating: Arc::default(),
         }
+    }
+
+    /// Makes `agents` answer with their last turn again once their turns
+    /// run out, instead of failing.
+    pub fn repeating_last_turn(mut self, agents: impl IntoIterator<Item = String>) -> Self {
+        self.repeating = Arc::new(agents.into_iter().collect());
+        self
     }
 
     /// The reply for `request`, and how long the model takes to give it.
@@ -43,7 +52,14 @@ impl ScenarioModel {
         let turn = self
             .turns
             .get(agent)
-            .and_then(|turns| turns.get(replies))
+            .and_then(|turns| {
+                let last = turns.len().checked_sub(1)?;
+                if self.repeating.contains(agent) {
+                    turns.get(replies.min(last))
+                } else {
+                    turns.get(replies)
+                }
+            })
             .ok_or_else(|| LlmError::ScriptExhausted {
                 agent: request.agent.clone(),
                 turn: replies + 1,

@@ -146,7 +146,7 @@ pub async fn play(
         builder = builder.resume(replay);
     }
     let convo = builder.spawn();
-    let collector = Collector::start(convo.subscribe(), options.on_event.take());
+    let collector = EventCollector::start(convo.subscribe(), options.on_event.take());
 
     let start = Instant::now();
     let mut problems = Vec::new();
@@ -233,14 +233,17 @@ async fn act(convo: &Conversation, step: &ScriptStep) -> Result<(), String> {
     outcome.map_err(|e| format!("at {} ms: {e}", step.at_ms))
 }
 
-/// Reads the event bus on its own task, so a long run never lags it.
-struct Collector {
+/// Reads a conversation's events on their own task, so a long run never
+/// lags the bus: each event goes to an optional sink as it happens and is
+/// kept for the report.
+pub struct EventCollector {
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<(Vec<EventEnvelope>, u64)>,
 }
 
-impl Collector {
-    fn start(mut rx: broadcast::Receiver<EventEnvelope>, mut sink: Option<EventSink>) -> Self {
+impl EventCollector {
+    /// Starts reading `rx`, passing each event to `sink`.
+    pub fn start(mut rx: broadcast::Receiver<EventEnvelope>, mut sink: Option<EventSink>) -> Self {
         let (stop, mut stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
             let mut out = Vec::new();
@@ -276,7 +279,9 @@ impl Collector {
         Self { stop, done }
     }
 
-    async fn finish(self) -> (Vec<EventEnvelope>, u64) {
+    /// Stops reading once the events already sent are read; returns them
+    /// and how many were lost to lag.
+    pub async fn finish(self) -> (Vec<EventEnvelope>, u64) {
         let _ = self.stop.send(());
         self.done.await.unwrap_or_default()
     }

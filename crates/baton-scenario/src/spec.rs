@@ -110,6 +110,10 @@ pub struct AgentDef {
     /// agent (each instance follows the script from its own first turn).
     #[serde(default)]
     pub turns: Vec<TurnDef>,
+    /// When the turns run out, answer with the last one again (for agent
+    /// files used interactively) instead of failing the turn.
+    #[serde(default)]
+    pub repeat_last_turn: bool,
 }
 
 /// Budgets: `limits = { max_depth = 3, ... }`. Unset fields keep the

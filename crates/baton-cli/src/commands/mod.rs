@@ -1,5 +1,7 @@
 //! One module per subcommand, and the pieces they share.
 
+pub mod chat;
+pub mod conversation_store;
 pub mod live_tree;
 pub mod log;
 pub mod mock_llm;

@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
-use baton_core::{Journal, Replay};
 use baton_scenario::{run, ModelChoice, RunOptions, RunReport, Timeline};
 
+use super::conversation_store;
 use super::live_tree::LiveTree;
 use super::scenario_files;
 
@@ -55,20 +54,10 @@ pub fn run_scenario(args: Args) -> anyhow::Result<ExitCode> {
     // The store must outlive the run: it joins its writer when dropped.
     let _store = match &args.store {
         Some(path) => {
-            let store = baton_store::SqliteStore::open(path)
-                .with_context(|| format!("cannot open the store {}", path.display()))?;
-            let records = store.read(&conversation)?;
-            if !records.is_empty() {
-                eprintln!(
-                    "resuming conversation `{conversation}` from {} ({} records)",
-                    path.display(),
-                    records.len()
-                );
-                options.resume = Some(Replay::from_records(records));
-            }
-            let journal: Arc<dyn Journal> = Arc::new(store.journal(conversation.clone())?);
-            options.journal = Some(journal);
-            Some(store)
+            let stored = conversation_store::open(path, &conversation)?;
+            options.journal = Some(stored.journal);
+            options.resume = stored.resume;
+            Some(stored.store)
         }
         None => None,
     };

@@ -1,0 +1,100 @@
+//! `baton chat` driven through a pipe, as a script would.
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
+
+fn position(haystack: &str, needle: &str) -> usize {
+    haystack
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` is missing from:\n{haystack}"))
+}
+
+#[test]
+fn a_background_task_completes_while_two_other_inputs_are_answered() {
+    let out = Command::cargo_bin("baton")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .args(["chat", "--agents"])
+        .arg(fixture("chat_agents.toml"))
+        .write_stdin("honeybees\n/tasks\nWhat is 2 + 2?\nTell me a joke\n")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let started = position(&stdout, "[task-1 deep_research started]");
+    let listed = position(&stdout, "task-1 deep_research running (attempt 1)");
+    let sum = position(&stdout, "assistant: 2 + 2 = 4.");
+    let joke = position(
+        &stdout,
+        "assistant: Bees hum because they forgot the words.",
+    );
+    let finished = position(
+        &stdout,
+        "[task-1 succeeded: honeybees: 2 million flowers per pound of honey]",
+    );
+    let folded = position(
+        &stdout,
+        "assistant: Research done: honeybees: 2 million flowers per pound of honey",
+    );
+    // The task was still running while both other questions were answered,
+    // and its result joined the conversation after them.
+    assert!(
+        started < listed && listed < sum && sum < joke && joke < finished && finished < folded,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn commands_report_unknown_tasks_and_typos() {
+    let out = Command::cargo_bin("baton")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .args(["chat", "--agents"])
+        .arg(fixture("chat_agents.toml"))
+        .write_stdin("/cancel task-9\n/dance\n/cancel\n/tree\n/quit\nnever sent\n")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("cannot cancel task-9:"), "{stdout}");
+    assert!(
+        stdout.contains("unknown command /dance; /help lists them"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/cancel needs a task id"), "{stdout}");
+    assert!(
+        stdout.contains("assistant"),
+        "the tree shows the root agent: {stdout}"
+    );
+    assert!(
+        !stdout.contains("never sent"),
+        "input after /quit was read: {stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_agent_is_a_clear_error() {
+    let out = Command::cargo_bin("baton")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .args(["chat", "--agent", "nobody", "--agents"])
+        .arg(fixture("chat_agents.toml"))
+        .write_stdin("")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no agent `nobody`; agents: assistant"),
+        "{stderr}"
+    );
+}
