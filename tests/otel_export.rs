@@ -204,20 +204,24 @@ fn a_delegation_tree_reaches_an_otlp_collector_as_one_trace_tree() {
     let trace_id = &spans[0].0.trace_id;
     assert!(spans.iter().all(|(s, _)| &s.trace_id == trace_id));
 
-    let find = |name: &str, attrs: &[(&str, &str)]| -> Vec<&(Span, HashMap<String, String>)> {
+    // Spans carry their viewer names (`lead`, `turn 1`, …), so they are
+    // told apart by the field that only their kind has: `agent` for agent
+    // spans, `turn` for turns, `outcome` for the handling of a result.
+    let find = |kind: &str, attrs: &[(&str, &str)]| -> Vec<&(Span, HashMap<String, String>)> {
         spans
             .iter()
-            .filter(|(s, a)| {
-                s.name == name
+            .filter(|(_, a)| {
+                a.contains_key(kind)
+                    && (kind == "agent" || !a.contains_key("agent"))
                     && attrs
                         .iter()
                         .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
             })
             .collect()
     };
-    let one = |name: &str, attrs: &[(&str, &str)]| -> &(Span, HashMap<String, String>) {
-        let found = find(name, attrs);
-        assert_eq!(found.len(), 1, "{name} {attrs:?}");
+    let one = |kind: &str, attrs: &[(&str, &str)]| -> &(Span, HashMap<String, String>) {
+        let found = find(kind, attrs);
+        assert_eq!(found.len(), 1, "{kind} {attrs:?}");
         found[0]
     };
 
@@ -230,12 +234,14 @@ fn a_delegation_tree_reaches_an_otlp_collector_as_one_trace_tree() {
     );
     assert_eq!(lead_attrs.get("depth").map(String::as_str), Some("0"));
     assert!(!lead_attrs.contains_key("task_id"));
+    assert_eq!(lead.name, "lead");
     let researchers = find("agent", &[("agent", "researcher"), ("depth", "1")]);
     assert_eq!(researchers.len(), 2);
     let mut fetcher_tasks = Vec::new();
     for (researcher, attrs) in researchers {
         assert_eq!(researcher.parent_span_id, lead.span_id);
         let task = attrs.get("task_id").expect("researcher task_id");
+        assert_eq!(researcher.name, format!("researcher {task}"));
         assert!(
             !attrs.contains_key("parent"),
             "the lead's tasks have no parent task"
@@ -269,14 +275,15 @@ fn a_delegation_tree_reaches_an_otlp_collector_as_one_trace_tree() {
         .collect();
     assert_eq!(lead_turns.len(), 1, "the lead's turn 1");
     let turn1 = lead_turns[0];
-    assert_eq!(turn1.parent_span_id, lead.span_id);
+    assert_eq!(turn1.name, "turn 1");
     for task in ["task-1", "task-2"] {
         let (worker, _) = one("agent", &[("task_id", task)]);
         assert!(
             worker.links.iter().any(|l| l.span_id == turn1.span_id),
             "{task}'s agent span links to the lead's turn 1"
         );
-        let (result, attrs) = one("task_result", &[("task_id", task)]);
+        let (result, attrs) = one("outcome", &[("task_id", task)]);
+        assert_eq!(result.name, format!("result {task}"));
         assert_eq!(result.parent_span_id, lead.span_id);
         assert_eq!(attrs.get("outcome").map(String::as_str), Some("succeeded"));
         assert_eq!(result.links.len(), 1);

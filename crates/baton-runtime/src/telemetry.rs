@@ -10,8 +10,8 @@
 //!   agent's span. It follows from the `task_result` spans whose results it
 //!   reads.
 //! * `tool{turn, index}`: an inline tool call, under its turn.
-//! * `task{task_id, attempt}`: an attempt of a background tool, under its
-//!   agent, following from the turn that called the tool.
+//! * `task{task_id, attempt, tool}`: an attempt of a background tool, under
+//!   its agent, following from the turn that called the tool.
 //! * `task_result{task_id, attempt, outcome}`: the creating agent handling
 //!   a task's report (`TaskFinished`), under that agent's span and
 //!   following from the turn that created the task: a background result
@@ -25,9 +25,13 @@
 //! `tracing-opentelemetry` layer that sends these spans to an OpenTelemetry
 //! collector (or Jaeger, Tempo, …) over OTLP/HTTP with protobuf bodies;
 //! parent spans become OpenTelemetry parents and `follows_from` relations
-//! become span links. See `docs/tracing.md`.
+//! become span links; each span is named for the viewer (`lead`,
+//! `researcher task-1`, `turn 2`, `result task-1`) through its `otel.name`
+//! field, which is recorded only with the feature. See `docs/tracing.md`.
 
-use baton_core::TaskId;
+use baton_core::{AgentName, TaskId};
+use tracing::field;
+use tracing::span::Id;
 use tracing::Span;
 
 #[cfg(feature = "otel")]
@@ -67,6 +71,66 @@ impl TaskSpans {
     }
 }
 
+/// The span of one agent: a child of its parent agent's span, following
+/// from the turn that started it.
+pub(crate) fn agent_span(
+    parent: Option<Id>,
+    started_by: Option<Id>,
+    agent: &AgentName,
+    task: Option<TaskId>,
+    parent_task: Option<TaskId>,
+    depth: u32,
+) -> Span {
+    let span = tracing::info_span!(
+        parent: parent,
+        "agent",
+        agent = %agent,
+        task_id = task.map(|t| t.to_string()),
+        parent = parent_task.map(|t| t.to_string()),
+        depth,
+        otel.name = field::Empty,
+    );
+    span.follows_from(started_by);
+    name_for_viewer(&span, || match task {
+        Some(task) => format!("{agent} {task}"),
+        None => agent.to_string(),
+    });
+    span
+}
+
+/// The span of turn `turn` of the agent whose span is `agent`, following
+/// from the handling of the task results it reads.
+pub(crate) fn turn_span(agent: &Span, turn: u64, reads: impl IntoIterator<Item = Span>) -> Span {
+    let span = tracing::info_span!(parent: agent, "turn", turn, otel.name = field::Empty);
+    for result in reads {
+        span.follows_from(&result);
+    }
+    name_for_viewer(&span, || format!("turn {turn}"));
+    span
+}
+
+/// The span of one attempt of a background tool, following from the turn
+/// that called the tool.
+pub(crate) fn task_span(
+    agent: &Span,
+    task_id: TaskId,
+    attempt: u32,
+    tool: &str,
+    started_by: &Span,
+) -> Span {
+    let span = tracing::info_span!(
+        parent: agent,
+        "task",
+        task_id = %task_id,
+        attempt,
+        tool,
+        otel.name = field::Empty,
+    );
+    span.follows_from(started_by);
+    name_for_viewer(&span, || format!("{tool} {task_id}"));
+    span
+}
+
 /// The span of an agent handling the report of one of its tasks: a child
 /// of the agent's span, following from the turn that created the task.
 pub(crate) fn task_result_span(
@@ -82,9 +146,25 @@ pub(crate) fn task_result_span(
         task_id = %task_id,
         attempt,
         outcome,
+        otel.name = field::Empty,
     );
     if let Some(spans) = spans {
         span.follows_from(&spans.started_by);
     }
+    name_for_viewer(&span, || format!("result {task_id}"));
     span
+}
+
+/// With the `otel` feature, records the span's `otel.name`, the name a
+/// trace viewer shows for it (`lead`, `researcher task-1`, `turn 2`, …)
+/// instead of the generic `agent`, `turn`, …; without it, does nothing, so
+/// logs do not repeat what the other fields say.
+#[inline]
+fn name_for_viewer(span: &Span, name: impl FnOnce() -> String) {
+    #[cfg(feature = "otel")]
+    if !span.is_disabled() {
+        span.record("otel.name", name().as_str());
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, name);
 }

@@ -45,6 +45,7 @@ use crate::messages::{
 };
 use crate::role::{Role, Root, Worker};
 use crate::task_tools::{self, TaskToolCall};
+use crate::telemetry;
 use crate::turn_loop::{error_answer, ok_answer, TurnLoop};
 
 /// The conversation actor: owns the conversation's history.
@@ -167,15 +168,14 @@ impl<R: Role> AgentActor<R> {
     ) -> Self {
         let spec = &agent.spec;
         let (parent_span, started_by) = role.spans();
-        let span = tracing::info_span!(
-            parent: parent_span,
-            "agent",
-            agent = %spec.name,
-            task_id = role.task().map(|t| t.to_string()),
-            parent = role.parent().map(|t| t.to_string()),
-            depth = role.depth(),
+        let span = telemetry::agent_span(
+            parent_span,
+            started_by,
+            &spec.name,
+            role.task(),
+            role.parent(),
+            role.depth(),
         );
-        span.follows_from(started_by);
         let slot = if role.task().is_some() && shared.slots.is_some() {
             Slot::Free
         } else {
@@ -290,10 +290,7 @@ impl<R: Role> AgentActor<R> {
         let Some(turn) = self.turns.begin_turn() else {
             return;
         };
-        self.turn_span = tracing::info_span!(parent: &self.span, "turn", turn);
-        for result in self.result_spans.drain(..) {
-            self.turn_span.follows_from(&result);
-        }
+        self.turn_span = telemetry::turn_span(&self.span, turn, self.result_spans.drain(..));
         self.journal_history();
         self.emit(|| Event::TurnStarted {
             agent: self.name(),

@@ -246,6 +246,7 @@ impl<R: Role> AgentActor<R> {
         if ready {
             mark_running();
         }
+        let span = telemetry::task_span(&self.span, task_id, attempt, tool.tool_name(), started_by);
         let name = tool.tool_name().to_owned();
         let work = async move {
             let _permit = match (permit, slots) {
@@ -269,8 +270,6 @@ impl<R: Role> AgentActor<R> {
                 outcome,
             });
         };
-        let span = tracing::info_span!(parent: &self.span, "task", task_id = %task_id, attempt);
-        span.follows_from(started_by);
         actix::spawn(work.instrument(span))
     }
 
