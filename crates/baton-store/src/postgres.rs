@@ -80,6 +80,21 @@ fn pg_error(location: &StoreLocation, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// An error with its causes, `outer: inner: …`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// What every connection of a store needs to connect.
 #[derive(Clone)]
 struct Target {
@@ -124,7 +139,7 @@ impl Target {
         let mut client = self
             .config
             .connect(NoTls)
-            .map_err(|e| pg_error(&self.location, format!("cannot connect: {e}")))?;
+            .map_err(|e| pg_error(&self.location, format!("cannot connect: {}", chain(&e))))?;
         client
             .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
             .map_err(|e| pg_error(&self.location, e))?;
@@ -137,6 +152,7 @@ type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
 
 struct Inner {
     location: StoreLocation,
+    schema: String,
     writer: GroupWriter,
     reader: Mutex<Option<mpsc::Sender<ReadJob>>>,
     reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -195,6 +211,7 @@ impl PgStore {
     fn open_mode(url: &str, options: &PgOptions, create: bool) -> Result<Self, StoreError> {
         let target = Target::new(url, options)?;
         let location = target.location.clone();
+        let schema = target.schema.clone();
         let writer_target = target.clone();
         let writer = GroupWriter::spawn(location.clone(), move || {
             let mut client = writer_target.connect()?;
@@ -241,6 +258,7 @@ impl PgStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 location,
+                schema,
                 writer,
                 reader: Mutex::new(Some(jobs)),
                 reader_thread: Mutex::new(Some(thread)),
@@ -312,6 +330,17 @@ impl PgStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    /// Drops the store's schema with everything in it: every conversation
+    /// of the store is gone. For tests and for tearing a deployment down.
+    pub fn destroy(self) -> Result<(), StoreError> {
+        let schema = self.inner.schema.clone();
+        self.on_reader(move |client, location| {
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .map_err(|e| pg_error(location, e))
         })
     }
 
