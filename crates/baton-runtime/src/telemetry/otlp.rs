@@ -94,6 +94,13 @@ pub enum TelemetryError {
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// The endpoint is `https://`: the `otel` feature sends plain HTTP
+    /// only (to a collector or agent nearby, which may forward over TLS).
+    #[error("cannot send spans to {endpoint}: the otel feature speaks plain HTTP only; send them to a local OpenTelemetry Collector or Jaeger over http://")]
+    TlsUnsupported {
+        /// The URL asked for.
+        endpoint: String,
+    },
     /// Another global subscriber is already installed.
     #[error("cannot install the OTLP layer as the global tracing subscriber: {0}")]
     Install(#[from] tracing_subscriber::util::TryInitError),
@@ -174,6 +181,11 @@ where
         .with_protocol(Protocol::HttpBinary)
         .with_timeout(config.timeout);
     let url = config.traces_url();
+    if let Some(url) = url.as_ref().filter(|u| has_scheme(u, "https")) {
+        return Err(TelemetryError::TlsUnsupported {
+            endpoint: url.clone(),
+        });
+    }
     if let Some(url) = &url {
         builder = builder.with_endpoint(url.clone());
     }
@@ -210,4 +222,52 @@ pub fn init_otlp(config: &OtlpConfig) -> Result<OtlpGuard, TelemetryError> {
     let (layer, guard) = otlp_layer(config)?;
     tracing_subscriber::registry().with(layer).try_init()?;
     Ok(guard)
+}
+
+/// Whether `url` starts with `scheme://`, in any case.
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(s, _)| s.eq_ignore_ascii_case(scheme))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::Registry;
+
+    #[test]
+    fn the_traces_path_is_appended_once() {
+        for endpoint in [
+            "http://127.0.0.1:4318",
+            "http://127.0.0.1:4318/",
+            "http://127.0.0.1:4318/v1/traces",
+        ] {
+            assert_eq!(
+                OtlpConfig::new(endpoint).traces_url().as_deref(),
+                Some("http://127.0.0.1:4318/v1/traces")
+            );
+        }
+        assert_eq!(OtlpConfig::default().traces_url(), None);
+    }
+
+    #[test]
+    fn an_https_endpoint_is_refused_with_the_reason() {
+        let Err(error) = otlp_layer::<Registry>(&OtlpConfig::new("HTTPS://collector:4318")) else {
+            panic!("an https endpoint was accepted");
+        };
+        assert!(matches!(error, TelemetryError::TlsUnsupported { .. }));
+        assert!(error.to_string().contains("plain HTTP"), "{error}");
+    }
+
+    #[test]
+    fn an_invalid_endpoint_is_an_error_naming_it() {
+        let Err(error) = otlp_layer::<Registry>(&OtlpConfig::new("http://[::1")) else {
+            panic!("an invalid endpoint was accepted");
+        };
+        assert!(
+            matches!(error, TelemetryError::Exporter { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("http://[::1"), "{error}");
+    }
 }
