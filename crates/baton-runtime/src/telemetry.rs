@@ -21,7 +21,7 @@
 //! that the links to it stay valid: in a trace viewer a turn that starts
 //! background work lasts until that work is done.
 //!
-//! With the `otel` feature, [`otlp_layer`] builds a
+//! With the `otel` feature, `otlp_layer` builds a
 //! `tracing-opentelemetry` layer that sends these spans to an OpenTelemetry
 //! collector (or Jaeger, Tempo, …) over OTLP/HTTP with protobuf bodies;
 //! parent spans become OpenTelemetry parents and `follows_from` relations
