@@ -105,6 +105,16 @@ pub enum StoreError {
         /// The parser's message.
         message: String,
     },
+    /// A record could not be encoded (nothing of its append was written).
+    #[error("{location}: a record of `{conversation}` could not be encoded: {message}")]
+    Unencodable {
+        /// The store.
+        location: StoreLocation,
+        /// The conversation.
+        conversation: String,
+        /// The encoder's message.
+        message: String,
+    },
     /// The operating system refused something (a thread, a file).
     #[error("{location}: {message}")]
     Io {

@@ -429,7 +429,7 @@ impl Journal for PgJournal {
         self.store
             .inner
             .writer
-            .journal_append(&self.conversation, &records)
+            .journal_append(&self.conversation, records)
     }
 }
 

@@ -234,7 +234,7 @@ impl Journal for SqliteJournal {
         self.store
             .inner
             .writer
-            .journal_append(&self.conversation, &records)
+            .journal_append(&self.conversation, records)
     }
 }
 

@@ -96,7 +96,15 @@ impl Drop for ClearOnExit {
     }
 }
 
-/// One `append` call: a conversation's records, JSON-encoded, in order.
+/// One `append` call as queued: a conversation's records, in order. They
+/// are encoded on the writer thread, off the caller's (an actor's) thread.
+struct Request {
+    conversation: String,
+    records: Vec<JournalRecord>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// One `append` call as the backend writes it: the records JSON-encoded.
 pub(crate) struct Append {
     pub(crate) conversation: String,
     pub(crate) records: Vec<String>,
@@ -116,7 +124,7 @@ pub(crate) trait Backend: Send + 'static {
 /// joins the thread.
 pub(crate) struct GroupWriter {
     location: StoreLocation,
-    sender: Mutex<Option<mpsc::Sender<Append>>>,
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<StoreStats>,
     in_flight: Arc<InFlight>,
@@ -136,13 +144,14 @@ impl GroupWriter {
         let writer_stats = Arc::clone(&stats);
         let in_flight = Arc::new(InFlight::default());
         let writer_in_flight = Arc::clone(&in_flight);
+        let writer_location = location.clone();
         let thread = std::thread::Builder::new()
             .name("baton-store-writer".into())
             .spawn(move || match make() {
                 Ok(backend) => {
                     let _ = ready_tx.send(Ok(()));
                     let in_flight = ClearOnExit(writer_in_flight);
-                    write_loop(backend, &rx, &writer_stats, &in_flight.0);
+                    write_loop(backend, &rx, &writer_stats, &in_flight.0, &writer_location);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -176,13 +185,13 @@ impl GroupWriter {
     }
 
     /// Queues an append in call order; the receiver resolves once durable.
-    pub(crate) fn append(
+    fn append(
         &self,
         conversation: &str,
-        records: Vec<String>,
+        records: Vec<JournalRecord>,
     ) -> oneshot::Receiver<Result<(), StoreError>> {
         let (reply, done) = oneshot::channel();
-        let append = Append {
+        let append = Request {
             conversation: conversation.to_owned(),
             records,
             reply,
@@ -210,21 +219,14 @@ impl GroupWriter {
         done
     }
 
-    /// `Journal::append` for one conversation: encodes the records now (so
-    /// they are queued in call order) and resolves once they are durable.
+    /// `Journal::append` for one conversation: queues the records now (so
+    /// they are in call order) and resolves once they are durable.
     pub(crate) fn journal_append(
         &self,
         conversation: &str,
-        records: &[JournalRecord],
+        records: Vec<JournalRecord>,
     ) -> BoxFuture<'static, Result<(), JournalError>> {
-        let encoded: Result<Vec<String>, _> = records.iter().map(serde_json::to_string).collect();
-        let done = match encoded {
-            Ok(encoded) => self.append(conversation, encoded),
-            Err(e) => {
-                let message = format!("a record did not serialize: {e}");
-                return Box::pin(futures::future::ready(Err(JournalError(message))));
-            }
-        };
+        let done = self.append(conversation, records);
         Box::pin(async move {
             match done.await {
                 Ok(Ok(())) => Ok(()),
@@ -255,35 +257,58 @@ impl Drop for GroupWriter {
     }
 }
 
-/// The writer thread: takes whatever appends are queued, writes them in one
-/// transaction, then answers them all.
+/// The writer thread: takes whatever appends are queued, encodes them,
+/// writes them in one transaction, then answers them all. An append whose
+/// records do not encode is refused alone.
 fn write_loop(
     mut backend: impl Backend,
-    rx: &mpsc::Receiver<Append>,
+    rx: &mpsc::Receiver<Request>,
     stats: &StoreStats,
     in_flight: &InFlight,
+    location: &StoreLocation,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+        let mut requests = vec![first];
         while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+            requests.push(more);
         }
-        let result = backend.write_batch(&batch);
-        if let Err(error) = &result {
-            // Callers that dropped their future hear of it only here.
-            tracing::error!(%error, appends = batch.len(), "journal commit failed");
-            backend.rolled_back();
+        let answered = requests.len();
+        let mut batch = Vec::with_capacity(answered);
+        for request in requests {
+            let encoded: Result<Vec<String>, _> =
+                request.records.iter().map(serde_json::to_string).collect();
+            match encoded {
+                Ok(records) => batch.push(Append {
+                    conversation: request.conversation,
+                    records,
+                    reply: request.reply,
+                }),
+                Err(e) => {
+                    let _ = request.reply.send(Err(StoreError::Unencodable {
+                        location: location.clone(),
+                        conversation: request.conversation,
+                        message: e.to_string(),
+                    }));
+                }
+            }
         }
-        stats.transactions.fetch_add(1, Ordering::Relaxed);
-        stats
-            .appends
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let answered = batch.len();
-        for append in batch {
+        if !batch.is_empty() {
+            let result = backend.write_batch(&batch);
+            if let Err(error) = &result {
+                // Callers that dropped their future hear of it only here.
+                tracing::error!(%error, appends = batch.len(), "journal commit failed");
+                backend.rolled_back();
+            }
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
             stats
-                .records
-                .fetch_add(append.records.len() as u64, Ordering::Relaxed);
-            let _ = append.reply.send(result.clone());
+                .appends
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for append in batch {
+                stats
+                    .records
+                    .fetch_add(append.records.len() as u64, Ordering::Relaxed);
+                let _ = append.reply.send(result.clone());
+            }
         }
         in_flight.end(answered);
     }
