@@ -32,6 +32,8 @@ enum Command {
     MockLlm(commands::mock_llm::Args),
     /// Print a stored conversation and its task tree.
     Log(commands::log::Args),
+    /// Serve agents' delegated tasks from NATS JetStream.
+    Worker(commands::worker::Args),
     /// List the remote workers registered on a NATS server, with their load.
     Workers(commands::workers::Args),
 }
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Test(args) => commands::test_scenarios::run_all(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Chat(args) => commands::chat::run(args),
+        Command::Worker(args) => commands::worker::run(args),
         // These run on a tokio runtime.
         Command::MockLlm(args) => on_tokio(commands::mock_llm::run(args)),
         Command::Log(args) => on_tokio(commands::log::run(args)),

@@ -35,6 +35,9 @@ pub enum ScenarioError {
         /// Why.
         reason: String,
     },
+    /// The remote workers could not be reached.
+    #[error("remote workers: {0}")]
+    Remote(String),
     /// The runtime failed while playing the scenario.
     #[error("the run failed: {0}")]
     Runtime(#[from] baton_runtime::RuntimeError),

@@ -61,11 +61,11 @@ pub mod spec;
 pub mod template;
 pub mod timeline;
 
-pub use build::{agent, root_agent, ModelChoice};
+pub use build::{agent, agent_with, root_agent, ModelChoice, Remote};
 pub use error::ScenarioError;
 pub use load::LoadedScenario;
 pub use model::ScenarioModel;
-pub use runner::{play, run, EventCollector, EventSink, RunOptions, RunReport};
+pub use runner::{play, run, ConnectRemote, EventCollector, EventSink, RunOptions, RunReport};
 pub use simulated_tool::SimulatedTool;
 pub use spec::Scenario;
 pub use timeline::Timeline;

@@ -13,7 +13,7 @@ use baton_runtime::{Conversation, InputPolicy, Orchestrator};
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
-use crate::build::{root_agent, ModelChoice};
+use crate::build::{agent_with, ModelChoice, Remote};
 use crate::error::ScenarioError;
 use crate::load::LoadedScenario;
 use crate::spec::{InputPolicyDef, ScriptStep};
@@ -21,6 +21,11 @@ use crate::spec::{InputPolicyDef, ScriptStep};
 /// How long a run may take before it is stopped as stuck (virtual time on
 /// the paused clock), unless [`RunOptions::deadline`] says otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// Connects the executor of remote agents, inside the run's runtime (the
+/// executor's background work must live there).
+pub type ConnectRemote =
+    Box<dyn FnOnce() -> futures::future::BoxFuture<'static, Result<Remote, String>> + Send>;
 
 /// A callback that sees every event as it happens.
 pub type EventSink = Box<dyn FnMut(&EventEnvelope) + Send>;
@@ -40,6 +45,8 @@ pub struct RunOptions {
     pub resume: Option<Replay>,
     /// Sees every event as it happens (for live views and `--json`).
     pub on_event: Option<EventSink>,
+    /// Runs delegated agents on remote workers (`baton run --nats`).
+    pub remote: Option<ConnectRemote>,
 }
 
 impl Default for RunOptions {
@@ -51,6 +58,7 @@ impl Default for RunOptions {
             journal: None,
             resume: None,
             on_event: None,
+            remote: None,
         }
     }
 }
@@ -63,6 +71,7 @@ impl std::fmt::Debug for RunOptions {
             .field("deadline", &self.deadline)
             .field("journal", &self.journal.is_some())
             .field("resume", &self.resume.is_some())
+            .field("remote", &self.remote.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -124,7 +133,11 @@ pub async fn play(
     scenario: &LoadedScenario,
     mut options: RunOptions,
 ) -> Result<RunReport, ScenarioError> {
-    let root = root_agent(scenario, &options.models)?;
+    let remote = match options.remote.take() {
+        Some(connect) => Some(connect().await.map_err(ScenarioError::Remote)?),
+        None => None,
+    };
+    let root = agent_with(scenario, &scenario.root, &options.models, remote.as_ref())?;
     let policy = match scenario.spec.scenario.input_policy {
         InputPolicyDef::Queue => InputPolicy::Queue,
         InputPolicyDef::Interrupt => InputPolicy::Interrupt,

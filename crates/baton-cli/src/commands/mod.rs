@@ -9,4 +9,5 @@ pub mod run;
 pub mod scenario_files;
 pub mod test_scenarios;
 pub mod validate;
+pub mod worker;
 pub mod workers;

@@ -32,9 +32,17 @@ pub struct Args {
     /// from there if it is already in it.
     #[arg(long, value_name = "PATH")]
     pub store: Option<PathBuf>,
-    /// The conversation's id in the store (default: the scenario's name).
+    /// The conversation's id in the store and on NATS (default: the
+    /// scenario's name).
     #[arg(long, value_name = "ID")]
     pub conversation: Option<String>,
+    /// Send delegated tasks to `baton worker`s on this NATS server.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// With --nats: only this agent's tasks go to workers (repeatable;
+    /// default: every agent that is delegated to).
+    #[arg(long = "remote", value_name = "AGENT", requires = "nats")]
+    pub remote: Vec<String>,
 }
 
 /// Plays the scenario.
@@ -61,6 +69,24 @@ pub fn run_scenario(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+
+    if let Some(url) = &args.nats {
+        options.real_time = true; // remote workers run on the wall clock
+        let config = baton_nats::NatsConfig::new(url.clone());
+        let conversation = conversation.clone();
+        let agents = (!args.remote.is_empty()).then(|| args.remote.iter().cloned().collect());
+        options.remote = Some(Box::new(move || {
+            Box::pin(async move {
+                let executor = baton_nats::NatsExecutor::connect(config, conversation)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(baton_scenario::Remote {
+                    executor: std::sync::Arc::new(executor),
+                    agents,
+                })
+            })
+        }));
+    }
 
     let live = (!args.json && std::io::stdout().is_terminal())
         .then(|| Arc::new(Mutex::new(LiveTree::new(&scenario.root))));
