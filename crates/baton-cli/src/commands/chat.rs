@@ -1,6 +1,6 @@
 //! `baton chat --agents FILE`: talk to an agent while its tasks run.
 //!
-//! On a terminal the line editor (rustyline) keeps the line being typed
+//! On a terminal the line editor (reedline) keeps the line being typed
 //! intact while answers and task results are printed above it; with a pipe
 //! on stdin each line is sent once the agent has answered the one before,
 //! and at the end of input the chat waits for running tasks, so a script
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use baton_core::{Event, EventEnvelope, TaskId};
 use baton_runtime::{Conversation, Orchestrator};
 use baton_scenario::{EventCollector, ModelChoice};
-use rustyline::ExternalPrinter as _;
+use reedline::{DefaultPrompt, DefaultPromptSegment, ExternalPrinter, Reedline, Signal};
 use tokio::sync::mpsc;
 
 use super::conversation_store;
@@ -139,26 +139,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let running = Arc::new(AtomicUsize::new(0));
     let (lines_tx, lines_rx) = mpsc::unbounded_channel::<String>();
     let printer: Printer = if interactive {
-        let mut editor = rustyline::DefaultEditor::new()?;
-        let mut external = editor.create_external_printer()?;
+        let external = ExternalPrinter::<String>::default();
+        let sender = external.sender();
         let running = running.clone();
-        std::thread::spawn(move || loop {
-            let prompt = match running.load(Ordering::Relaxed) {
-                0 => "you> ".to_owned(),
-                n => format!("you ({n} running)> "),
-            };
-            match editor.readline(&prompt) {
-                Ok(line) => {
-                    let _ = editor.add_history_entry(line.as_str());
-                    if lines_tx.send(line).is_err() {
-                        break;
+        std::thread::spawn(move || {
+            let mut editor = Reedline::create().with_external_printer(external);
+            loop {
+                let label = match running.load(Ordering::Relaxed) {
+                    0 => "you".to_owned(),
+                    n => format!("you ({n} running)"),
+                };
+                let prompt = DefaultPrompt::new(
+                    DefaultPromptSegment::Basic(label),
+                    DefaultPromptSegment::Empty,
+                );
+                match editor.read_line(&prompt) {
+                    Ok(Signal::Success(line)) => {
+                        if lines_tx.send(line).is_err() {
+                            break;
+                        }
                     }
+                    // Ctrl-C, Ctrl-D or a closed terminal.
+                    Ok(_) | Err(_) => break,
                 }
-                Err(_) => break, // Ctrl-C, Ctrl-D or a closed terminal
             }
         });
         Box::new(move |text| {
-            let _ = external.print(text);
+            let _ = sender.send(text);
         })
     } else {
         std::thread::spawn(move || {
