@@ -11,6 +11,10 @@
 //!   conversation implementing `baton_core::Journal`.
 //! * [`postgres`]: [`PgStore`], the same design on PostgreSQL, one schema
 //!   per store.
+//! * [`snapshot`]: a conversation's state as the shortest list of records
+//!   that replays to it; `Store::replay` reads the latest snapshot and the
+//!   records after it. Journals take one every
+//!   [`snapshot::DEFAULT_SNAPSHOT_EVERY`] records.
 //! * [`migrations`]: the versioned schema, and the checks that refuse a
 //!   corrupt or foreign file or schema without touching it.
 //! * [`error`]: the [`StoreError`] type.
@@ -28,6 +32,7 @@
 pub mod error;
 pub mod migrations;
 pub mod postgres;
+pub mod snapshot;
 pub mod sqlite;
 pub mod store;
 mod writer;

@@ -9,11 +9,12 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{StoreError, StoreLocation};
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The migrations, in order: entry `i` takes the schema from version `i`
 /// to version `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE events (
         conversation TEXT NOT NULL,
@@ -22,7 +23,18 @@ const MIGRATIONS: &[&str] = &["
         record TEXT NOT NULL,
         PRIMARY KEY (conversation, seq)
     );
-"];
+",
+    // 2: snapshots, each covering a conversation's records up to `seq`.
+    "
+    CREATE TABLE snapshots (
+        conversation TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        records TEXT NOT NULL,
+        PRIMARY KEY (conversation, seq)
+    );
+",
+];
 
 fn sqlite_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Sqlite {
@@ -105,7 +117,8 @@ pub fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), Stor
 
 /// The PostgreSQL migrations, numbered as the SQLite ones: entry `i` takes
 /// a schema from version `i` to version `i + 1`.
-const PG_MIGRATIONS: &[&str] = &["
+const PG_MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE events (
         conversation TEXT NOT NULL,
@@ -114,7 +127,17 @@ const PG_MIGRATIONS: &[&str] = &["
         record TEXT NOT NULL,
         PRIMARY KEY (conversation, seq)
     );
-"];
+",
+    "
+    CREATE TABLE snapshots (
+        conversation TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        records TEXT NOT NULL,
+        PRIMARY KEY (conversation, seq)
+    );
+",
+];
 
 /// Checks the store's schema in PostgreSQL and brings it up to date, in one
 /// transaction holding an advisory lock (so two processes opening the same

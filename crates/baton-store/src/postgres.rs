@@ -9,16 +9,20 @@
 //! code never block a runtime on it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use baton_core::{Journal, JournalError, JournalRecord};
+use baton_core::{Journal, JournalError, JournalRecord, Replay};
 use futures::future::BoxFuture;
 use postgres::{Client, Config, NoTls};
 
 use crate::error::{StoreError, StoreLocation};
 use crate::migrations;
+use crate::snapshot::{
+    decode, decode_snapshot, spawn_snapshot, Stored, Trigger, DEFAULT_SNAPSHOT_EVERY,
+};
 use crate::store::Store;
 use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
 
@@ -153,6 +157,7 @@ type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
 struct Inner {
     location: StoreLocation,
     schema: String,
+    snapshot_every: AtomicU64,
     writer: GroupWriter,
     reader: Mutex<Option<mpsc::Sender<ReadJob>>>,
     reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -259,6 +264,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 location,
                 schema,
+                snapshot_every: AtomicU64::new(DEFAULT_SNAPSHOT_EVERY),
                 writer,
                 reader: Mutex::new(Some(jobs)),
                 reader_thread: Mutex::new(Some(thread)),
@@ -277,7 +283,50 @@ impl PgStore {
         Ok(PgJournal {
             store: self.clone(),
             conversation: conversation.into(),
+            trigger: Arc::default(),
         })
+    }
+
+    /// Each journal snapshots its conversation every `records` records
+    /// appended through it, on a thread of its own (0: never). Default
+    /// [`DEFAULT_SNAPSHOT_EVERY`].
+    pub fn set_snapshot_every(&self, records: u64) {
+        self.inner.snapshot_every.store(records, Ordering::Relaxed);
+    }
+
+    /// `conversation` rebuilt from its latest snapshot and the records after
+    /// it, to hand to `Orchestrator::builder(..).resume(..)`.
+    pub fn replay(&self, conversation: &str) -> Result<Replay, StoreError> {
+        let conversation = conversation.to_owned();
+        self.on_reader(
+            move |client, location| Ok(stored(client, location, &conversation)?.replay()),
+        )
+    }
+
+    /// Writes a snapshot of `conversation` covering its records so far, if
+    /// there are any since the latest; returns the sequence number it
+    /// covers.
+    pub fn snapshot(&self, conversation: &str) -> Result<Option<i64>, StoreError> {
+        let conversation = conversation.to_owned();
+        let taken = self.on_reader(move |client, location| {
+            let Some((seq, text)) =
+                stored(client, location, &conversation)?.next_snapshot(location, &conversation)?
+            else {
+                return Ok(None);
+            };
+            client
+                .execute(
+                    "INSERT INTO snapshots (conversation, seq, at_ms, records) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (conversation, seq) DO NOTHING",
+                    &[&conversation, &seq, &now_ms(), &text],
+                )
+                .map_err(|e| pg_error(location, e))?;
+            Ok(Some(seq))
+        })?;
+        if taken.is_some() {
+            self.stats().count_snapshot();
+        }
+        Ok(taken)
     }
 
     /// Runs `job` on the reader thread and waits for its answer.
@@ -319,16 +368,7 @@ impl PgStore {
                 )
                 .map_err(|e| pg_error(location, e))?;
             rows.iter()
-                .map(|row| {
-                    let seq: i64 = row.get(0);
-                    let text: &str = row.get(1);
-                    serde_json::from_str(text).map_err(|e| StoreError::Malformed {
-                        location: location.clone(),
-                        conversation: conversation.clone(),
-                        seq,
-                        message: e.to_string(),
-                    })
-                })
+                .map(|row| decode(location, &conversation, row.get(0), row.get(1)))
                 .collect()
         })
     }
@@ -356,6 +396,49 @@ impl PgStore {
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })
     }
+}
+
+/// The latest snapshot of `conversation` and the records after it, read in
+/// one repeatable-read transaction.
+fn stored(
+    client: &mut Client,
+    location: &StoreLocation,
+    conversation: &str,
+) -> Result<Stored, StoreError> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(|e| pg_error(location, e))?;
+    let mut stored = Stored::default();
+    let latest = tx
+        .query_opt(
+            "SELECT seq, records FROM snapshots WHERE conversation = $1 ORDER BY seq DESC LIMIT 1",
+            &[&conversation],
+        )
+        .map_err(|e| pg_error(location, e))?;
+    if let Some(row) = latest {
+        let seq: i64 = row.get(0);
+        stored.snapshot = decode_snapshot(location, conversation, seq, row.get(1))?;
+        stored.snapshot_seq = seq;
+        stored.last_seq = seq;
+    }
+    let rows = tx
+        .query(
+            "SELECT seq, record FROM events WHERE conversation = $1 AND seq > $2 ORDER BY seq",
+            &[&conversation, &stored.snapshot_seq],
+        )
+        .map_err(|e| pg_error(location, e))?;
+    for row in &rows {
+        let seq: i64 = row.get(0);
+        stored
+            .tail
+            .push(decode(location, conversation, seq, row.get(1))?);
+        stored.last_seq = seq;
+    }
+    tx.commit().map_err(|e| pg_error(location, e))?;
+    Ok(stored)
 }
 
 /// The PostgreSQL side of the writer thread: the one writer connection.
@@ -417,19 +500,34 @@ impl Backend for PgWriter {
     }
 }
 
-/// One conversation's journal in a [`PgStore`].
+/// One conversation's journal in a [`PgStore`]. Every
+/// [`PgStore::set_snapshot_every`] records appended through it (and its
+/// clones), it snapshots the conversation on a thread of its own.
 #[derive(Debug, Clone)]
 pub struct PgJournal {
     store: PgStore,
     conversation: String,
+    trigger: Arc<Trigger>,
 }
 
 impl Journal for PgJournal {
     fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
-        self.store
+        let every = self.store.inner.snapshot_every.load(Ordering::Relaxed);
+        let due = self.trigger.count(records.len() as u64, every);
+        let done = self
+            .store
             .inner
             .writer
-            .journal_append(&self.conversation, records)
+            .journal_append(&self.conversation, records);
+        if due {
+            let (store, conversation) = (self.store.clone(), self.conversation.clone());
+            spawn_snapshot(
+                &self.store.inner.location,
+                &conversation.clone(),
+                move || store.snapshot(&conversation),
+            );
+        }
+        done
     }
 }
 
@@ -444,6 +542,18 @@ impl Store for PgStore {
 
     fn read(&self, conversation: &str) -> Result<Vec<JournalRecord>, StoreError> {
         PgStore::read(self, conversation)
+    }
+
+    fn replay(&self, conversation: &str) -> Result<Replay, StoreError> {
+        PgStore::replay(self, conversation)
+    }
+
+    fn snapshot(&self, conversation: &str) -> Result<Option<i64>, StoreError> {
+        PgStore::snapshot(self, conversation)
+    }
+
+    fn set_snapshot_every(&self, records: u64) {
+        PgStore::set_snapshot_every(self, records);
     }
 
     fn conversations(&self) -> Result<Vec<String>, StoreError> {

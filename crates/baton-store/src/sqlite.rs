@@ -3,14 +3,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use baton_core::{Journal, JournalError, JournalRecord};
+use baton_core::{Journal, JournalError, JournalRecord, Replay};
 use futures::future::BoxFuture;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{StoreError, StoreLocation};
 use crate::migrations;
+use crate::snapshot::{
+    decode, decode_snapshot, spawn_snapshot, Stored, Trigger, DEFAULT_SNAPSHOT_EVERY,
+};
 use crate::store::Store;
 use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
 
@@ -29,7 +33,9 @@ struct Inner {
     path: PathBuf,
     location: StoreLocation,
     writer: GroupWriter,
+    /// Reads, and writes snapshots (which never touch the events).
     reader: Mutex<Connection>,
+    snapshot_every: AtomicU64,
 }
 
 /// A SQLite file holding the journals of any number of conversations.
@@ -77,6 +83,11 @@ impl SqliteStore {
         .map_err(|e| sqlite_error(&path, e))?;
         migrations::migrate(&mut conn, &path, version)?;
         let reader = Connection::open(&path).map_err(|e| sqlite_error(&path, e))?;
+        reader
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+            ))
+            .map_err(|e| sqlite_error(&path, e))?;
         let location = StoreLocation::File(path.clone());
         let backend = SqliteWriter {
             conn,
@@ -90,6 +101,7 @@ impl SqliteStore {
                 location,
                 writer,
                 reader: Mutex::new(reader),
+                snapshot_every: AtomicU64::new(DEFAULT_SNAPSHOT_EVERY),
             }),
         })
     }
@@ -123,7 +135,87 @@ impl SqliteStore {
         Ok(SqliteJournal {
             store: self.clone(),
             conversation: conversation.into(),
+            trigger: Arc::default(),
         })
+    }
+
+    /// Each journal snapshots its conversation every `records` records
+    /// appended through it, on a thread of its own (0: never). Default
+    /// [`DEFAULT_SNAPSHOT_EVERY`].
+    pub fn set_snapshot_every(&self, records: u64) {
+        self.inner.snapshot_every.store(records, Ordering::Relaxed);
+    }
+
+    /// The latest snapshot of `conversation` and the records after it.
+    fn stored(&self, conversation: &str) -> Result<Stored, StoreError> {
+        let path = &self.inner.path;
+        let location = &self.inner.location;
+        let reader = self
+            .inner
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut stored = Stored::default();
+        let latest: Option<(i64, String)> = reader
+            .query_row(
+                "SELECT seq, records FROM snapshots WHERE conversation = ?1 ORDER BY seq DESC LIMIT 1",
+                [conversation],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| sqlite_error(path, e))?;
+        if let Some((seq, text)) = latest {
+            stored.snapshot = decode_snapshot(location, conversation, seq, &text)?;
+            stored.snapshot_seq = seq;
+            stored.last_seq = seq;
+        }
+        let mut stmt = reader
+            .prepare_cached(
+                "SELECT seq, record FROM events WHERE conversation = ?1 AND seq > ?2 ORDER BY seq",
+            )
+            .map_err(|e| sqlite_error(path, e))?;
+        let mut rows = stmt
+            .query(params![conversation, stored.snapshot_seq])
+            .map_err(|e| sqlite_error(path, e))?;
+        while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+            let seq: i64 = row.get(0).map_err(|e| sqlite_error(path, e))?;
+            let text: String = row.get(1).map_err(|e| sqlite_error(path, e))?;
+            stored
+                .tail
+                .push(decode(location, conversation, seq, &text)?);
+            stored.last_seq = seq;
+        }
+        Ok(stored)
+    }
+
+    /// `conversation` rebuilt from its latest snapshot and the records after
+    /// it, to hand to `Orchestrator::builder(..).resume(..)`.
+    pub fn replay(&self, conversation: &str) -> Result<Replay, StoreError> {
+        Ok(self.stored(conversation)?.replay())
+    }
+
+    /// Writes a snapshot of `conversation` covering its records so far, if
+    /// there are any since the latest; returns the sequence number it
+    /// covers.
+    pub fn snapshot(&self, conversation: &str) -> Result<Option<i64>, StoreError> {
+        let path = &self.inner.path;
+        let Some((seq, text)) = self
+            .stored(conversation)?
+            .next_snapshot(&self.inner.location, conversation)?
+        else {
+            return Ok(None);
+        };
+        self.inner
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .execute(
+                "INSERT OR REPLACE INTO snapshots (conversation, seq, at_ms, records) VALUES (?1, ?2, ?3, ?4)",
+                params![conversation, seq, now_ms(), text],
+            )
+            .map_err(|e| sqlite_error(path, e))?;
+        self.stats().count_snapshot();
+        Ok(Some(seq))
     }
 
     /// Every record of `conversation`, in order (feed it to
@@ -143,14 +235,7 @@ impl SqliteStore {
             .and_then(Iterator::collect)
             .map_err(|e| sqlite_error(path, e))?;
         rows.into_iter()
-            .map(|(seq, text)| {
-                serde_json::from_str(&text).map_err(|e| StoreError::Malformed {
-                    location: self.inner.location.clone(),
-                    conversation: conversation.to_owned(),
-                    seq,
-                    message: e.to_string(),
-                })
-            })
+            .map(|(seq, text)| decode(&self.inner.location, conversation, seq, &text))
             .collect()
     }
 
@@ -222,19 +307,34 @@ impl Backend for SqliteWriter {
     }
 }
 
-/// One conversation's journal in a [`SqliteStore`].
+/// One conversation's journal in a [`SqliteStore`]. Every
+/// [`SqliteStore::set_snapshot_every`] records appended through it (and its
+/// clones), it snapshots the conversation on a thread of its own.
 #[derive(Debug, Clone)]
 pub struct SqliteJournal {
     store: SqliteStore,
     conversation: String,
+    trigger: Arc<Trigger>,
 }
 
 impl Journal for SqliteJournal {
     fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
-        self.store
+        let every = self.store.inner.snapshot_every.load(Ordering::Relaxed);
+        let due = self.trigger.count(records.len() as u64, every);
+        let done = self
+            .store
             .inner
             .writer
-            .journal_append(&self.conversation, records)
+            .journal_append(&self.conversation, records);
+        if due {
+            let (store, conversation) = (self.store.clone(), self.conversation.clone());
+            spawn_snapshot(
+                &self.store.inner.location,
+                &conversation.clone(),
+                move || store.snapshot(&conversation),
+            );
+        }
+        done
     }
 }
 
@@ -249,6 +349,18 @@ impl Store for SqliteStore {
 
     fn read(&self, conversation: &str) -> Result<Vec<JournalRecord>, StoreError> {
         SqliteStore::read(self, conversation)
+    }
+
+    fn replay(&self, conversation: &str) -> Result<Replay, StoreError> {
+        SqliteStore::replay(self, conversation)
+    }
+
+    fn snapshot(&self, conversation: &str) -> Result<Option<i64>, StoreError> {
+        SqliteStore::snapshot(self, conversation)
+    }
+
+    fn set_snapshot_every(&self, records: u64) {
+        SqliteStore::set_snapshot_every(self, records);
     }
 
     fn conversations(&self) -> Result<Vec<String>, StoreError> {

@@ -18,6 +18,7 @@ pub struct StoreStats {
     transactions: AtomicU64,
     appends: AtomicU64,
     records: AtomicU64,
+    snapshots: AtomicU64,
 }
 
 impl StoreStats {
@@ -34,6 +35,15 @@ impl StoreStats {
     /// Records written.
     pub fn records(&self) -> u64 {
         self.records.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots written.
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_snapshot(&self) {
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -155,6 +155,12 @@ fn a_conversation_resumes_from_postgres_with_nothing_lost_or_doubled() {
 }
 
 #[test]
+fn snapshots_replay_as_the_whole_journal() {
+    let Some(schema) = Schema::new() else { return };
+    common::snapshots_replay_as_the_whole_journal(schema.opener());
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let Some(schema) = Schema::new() else { return };
     common::duplicate_completion_is_ignored(schema.opener());
@@ -165,7 +171,7 @@ fn a_new_schema_is_created_at_the_current_version() {
     let Some(schema) = Schema::new() else { return };
     assert!(!schema.schema_exists());
     let store = PgStore::open(&server_url(), schema.options()).unwrap();
-    assert_eq!(schema.tables(), ["baton_meta", "events"]);
+    assert_eq!(schema.tables(), ["baton_meta", "events", "snapshots"]);
     let name = schema.name.clone();
     let version: String = with_client(move |c| {
         c.query_one(
@@ -199,7 +205,26 @@ fn processes_opening_one_new_schema_at_once_migrate_it_once() {
     for o in opened {
         o.join().unwrap().unwrap();
     }
-    assert_eq!(schema.tables(), ["baton_meta", "events"]);
+    assert_eq!(schema.tables(), ["baton_meta", "events", "snapshots"]);
+}
+
+#[test]
+fn a_version_1_store_is_migrated_and_keeps_its_records() {
+    let Some(schema) = Schema::new() else { return };
+    schema.execute(&format!(
+        "CREATE SCHEMA {0}; SET search_path TO {0};
+         CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE events (conversation TEXT NOT NULL, seq BIGINT NOT NULL,
+             at_ms BIGINT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (conversation, seq));
+         INSERT INTO baton_meta VALUES ('schema_version', '1');
+         INSERT INTO events VALUES ('old', 1, 0, '{{\"record\":\"user_input\",\"text\":\"hello\"}}');",
+        schema.name
+    ));
+    let store = baton_store::open(&schema.spec()).unwrap();
+    assert_eq!(schema.tables(), ["baton_meta", "events", "snapshots"]);
+    assert_eq!(store.read("old").unwrap(), vec![common::input("hello")]);
+    assert_eq!(store.snapshot("old").unwrap(), Some(1));
+    assert_eq!(store.replay("old").unwrap().pending_inputs.len(), 1);
 }
 
 #[test]

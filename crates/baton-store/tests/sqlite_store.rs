@@ -41,6 +41,12 @@ fn a_conversation_resumes_from_its_sqlite_journal_with_nothing_lost_or_doubled()
 }
 
 #[test]
+fn snapshots_replay_as_the_whole_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    common::snapshots_replay_as_the_whole_journal(opener(&dir.path().join("snap.db")));
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     common::duplicate_completion_is_ignored(opener(&dir.path().join("dup.db")));
@@ -124,12 +130,41 @@ fn a_store_from_a_newer_baton_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 99,
-                known: 1,
+                known: baton_store::migrations::SCHEMA_VERSION,
                 ..
             }
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_version_1_store_is_migrated_and_keeps_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite_like::open(&path);
+        conn.execute_batch(
+            r#"CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+               CREATE TABLE events (conversation TEXT NOT NULL, seq INTEGER NOT NULL,
+                   at_ms INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (conversation, seq));
+               INSERT INTO baton_meta VALUES ('schema_version', '1');
+               INSERT INTO events VALUES ('old', 1, 0, '{"record":"user_input","text":"hello"}');"#,
+        )
+        .unwrap();
+    }
+    let store = baton_store::open(&path.display().to_string()).unwrap();
+    assert_eq!(store.read("old").unwrap(), vec![input("hello")]);
+    assert_eq!(store.snapshot("old").unwrap(), Some(1));
+    assert_eq!(store.replay("old").unwrap().pending_inputs.len(), 1);
+    let version: String = rusqlite_like::open(&path)
+        .query_row(
+            "SELECT value FROM baton_meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "2");
 }
 
 /// Plain rusqlite, to make files the way another program would.

@@ -175,6 +175,81 @@ pub fn duplicate_completion_is_ignored(open: Opener) {
     });
 }
 
+/// A replay from a snapshot and the records after it equals the replay of
+/// the whole journal; journals take snapshots by themselves as records go
+/// by; the journal itself stays whole.
+pub fn snapshots_replay_as_the_whole_journal(open: Opener) {
+    block_on_paused(async move {
+        let store = open();
+        store.set_snapshot_every(0);
+        let journal = store.journal("snap").unwrap();
+        assert_eq!(store.snapshot("snap").unwrap(), None, "nothing to snapshot");
+        let mut n = 0u64;
+        let finish = |id: u64, text: &str| JournalRecord::TaskFinished {
+            task_id: TaskId::new(id),
+            outcome: TaskOutcome::Succeeded {
+                output: format!("{text} {id}"),
+            },
+        };
+        for round in 0..3u64 {
+            let mut records = Vec::new();
+            for i in 0..10u64 {
+                n += 1;
+                records.push(input(&format!("input {n}")));
+                records.push(JournalRecord::Appended {
+                    message: Message::user(format!("input {n}")),
+                });
+                let id = round * 10 + i + 1;
+                records.push(JournalRecord::TaskCreated {
+                    task: tool_task(id),
+                    arguments: Some(format!("{{\"n\":{id}}}")),
+                });
+                if i % 2 == 0 {
+                    records.push(finish(id, "result"));
+                    records.push(finish(id, "duplicate"));
+                }
+            }
+            records.push(input("not yet folded"));
+            journal.append(records).await.unwrap();
+            let before = store.replay("snap").unwrap();
+            let seq = store.snapshot("snap").unwrap().expect("a snapshot");
+            assert_eq!(seq, store.read("snap").unwrap().len() as i64);
+            assert_eq!(store.snapshot("snap").unwrap(), None, "nothing new");
+            let after = store.replay("snap").unwrap();
+            assert_eq!(after, before);
+            assert_eq!(
+                after,
+                baton_core::Replay::from_records(store.read("snap").unwrap())
+            );
+        }
+        assert_eq!(store.stats().snapshots(), 3);
+        let replay = store.replay("snap").unwrap();
+        assert_eq!(replay.tasks.len(), 30);
+        assert_eq!(replay.pending_inputs.len(), 3 + 15);
+
+        // Automatic: every 100 records through a journal.
+        store.set_snapshot_every(100);
+        let auto = store.journal("auto").unwrap();
+        for i in 0..250 {
+            auto.append(vec![input(&format!("a{i}"))]).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.stats().snapshots() < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(store.stats().snapshots(), 5, "two automatic snapshots");
+        assert_eq!(
+            store.read("auto").unwrap().len(),
+            250,
+            "the journal stays whole"
+        );
+        assert_eq!(
+            store.replay("auto").unwrap(),
+            baton_core::Replay::from_records(store.read("auto").unwrap())
+        );
+    });
+}
+
 /// Whether the research tool ever finishes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
@@ -278,6 +353,12 @@ pub fn resume_through_the_runtime(open: Opener) {
     block_on_paused(async move {
         let store = open();
         let replay = store.replay("c1").unwrap();
+        assert!(store.snapshot("c1").unwrap().is_some());
+        assert_eq!(
+            store.replay("c1").unwrap(),
+            replay,
+            "the same from a snapshot"
+        );
         assert_eq!(replay.tasks.len(), 20);
         assert!(
             replay.tasks.iter().all(|(t, _)| !t.status.is_terminal()),

@@ -1,0 +1,398 @@
+//! Snapshots: a conversation's state at a point of its journal, so that a
+//! resume reads the latest snapshot and the records after it instead of the
+//! whole journal.
+//!
+//! A snapshot is itself a list of [`JournalRecord`]s: the shortest this
+//! module knows whose replay is the replay of the journal up to that point
+//! ([`compact`]). So `Replay::from_records(snapshot ++ later records)` is the
+//! replay of the whole journal, and `baton_core` needs nothing new. What a
+//! snapshot drops: duplicate completions, a finished task's separate
+//! `TaskFinished` (its record carries the outcome), superseded records of a
+//! task created again, and the text of inputs already in history.
+//!
+//! A snapshot holds the conversation's state, so it grows with the history;
+//! what it bounds is the part of a resume that grows with the *log*: the
+//! number of rows read, and records that no longer matter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton_core::{JournalRecord, Message, Replay, TaskId, TaskStatus};
+
+use crate::error::{StoreError, StoreLocation};
+
+/// How often a journal snapshots its conversation unless told otherwise:
+/// every this many records appended through it.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+
+/// A conversation's latest snapshot (the sequence number it covers and its
+/// records, none for `0`) and the records after it, with the sequence
+/// number of the last one.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    pub(crate) snapshot_seq: i64,
+    pub(crate) snapshot: Vec<JournalRecord>,
+    pub(crate) tail: Vec<JournalRecord>,
+    pub(crate) last_seq: i64,
+}
+
+impl Stored {
+    /// The conversation's replay.
+    pub(crate) fn replay(self) -> Replay {
+        Replay::from_records(self.snapshot.into_iter().chain(self.tail))
+    }
+
+    /// The snapshot to write, if there are records after the latest one:
+    /// the sequence number it covers and its JSON text.
+    pub(crate) fn next_snapshot(
+        self,
+        location: &StoreLocation,
+        conversation: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        if self.last_seq <= self.snapshot_seq {
+            return Ok(None);
+        }
+        let seq = self.last_seq;
+        let records = compact(&self.replay());
+        let text = serde_json::to_string(&records).map_err(|e| StoreError::Unencodable {
+            location: location.clone(),
+            conversation: conversation.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Some((seq, text)))
+    }
+}
+
+/// Decodes one stored record.
+pub(crate) fn decode(
+    location: &StoreLocation,
+    conversation: &str,
+    seq: i64,
+    text: &str,
+) -> Result<JournalRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Malformed {
+        location: location.clone(),
+        conversation: conversation.to_owned(),
+        seq,
+        message: e.to_string(),
+    })
+}
+
+/// Decodes a stored snapshot (a JSON array of records).
+pub(crate) fn decode_snapshot(
+    location: &StoreLocation,
+    conversation: &str,
+    seq: i64,
+    text: &str,
+) -> Result<Vec<JournalRecord>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Malformed {
+        location: location.clone(),
+        conversation: conversation.to_owned(),
+        seq,
+        message: format!("its snapshot does not parse: {e}"),
+    })
+}
+
+/// Takes a snapshot on a thread of its own, so the appender does not wait;
+/// a failure is logged (the journal is complete without it).
+pub(crate) fn spawn_snapshot(
+    location: &StoreLocation,
+    conversation: &str,
+    take: impl FnOnce() -> Result<Option<i64>, StoreError> + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("baton-store-snapshot".into())
+        .spawn(move || {
+            if let Err(error) = take() {
+                tracing::warn!(%error, "snapshot failed");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, store = %location, conversation, "cannot start a snapshot thread");
+    }
+}
+
+/// Counts the records appended through one journal handle, to take a
+/// snapshot each time another `every` have gone by.
+#[derive(Debug, Default)]
+pub(crate) struct Trigger {
+    appended: AtomicU64,
+}
+
+impl Trigger {
+    /// Counts `n` more records; whether a snapshot is due (`every` 0:
+    /// never).
+    pub(crate) fn count(&self, n: u64, every: u64) -> bool {
+        let before = self.appended.fetch_add(n, Ordering::Relaxed);
+        every > 0 && before / every != (before + n) / every
+    }
+}
+
+/// Records whose replay equals `replay`, and which replay, followed by any
+/// later records of the same journal, as the whole journal would.
+///
+/// It assumes what the runtime guarantees: every user message in history
+/// came from a `UserInput` record.
+pub fn compact(replay: &Replay) -> Vec<JournalRecord> {
+    let mut out = Vec::with_capacity(replay.history.len() * 2 + replay.tasks.len());
+    // Inputs already folded count (the replay skips that many), but their
+    // text is in history: an empty placeholder each. Then the pending ones.
+    let folded_users = replay
+        .history
+        .iter()
+        .filter(|m| matches!(m, Message::User { .. }))
+        .count();
+    out.extend((0..folded_users).map(|_| JournalRecord::UserInput {
+        text: String::new(),
+    }));
+    for message in &replay.pending_inputs {
+        if let Message::User { content } = message {
+            out.push(JournalRecord::UserInput {
+                text: content.clone(),
+            });
+        }
+    }
+    out.extend(
+        replay
+            .history
+            .iter()
+            .map(|m| JournalRecord::Appended { message: m.clone() }),
+    );
+    // Results not yet in history must be finished again, in their order, on
+    // a task that is not finished yet; every other task is its last record.
+    let pending_results: Vec<(TaskId, &baton_core::TaskOutcome)> = replay
+        .pending_inputs
+        .iter()
+        .filter_map(|m| match m {
+            Message::TaskResult {
+                task_id, outcome, ..
+            } => Some((*task_id, outcome)),
+            _ => None,
+        })
+        .collect();
+    let last_of: HashMap<TaskId, usize> = replay
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| (t.id, i))
+        .collect();
+    for (i, (task, arguments)) in replay.tasks.iter().enumerate() {
+        let reopen = last_of.get(&task.id) == Some(&i)
+            && pending_results.iter().any(|(id, _)| *id == task.id);
+        let mut task = task.clone();
+        if reopen {
+            task.status = TaskStatus::Running;
+            task.outcome = None;
+        }
+        out.push(JournalRecord::TaskCreated {
+            task,
+            arguments: arguments.clone(),
+        });
+    }
+    out.extend(
+        pending_results
+            .into_iter()
+            .map(|(task_id, outcome)| JournalRecord::TaskFinished {
+                task_id,
+                outcome: outcome.clone(),
+            }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_core::{TaskKind, TaskOutcome, TaskRecord};
+    use proptest::prelude::*;
+
+    fn task(id: u64, parent: Option<u64>) -> TaskRecord {
+        TaskRecord {
+            id: TaskId::new(id),
+            parent: parent.map(TaskId::new),
+            owner: "lead".into(),
+            kind: TaskKind::Tool {
+                tool: format!("tool{}", id % 3),
+            },
+            status: TaskStatus::Running,
+            created_ms: id,
+            finished_ms: None,
+            outcome: None,
+            attempts: 1,
+            tokens: 0,
+        }
+    }
+
+    /// One step of a run, as the runtime could journal it.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The user says something.
+        Input,
+        /// The oldest accepted input enters history.
+        FoldInput,
+        /// The model answers.
+        Answer,
+        /// A task is created (a sub-task of an earlier one, or not).
+        Create { parent: Option<usize> },
+        /// A task is created again (a resume restarting it).
+        Recreate(usize),
+        /// A task finishes (perhaps a second time).
+        Finish(usize, bool),
+        /// The oldest finished root task's result enters history.
+        FoldResult,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            Just(Step::Input),
+            Just(Step::FoldInput),
+            Just(Step::Answer),
+            proptest::option::of(0usize..8).prop_map(|parent| Step::Create { parent }),
+            (0usize..8).prop_map(Step::Recreate),
+            ((0usize..8), any::<bool>()).prop_map(|(t, ok)| Step::Finish(t, ok)),
+            Just(Step::FoldResult),
+        ]
+    }
+
+    /// Turns steps into a journal a runtime could have written: user
+    /// messages only for inputs accepted, results folded only once known.
+    fn journal(steps: &[Step]) -> Vec<JournalRecord> {
+        let mut out = Vec::new();
+        let mut inputs = 0usize;
+        let mut folded = 0usize;
+        let mut tasks: Vec<TaskRecord> = Vec::new();
+        let mut finished: Vec<usize> = Vec::new();
+        for s in steps {
+            match s {
+                Step::Input => {
+                    inputs += 1;
+                    out.push(JournalRecord::UserInput {
+                        text: format!("input {inputs}"),
+                    });
+                }
+                Step::FoldInput if folded < inputs => {
+                    folded += 1;
+                    out.push(JournalRecord::Appended {
+                        message: Message::user(format!("input {folded}")),
+                    });
+                }
+                Step::Answer => out.push(JournalRecord::Appended {
+                    message: Message::assistant(format!("answer {}", out.len())),
+                }),
+                Step::Create { parent } => {
+                    let id = tasks.len() as u64 + 1;
+                    let parent = parent.and_then(|p| tasks.get(p)).map(|t| t.id.get());
+                    let t = task(id, parent);
+                    tasks.push(t.clone());
+                    out.push(JournalRecord::TaskCreated {
+                        task: t,
+                        arguments: Some(format!("{{\"n\":{id}}}")),
+                    });
+                }
+                Step::Recreate(i) => {
+                    if let Some(t) = tasks.get(*i) {
+                        if !finished.contains(i) {
+                            let mut again = t.clone();
+                            again.attempts += 1;
+                            out.push(JournalRecord::TaskCreated {
+                                task: again,
+                                arguments: None,
+                            });
+                        }
+                    }
+                }
+                Step::Finish(i, ok) => {
+                    if let Some(t) = tasks.get(*i) {
+                        if !finished.contains(i) {
+                            finished.push(*i);
+                        }
+                        let outcome = if *ok {
+                            TaskOutcome::Succeeded {
+                                output: format!("result {i} {}", out.len()),
+                            }
+                        } else {
+                            TaskOutcome::Failed { error: "no".into() }
+                        };
+                        out.push(JournalRecord::TaskFinished {
+                            task_id: t.id,
+                            outcome,
+                        });
+                    }
+                }
+                Step::FoldResult => {
+                    // Fold what a replay says is pending, oldest first.
+                    let replay = Replay::from_records(out.clone());
+                    if let Some(m) = replay
+                        .pending_inputs
+                        .into_iter()
+                        .find(|m| matches!(m, Message::TaskResult { .. }))
+                    {
+                        out.push(JournalRecord::Appended { message: m });
+                    }
+                }
+                Step::FoldInput => {}
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Cut anywhere, snapshot the prefix: snapshot + the rest replays
+        /// as the whole journal, and the snapshot alone as the prefix.
+        #[test]
+        fn a_snapshot_and_the_rest_replay_as_the_whole(
+            steps in proptest::collection::vec(step(), 0..80),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let records = journal(&steps);
+            let at = cut.index(records.len() + 1);
+            let prefix = Replay::from_records(records[..at].to_vec());
+            let snapshot = compact(&prefix);
+            prop_assert!(snapshot.len() <= at, "{} records for {}", snapshot.len(), at);
+            prop_assert_eq!(&Replay::from_records(snapshot.clone()), &prefix);
+            let mut resumed = snapshot;
+            resumed.extend_from_slice(&records[at..]);
+            prop_assert_eq!(
+                Replay::from_records(resumed),
+                Replay::from_records(records)
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_and_finished_tasks_shrink() {
+        let records = vec![
+            JournalRecord::UserInput { text: "go".into() },
+            JournalRecord::Appended {
+                message: Message::user("go"),
+            },
+            JournalRecord::TaskCreated {
+                task: task(1, None),
+                arguments: None,
+            },
+            JournalRecord::TaskFinished {
+                task_id: TaskId::new(1),
+                outcome: TaskOutcome::Succeeded { output: "r".into() },
+            },
+            JournalRecord::TaskFinished {
+                task_id: TaskId::new(1),
+                outcome: TaskOutcome::Succeeded {
+                    output: "dup".into(),
+                },
+            },
+            JournalRecord::Appended {
+                message: Message::TaskResult {
+                    task_id: TaskId::new(1),
+                    source: "tool1".into(),
+                    outcome: TaskOutcome::Succeeded { output: "r".into() },
+                },
+            },
+        ];
+        let replay = Replay::from_records(records.clone());
+        let snapshot = compact(&replay);
+        assert_eq!(snapshot.len(), 4, "{snapshot:?}");
+        assert_eq!(Replay::from_records(snapshot), replay);
+    }
+}
