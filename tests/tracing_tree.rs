@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton::core::MemoryJournal;
 use baton::runtime::virtual_time::block_on_paused;
 use baton::{Agent, ChatRequest, Message, Orchestrator, ScriptedModel, ScriptedTurn, TaskId};
 use common::DeepResearch;
@@ -199,7 +200,18 @@ fn agent_spans_nest_as_the_tree() {
 /// their handling.
 #[test]
 fn background_results_follow_from_the_turn_that_started_them() {
-    let spans = Recorder::record(|| async {
+    background_results_follow(false);
+}
+
+/// The same with a journal: a result is concluded only once it is durable,
+/// still inside the span of its handling.
+#[test]
+fn background_results_follow_from_their_turn_through_the_journal() {
+    background_results_follow(true);
+}
+
+fn background_results_follow(journaled: bool) {
+    let spans = Recorder::record(|| async move {
         let model = ScriptedModel::from_fn(|req: &ChatRequest| {
             match (req.agent.as_str(), req.messages.last()) {
                 ("lead", Some(Message::User { .. })) => {
@@ -221,7 +233,11 @@ fn background_results_follow_from_the_turn_that_started_them() {
             .background_tool(DeepResearch { secs: 5 })
             .delegates_to([researcher])
             .build();
-        let convo = Orchestrator::start(lead);
+        let mut convo = Orchestrator::builder(lead);
+        if journaled {
+            convo = convo.journal(Arc::new(MemoryJournal::new()));
+        }
+        let convo = convo.spawn();
         convo.send_user("go").await.unwrap();
         convo.settled().await.unwrap();
     });

@@ -39,6 +39,9 @@ mod otlp;
 #[cfg(feature = "otel")]
 pub use otlp::{init_otlp, otlp_layer, OtlpConfig, OtlpGuard, OtlpLayer, TelemetryError};
 
+/// The name of the span in which an agent handles a task's report.
+const TASK_RESULT: &str = "task_result";
+
 /// The spans a task keeps while it runs.
 #[derive(Debug)]
 pub(crate) struct TaskSpans {
@@ -46,9 +49,6 @@ pub(crate) struct TaskSpans {
     /// span open, so that every attempt of the task, and its result, can
     /// follow from it (a closed span's id may be reused).
     pub(crate) started_by: Span,
-    /// The span in which the task's final report was handled, for the turn
-    /// that reads the result to follow from.
-    pub(crate) result: Option<Span>,
 }
 
 impl Default for TaskSpans {
@@ -56,7 +56,6 @@ impl Default for TaskSpans {
     fn default() -> Self {
         Self {
             started_by: Span::none(),
-            result: None,
         }
     }
 }
@@ -66,7 +65,6 @@ impl TaskSpans {
     pub(crate) fn started_in(turn: &Span) -> Self {
         Self {
             started_by: turn.clone(),
-            result: None,
         }
     }
 }
@@ -142,7 +140,7 @@ pub(crate) fn task_result_span(
 ) -> Span {
     let span = tracing::info_span!(
         parent: agent,
-        "task_result",
+        TASK_RESULT,
         task_id = %task_id,
         attempt,
         outcome,
@@ -153,6 +151,16 @@ pub(crate) fn task_result_span(
     }
     name_for_viewer(&span, || format!("result {task_id}"));
     span
+}
+
+/// The current span if it is a `task_result` span: when an agent ends a
+/// task whose report it is handling, the turn that reads the result
+/// follows from it. (`None` whenever nothing is traced.)
+pub(crate) fn current_task_result() -> Option<Span> {
+    let span = Span::current();
+    span.metadata()
+        .is_some_and(|m| m.name() == TASK_RESULT)
+        .then_some(span)
 }
 
 /// With the `otel` feature, records the span's `otel.name`, the name a

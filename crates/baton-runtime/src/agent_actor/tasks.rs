@@ -355,13 +355,13 @@ impl<R: Role> AgentActor<R> {
 
     /// Ends one of this agent's tasks with `outcome` and tells the model.
     pub(super) fn conclude(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
-        let own = self.tasks.remove(&id);
+        self.tasks.remove(&id);
         self.shared.owners.remove(&id);
         if !self.shared.registry.finish(id, outcome.clone()) {
             return;
         }
         // The turn that reads the result follows from its handling.
-        if let Some(span) = own.and_then(|own| own.spans.result) {
+        if let Some(span) = telemetry::current_task_result() {
             self.result_spans.push(span);
         }
         self.emit(|| Event::TaskFinished {
@@ -475,7 +475,7 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
             msg.outcome.status_word(),
             own.as_deref().map(|t| &t.spans),
         );
-        let _guard = span.clone().entered();
+        let _guard = span.entered();
         // A task cancelled meanwhile, or a stale attempt's report, changes nothing.
         let Some(own) = own.filter(|t| t.attempt == msg.attempt) else {
             tracing::debug!(task_id = %msg.task_id, "ignored a report for an ended attempt");
@@ -486,7 +486,8 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
             && !matches!(msg.outcome, TaskOutcome::Cancelled { .. })
             && own.attempt < supervision.max_attempts();
         if !retry {
-            own.spans.result = Some(span);
+            // `finish_task` concludes inside `span` (now, or once the
+            // result is durable), so the next turn can follow from it.
             return self.finish_task(msg.task_id, msg.outcome, ctx);
         }
         own.state = TaskState::Waiting;
