@@ -42,7 +42,7 @@ pub use otlp::{init_otlp, otlp_layer, OtlpConfig, OtlpGuard, OtlpLayer, Telemetr
 /// The name of the span in which an agent handles a task's report.
 const TASK_RESULT: &str = "task_result";
 
-/// The spans a task keeps while it runs.
+/// The tracing state a task keeps while it runs.
 #[derive(Debug)]
 pub(crate) struct TaskSpans {
     /// The span of the turn that created the task. Holding it keeps the
@@ -61,7 +61,7 @@ impl Default for TaskSpans {
 }
 
 impl TaskSpans {
-    /// The spans of a task created in the turn whose span is `turn`.
+    /// The state of a task created in the turn whose span is `turn`.
     pub(crate) fn started_in(turn: &Span) -> Self {
         Self {
             started_by: turn.clone(),
