@@ -14,7 +14,10 @@ use crate::error::NatsError;
 /// | --- | --- | --- |
 /// | `prefix` | `baton` | subjects: `baton.tasks.<agent>`, `baton.results.<conversation>` |
 /// | `tasks_stream` | `BATON_TASKS` | work-queue stream of delegated tasks (each task taken by one worker) |
-/// | `results_stream` | `BATON_RESULTS` | stream of results, kept so a restarted orchestrator drains what it missed |
+/// | `results_stream` | `BATON_RESULTS` | stream of results (limits retention), kept so a restarted orchestrator drains what it missed |
+/// | `results_max_age` | 7 days | how long results are kept for an orchestrator that is down |
+/// | `dead_stream` | `BATON_DEAD` | work-queue stream capturing JetStream's MAX_DELIVERIES advisories for the tasks stream |
+/// | `duplicate_window` | 2 min | JetStream de-duplication window of task and result ids |
 /// | `task_bucket` | `baton_tasks` | KV: each task's state, changed only by compare-and-set |
 /// | `worker_bucket` | `baton_workers` | KV: live workers and their load, expiring after 3 heartbeats |
 /// | `ack_wait` | 30 s | a task not acked (or progress-acked) within this is redelivered |
@@ -31,6 +34,14 @@ pub struct NatsConfig {
     pub tasks_stream: String,
     /// The stream of results.
     pub results_stream: String,
+    /// How long results are kept.
+    pub results_max_age: Duration,
+    /// The stream that captures JetStream's MAX_DELIVERIES advisories for
+    /// the tasks stream, so a task whose every delivery crashed its worker
+    /// still ends as Failed, even when no orchestrator listened at the time.
+    pub dead_stream: String,
+    /// How long JetStream remembers a task or result id to drop a duplicate.
+    pub duplicate_window: Duration,
     /// The KV bucket of task states.
     pub task_bucket: String,
     /// The KV bucket of live workers.
@@ -53,6 +64,9 @@ impl NatsConfig {
             prefix: "baton".into(),
             tasks_stream: "BATON_TASKS".into(),
             results_stream: "BATON_RESULTS".into(),
+            results_max_age: Duration::from_secs(7 * 24 * 3600),
+            dead_stream: "BATON_DEAD".into(),
+            duplicate_window: Duration::from_secs(120),
             task_bucket: "baton_tasks".into(),
             worker_bucket: "baton_workers".into(),
             ack_wait: Duration::from_secs(30),
@@ -80,6 +94,24 @@ impl NatsConfig {
             self.prefix,
             token(conversation)?
         ))
+    }
+
+    /// The subject JetStream announces, for the consumer of `agent`, a task
+    /// that reached `max_deliver` deliveries without an ack.
+    pub fn max_deliveries_subject(&self, agent: Option<&AgentName>) -> Result<String, NatsError> {
+        let consumer = match agent {
+            Some(agent) => self.worker_consumer(agent)?,
+            None => "*".to_owned(),
+        };
+        Ok(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{consumer}",
+            token(&self.tasks_stream)?
+        ))
+    }
+
+    /// The durable consumer the workers of `agent` share.
+    pub fn worker_consumer(&self, agent: &AgentName) -> Result<String, NatsError> {
+        Ok(format!("workers-{}", token(agent.as_str())?))
     }
 
     /// The KV key of one task's state.
@@ -122,5 +154,13 @@ mod tests {
             Err(NatsError::InvalidName(_))
         ));
         assert!(c.result_subject("").is_err());
+        assert_eq!(
+            c.max_deliveries_subject(None).unwrap(),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.BATON_TASKS.*"
+        );
+        assert_eq!(
+            c.max_deliveries_subject(Some(&"echo".into())).unwrap(),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.BATON_TASKS.workers-echo"
+        );
     }
 }

@@ -22,6 +22,18 @@ pub enum NatsError {
     /// A name cannot be used in a NATS subject or key.
     #[error("`{0}` cannot be used in a NATS subject: use letters, digits, `-` and `_`")]
     InvalidName(String),
+    /// A worker was built without any agent to serve.
+    #[error("a NATS worker needs at least one agent to serve")]
+    NoAgents,
+    /// A worker was given two agents of the same name.
+    #[error("a NATS worker was given two agents named `{0}`")]
+    DuplicateAgent(String),
+    /// The worker's thread could not be started.
+    #[error("cannot start the worker's thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The worker's thread ended without reporting (it panicked).
+    #[error("the worker's thread ended without a report")]
+    WorkerLost,
     /// A message on the wire did not parse.
     #[error("malformed {what}: {message}")]
     Malformed {

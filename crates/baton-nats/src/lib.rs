@@ -33,5 +33,5 @@ pub mod worker;
 pub use config::NatsConfig;
 pub use error::NatsError;
 pub use executor::NatsExecutor;
-pub use protocol::{RemoteStatus, ResultMessage, TaskEntry, TaskMessage};
-pub use worker::{NatsWorker, WorkerInfo};
+pub use protocol::{MaxDeliveriesAdvisory, RemoteStatus, ResultMessage, TaskEntry, TaskMessage};
+pub use worker::{NatsWorker, NatsWorkerBuilder, WorkerHandle, WorkerInfo};

@@ -62,6 +62,10 @@ pub struct TaskEntry {
     pub delivery: u64,
     /// The outcome, once `Done`.
     pub outcome: Option<TaskOutcome>,
+    /// Why the last delivery that failed was given back, if one was: kept
+    /// so a task that later runs out of deliveries can say why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl TaskEntry {
@@ -73,6 +77,23 @@ impl TaskEntry {
             worker: None,
             delivery: 0,
             outcome: None,
+            last_error: None,
         }
     }
+}
+
+/// JetStream's advisory that a message reached its consumer's
+/// `max_deliver` without an ack (`io.nats.jetstream.advisory.v1.max_deliver`,
+/// on `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`).
+/// Only the fields baton reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxDeliveriesAdvisory {
+    /// The stream holding the message.
+    pub stream: String,
+    /// The consumer that gave up on it.
+    pub consumer: String,
+    /// The message's sequence in the stream.
+    pub stream_seq: u64,
+    /// How many times it was delivered.
+    pub deliveries: u64,
 }

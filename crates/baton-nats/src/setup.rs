@@ -18,6 +18,8 @@ pub struct Handles {
     pub tasks: stream::Stream,
     /// The stream of results.
     pub results: stream::Stream,
+    /// The MAX_DELIVERIES advisories of the tasks stream.
+    pub dead: stream::Stream,
     /// Task states.
     pub task_kv: kv::Store,
     /// Live workers.
@@ -46,7 +48,7 @@ pub async fn connect(config: &NatsConfig) -> Result<Handles, NatsError> {
             name: config.tasks_stream.clone(),
             subjects: vec![format!("{}.tasks.>", config.prefix)],
             retention: stream::RetentionPolicy::WorkQueue,
-            duplicate_window: Duration::from_secs(120),
+            duplicate_window: config.duplicate_window,
             ..Default::default()
         })
         .await
@@ -56,12 +58,25 @@ pub async fn connect(config: &NatsConfig) -> Result<Handles, NatsError> {
             name: config.results_stream.clone(),
             subjects: vec![format!("{}.results.>", config.prefix)],
             retention: stream::RetentionPolicy::Limits,
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            duplicate_window: Duration::from_secs(120),
+            max_age: config.results_max_age,
+            duplicate_window: config.duplicate_window,
             ..Default::default()
         })
         .await
         .map_err(|e| NatsError::js("creating the results stream", e))?;
+    // JetStream announces a task that used up its deliveries on a core-NATS
+    // subject; this stream keeps those announcements until an orchestrator
+    // turns each into the task's Failed outcome.
+    let dead = js
+        .get_or_create_stream(stream::Config {
+            name: config.dead_stream.clone(),
+            subjects: vec![config.max_deliveries_subject(None)?],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_age: config.results_max_age,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| NatsError::js("creating the dead-letter stream", e))?;
     let task_kv = bucket(&js, &config.task_bucket, Duration::ZERO).await?;
     let worker_kv = bucket(&js, &config.worker_bucket, config.heartbeat * 3).await?;
     Ok(Handles {
@@ -69,6 +84,7 @@ pub async fn connect(config: &NatsConfig) -> Result<Handles, NatsError> {
         js,
         tasks,
         results,
+        dead,
         task_kv,
         worker_kv,
     })

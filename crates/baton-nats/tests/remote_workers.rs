@@ -239,15 +239,13 @@ fn a_restarted_orchestrator_drains_the_results_it_missed() {
     let worker_config = config.clone();
     // The worker runs in its own thread (its own actix system), and lives on
     // across the orchestrator's "crash".
-    std::thread::spawn(move || {
-        let slow = Agent::builder("echo")
-            .model(ScriptedModel::from_fn(|req| {
-                ScriptedTurn::text(format!("echo: {}", prompt_of(&req.messages)))
-                    .after(Duration::from_millis(800))
-            }))
-            .build();
-        actix_rt::System::new().block_on(NatsWorker::new(worker_config, [slow]).run())
-    });
+    let slow = Agent::builder("echo")
+        .model(ScriptedModel::from_fn(|req| {
+            ScriptedTurn::text(format!("echo: {}", prompt_of(&req.messages)))
+                .after(Duration::from_millis(800))
+        }))
+        .build();
+    let worker = NatsWorker::new(worker_config, [slow]).spawn().unwrap();
     let journal = MemoryJournal::new();
     // First life: delegate, then die before the result comes back.
     let records = actix_rt::System::new().block_on({
@@ -287,10 +285,12 @@ fn a_restarted_orchestrator_drains_the_results_it_missed() {
         );
         let e = entry(&executor, 1).await.unwrap();
         assert_eq!(
-            (e.status, e.delivery),
-            (RemoteStatus::Done, 1),
-            "ran once, not again"
+            (e.status, e.attempt, e.delivery),
+            (RemoteStatus::Done, 1, 1),
+            "the resumed conversation adopted the attempt in flight"
         );
+        assert_eq!(worker.worker().completed(), 1, "ran once, not again");
+        worker.stop().await.unwrap();
     });
 }
 
@@ -327,4 +327,261 @@ fn a_task_that_fails_on_every_delivery_ends_failed_after_max_deliver() {
             "bounded deliveries"
         );
     });
+}
+
+/// A child process, SIGKILLed when dropped (also when a test fails).
+struct ChildProcess(std::process::Child);
+
+impl ChildProcess {
+    /// SIGKILL, and reap.
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(drop)
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `baton-nats-worker` child process serving `echo` with tasks that take
+/// a minute, so it is always killed mid-task.
+fn stuck_worker_process(url: &str, max_deliver: i64) -> ChildProcess {
+    std::process::Command::new(env!("CARGO_BIN_EXE_baton-nats-worker"))
+        .args(["--nats", url, "--agent", "echo", "--latency-ms", "60000"])
+        .args(["--ack-wait-ms", "1500", "--heartbeat-ms", "500"])
+        .args(["--max-deliver", &max_deliver.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(ChildProcess)
+        .expect("worker starts")
+}
+
+/// Messages a stream holds now.
+async fn stream_len(url: &str, stream: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(stream).await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[test]
+fn a_task_whose_worker_is_killed_on_every_delivery_ends_failed_with_the_reason() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    actix_rt::System::new().block_on(async {
+        let mut config = server.config();
+        config.max_deliver = 3;
+        let executor = NatsExecutor::connect(config.clone(), "crashing")
+            .await
+            .unwrap();
+        let convo = Orchestrator::start(lead(1, remote("echo", &executor)));
+        convo.send_user("go").await.unwrap();
+        // Each delivery lands on a fresh worker process, which is SIGKILLed
+        // while it runs the task: no worker ever reports.
+        for delivery in 1..=3 {
+            let mut child = stuck_worker_process(&server.url, config.max_deliver);
+            eventually(Duration::from_secs(20), async || {
+                entry(&executor, 1)
+                    .await
+                    .is_some_and(|e| e.status == RemoteStatus::Running && e.delivery == delivery)
+            })
+            .await;
+            child.kill().expect("SIGKILL");
+        }
+        convo.settled().await.unwrap();
+        let record = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!(record.status, TaskStatus::Failed);
+        let outcome = record.outcome.unwrap();
+        assert!(
+            outcome.detail().contains("in 3 deliveries") && outcome.detail().contains("crashed"),
+            "{outcome:?}"
+        );
+        let e = entry(&executor, 1).await.unwrap();
+        assert_eq!((e.status, e.delivery), (RemoteStatus::Done, 3));
+        assert_eq!(e.outcome.as_ref(), Some(&outcome));
+        // JetStream announces the dead task only once a worker pulls again:
+        // the task still sits in the work queue until then.
+        assert_eq!(stream_len(&server.url, &config.tasks_stream).await, 1);
+        let worker = NatsWorker::new(config.clone(), [echo_agent()]);
+        actix::spawn(worker.clone().run());
+        // The advisory removes it from the queue, and changes nothing else.
+        eventually(Duration::from_secs(20), async || {
+            stream_len(&server.url, &config.tasks_stream).await == 0
+                && stream_len(&server.url, &config.dead_stream).await == 0
+        })
+        .await;
+        assert_eq!(worker.completed(), 0, "never run again");
+        assert_eq!(entry(&executor, 1).await.unwrap(), e);
+        let results = results(&convo.history().await.unwrap());
+        assert_eq!(results.len(), 1, "reported once");
+    });
+}
+
+#[test]
+fn a_task_that_ran_out_of_deliveries_while_its_orchestrator_was_down_is_reported_on_restart() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let mut config = server.config();
+    config.max_deliver = 2;
+    let journal = MemoryJournal::new();
+    let records = actix_rt::System::new().block_on({
+        let config = config.clone();
+        let journal = journal.clone();
+        let url = server.url.clone();
+        async move {
+            let executor = NatsExecutor::connect(config.clone(), "orphan")
+                .await
+                .unwrap();
+            let convo = Orchestrator::builder(lead(1, remote("echo", &executor)))
+                .journal(Arc::new(journal.clone()))
+                .spawn();
+            convo.send_user("go").await.unwrap();
+            let mut child = stuck_worker_process(&url, config.max_deliver);
+            eventually(Duration::from_secs(20), async || {
+                entry(&executor, 1)
+                    .await
+                    .is_some_and(|e| e.status == RemoteStatus::Running)
+            })
+            .await;
+            child.kill().expect("SIGKILL");
+            journal.records()
+        }
+    });
+    // The orchestrator is gone; the last delivery crashes too, and JetStream
+    // gives up once a live worker pulls, with no orchestrator listening: the
+    // advisory waits in the dead-letter stream.
+    let mut child = stuck_worker_process(&server.url, config.max_deliver);
+    actix_rt::System::new().block_on(async {
+        let client = async_nats::connect(&server.url).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value(&config.task_bucket)
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(20), async || {
+            let value = kv.get("orphan.task-1").await.unwrap().unwrap();
+            serde_json::from_slice::<baton_nats::TaskEntry>(&value)
+                .unwrap()
+                .delivery
+                == 2
+        })
+        .await;
+        child.kill().expect("SIGKILL");
+        let survivor = NatsWorker::new(config.clone(), [echo_agent()]);
+        actix::spawn(survivor.clone().run());
+        eventually(Duration::from_secs(20), async || {
+            stream_len(&server.url, &config.dead_stream).await == 1
+        })
+        .await;
+        assert_eq!(survivor.completed(), 0);
+    });
+    actix_rt::System::new().block_on(async {
+        let executor = NatsExecutor::connect(config.clone(), "orphan")
+            .await
+            .unwrap();
+        let convo = Orchestrator::builder(lead(1, remote("echo", &executor)))
+            .resume(Replay::from_records(records))
+            .spawn();
+        convo.settled().await.unwrap();
+        let results = results(&convo.history().await.unwrap());
+        assert_eq!(results.len(), 1);
+        assert!(
+            results[0].1.detail().contains("in 2 deliveries"),
+            "{:?}",
+            results[0].1
+        );
+        eventually(Duration::from_secs(20), async || {
+            stream_len(&server.url, &config.dead_stream).await == 0
+                && stream_len(&server.url, &config.tasks_stream).await == 0
+        })
+        .await;
+    });
+}
+
+#[test]
+fn a_stopped_worker_gives_its_tasks_back_at_once_and_leaves_the_list() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    actix_rt::System::new().block_on(async {
+        let mut config = server.config();
+        // Long enough that only the stopped worker's give-back explains a
+        // quick redelivery.
+        config.ack_wait = Duration::from_secs(60);
+        assert!(NatsWorker::list(&config).await.unwrap().is_empty());
+        let stuck = Agent::builder("echo")
+            .model(ScriptedModel::from_fn(|_| ScriptedTurn::hang()))
+            .build();
+        let handle = NatsWorker::builder(config.clone())
+            .agent(stuck)
+            .id("stuck")
+            .concurrency(4)
+            .build()
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let executor = NatsExecutor::connect(config.clone(), "handover")
+            .await
+            .unwrap();
+        let convo = Orchestrator::start(lead(3, remote("echo", &executor)));
+        convo.send_user("go").await.unwrap();
+        eventually(Duration::from_secs(10), async || {
+            NatsWorker::list(&config)
+                .await
+                .unwrap()
+                .iter()
+                .any(|w| w.id == "stuck" && w.running == 3 && w.capacity == 4)
+        })
+        .await;
+        handle.stop().await.unwrap();
+        assert!(NatsWorker::list(&config).await.unwrap().is_empty());
+        for n in 1..=3 {
+            let e = entry(&executor, n).await.unwrap();
+            assert_eq!(e.status, RemoteStatus::Pending, "task {n} given back");
+        }
+        let worker = NatsWorker::new(config, [echo_agent()]);
+        actix::spawn(worker.clone().run());
+        eventually(Duration::from_secs(20), async || worker.completed() == 3).await;
+        convo.settled().await.unwrap();
+        let results = results(&convo.history().await.unwrap());
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(|(_, o)| o.is_success()));
+    });
+}
+
+#[test]
+fn a_worker_is_built_with_checked_names() {
+    let config = baton_nats::NatsConfig::new("nats://127.0.0.1:1");
+    assert!(matches!(
+        NatsWorker::builder(config.clone()).build(),
+        Err(baton_nats::NatsError::NoAgents)
+    ));
+    assert!(matches!(
+        NatsWorker::builder(config.clone())
+            .agents([echo_agent(), echo_agent()])
+            .build(),
+        Err(baton_nats::NatsError::DuplicateAgent(name)) if name == "echo"
+    ));
+    assert!(matches!(
+        NatsWorker::builder(config.clone())
+            .agent(echo_agent())
+            .id("a.b")
+            .build(),
+        Err(baton_nats::NatsError::InvalidName(_))
+    ));
+    let worker = NatsWorker::builder(config)
+        .agent(echo_agent())
+        .build()
+        .unwrap();
+    assert!(
+        worker.id().contains(&format!("-{}-", std::process::id())),
+        "{}",
+        worker.id()
+    );
 }

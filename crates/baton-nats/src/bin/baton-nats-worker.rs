@@ -29,9 +29,18 @@ struct Args {
     /// JetStream ack wait (redelivery after this long without an ack).
     #[arg(long, default_value_t = 30_000)]
     ack_wait_ms: u64,
+    /// Deliveries a task gets before it ends as Failed.
+    #[arg(long, default_value_t = 5)]
+    max_deliver: i64,
+    /// How often the worker refreshes its entry in the worker bucket.
+    #[arg(long, default_value_t = 5_000)]
+    heartbeat_ms: u64,
     /// Tasks run at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// The id to register under (default: `<host>-<pid>-<n>`).
+    #[arg(long)]
+    id: Option<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,7 +61,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let agent = Agent::builder(args.agent.as_str()).model(model).build();
     let mut config = NatsConfig::new(args.nats);
     config.ack_wait = Duration::from_millis(args.ack_wait_ms);
-    config.worker_concurrency = args.concurrency;
-    actix_rt::System::new().block_on(NatsWorker::new(config, [agent]).run())?;
+    config.max_deliver = args.max_deliver;
+    config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(1));
+    let mut worker = NatsWorker::builder(config)
+        .agent(agent)
+        .concurrency(args.concurrency);
+    if let Some(id) = args.id {
+        worker = worker.id(id);
+    }
+    let worker = worker.build()?;
+    actix_rt::System::new().block_on(worker.run())?;
     Ok(())
 }
