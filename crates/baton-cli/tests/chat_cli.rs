@@ -98,3 +98,44 @@ fn an_unknown_agent_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_session_resumes_from_its_store() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = dir.path().join("sessions.db");
+    let chat = |input: &str| {
+        Command::cargo_bin("baton")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .args(["chat", "--session", "planning", "--store"])
+            .arg(&store)
+            .arg("--agents")
+            .arg(fixture("chat_agents.toml"))
+            .write_stdin(input.to_owned())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let first = chat("honeybees\n");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}");
+    assert!(stdout.contains("[task-1 succeeded"), "{stdout}");
+
+    let second = chat("/tasks\nWhat is 2 + 2?\n");
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("resuming conversation `planning`"),
+        "{stderr}"
+    );
+    // The task table and the history came back: the finished task is
+    // listed, and the next reply is the script's next turn, not its first.
+    assert!(
+        stdout.contains("task-1 deep_research succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("assistant: Bees hum because they forgot the words."),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("[task-2"), "nothing ran twice: {stdout}");
+}
