@@ -307,9 +307,14 @@ impl PgStore {
     /// there are any since the latest; returns the sequence number it
     /// covers.
     pub fn snapshot(&self, conversation: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.take_snapshot(conversation)?.map(|(seq, _)| seq))
+    }
+
+    /// [`PgStore::snapshot`], also returning the snapshot's length.
+    fn take_snapshot(&self, conversation: &str) -> Result<Option<(i64, u64)>, StoreError> {
         let conversation = conversation.to_owned();
         let taken = self.on_reader(move |client, location| {
-            let Some((seq, text)) =
+            let Some((seq, text, size)) =
                 stored(client, location, &conversation)?.next_snapshot(location, &conversation)?
             else {
                 return Ok(None);
@@ -321,7 +326,7 @@ impl PgStore {
                     &[&conversation, &seq, &now_ms(), &text],
                 )
                 .map_err(|e| pg_error(location, e))?;
-            Ok(Some(seq))
+            Ok(Some((seq, size)))
         })?;
         if taken.is_some() {
             self.stats().count_snapshot();
@@ -522,9 +527,10 @@ impl Journal for PgJournal {
         if due {
             let (store, conversation) = (self.store.clone(), self.conversation.clone());
             spawn_snapshot(
+                &self.trigger,
                 &self.store.inner.location,
                 &conversation.clone(),
-                move || store.snapshot(&conversation),
+                move || store.take_snapshot(&conversation),
             );
         }
         done

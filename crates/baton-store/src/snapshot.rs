@@ -15,7 +15,8 @@
 //! number of rows read, and records that no longer matter.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use baton_core::{JournalRecord, Message, Replay, TaskId, TaskStatus};
 
@@ -43,12 +44,12 @@ impl Stored {
     }
 
     /// The snapshot to write, if there are records after the latest one:
-    /// the sequence number it covers and its JSON text.
+    /// the sequence number it covers, its JSON text and its length.
     pub(crate) fn next_snapshot(
         self,
         location: &StoreLocation,
         conversation: &str,
-    ) -> Result<Option<(i64, String)>, StoreError> {
+    ) -> Result<Option<(i64, String, u64)>, StoreError> {
         if self.last_seq <= self.snapshot_seq {
             return Ok(None);
         }
@@ -59,7 +60,7 @@ impl Stored {
             conversation: conversation.to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Some((seq, text)))
+        Ok(Some((seq, text, records.len() as u64)))
     }
 }
 
@@ -93,38 +94,62 @@ pub(crate) fn decode_snapshot(
     })
 }
 
-/// Takes a snapshot on a thread of its own, so the appender does not wait;
-/// a failure is logged (the journal is complete without it).
-pub(crate) fn spawn_snapshot(
-    location: &StoreLocation,
-    conversation: &str,
-    take: impl FnOnce() -> Result<Option<i64>, StoreError> + Send + 'static,
-) {
-    let spawned = std::thread::Builder::new()
-        .name("baton-store-snapshot".into())
-        .spawn(move || {
-            if let Err(error) = take() {
-                tracing::warn!(%error, "snapshot failed");
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, store = %location, conversation, "cannot start a snapshot thread");
-    }
-}
-
-/// Counts the records appended through one journal handle, to take a
-/// snapshot each time another `every` have gone by.
+/// When a journal takes its snapshots: once at least `every` records
+/// *and* as many records as its latest snapshot holds have been appended
+/// since it, one at a time. So the records after a snapshot never
+/// outnumber the larger of the two (a resume reads at most about twice the
+/// conversation's state), and writing snapshots costs, all told, a constant
+/// times the records appended rather than growing with the square of them.
 #[derive(Debug, Default)]
 pub(crate) struct Trigger {
-    appended: AtomicU64,
+    since: AtomicU64,
+    last_size: AtomicU64,
+    running: AtomicBool,
 }
 
 impl Trigger {
-    /// Counts `n` more records; whether a snapshot is due (`every` 0:
-    /// never).
+    /// Counts `n` more records; whether a snapshot is due now (`every` 0:
+    /// never). A due snapshot must be followed by [`Trigger::taken`].
     pub(crate) fn count(&self, n: u64, every: u64) -> bool {
-        let before = self.appended.fetch_add(n, Ordering::Relaxed);
-        every > 0 && before / every != (before + n) / every
+        let since = self.since.fetch_add(n, Ordering::Relaxed) + n;
+        let needed = every.max(self.last_size.load(Ordering::Relaxed));
+        if every == 0 || since < needed || self.running.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.since.store(0, Ordering::Relaxed);
+        true
+    }
+
+    /// The snapshot is written (`Some(its length)`) or was not.
+    pub(crate) fn taken(&self, size: Option<u64>) {
+        if let Some(size) = size {
+            self.last_size.store(size, Ordering::Relaxed);
+        }
+        self.running.store(false, Ordering::Release);
+    }
+}
+
+/// Takes a snapshot on a thread of its own, so the appender does not wait;
+/// a failure is logged (the journal is complete without it).
+pub(crate) fn spawn_snapshot(
+    trigger: &Arc<Trigger>,
+    location: &StoreLocation,
+    conversation: &str,
+    take: impl FnOnce() -> Result<Option<(i64, u64)>, StoreError> + Send + 'static,
+) {
+    let done = Arc::clone(trigger);
+    let spawned = std::thread::Builder::new()
+        .name("baton-store-snapshot".into())
+        .spawn(move || match take() {
+            Ok(taken) => done.taken(taken.map(|(_, size)| size)),
+            Err(error) => {
+                tracing::warn!(%error, "snapshot failed");
+                done.taken(None);
+            }
+        });
+    if let Err(error) = spawned {
+        trigger.taken(None);
+        tracing::warn!(%error, store = %location, conversation, "cannot start a snapshot thread");
     }
 }
 
@@ -359,6 +384,24 @@ mod tests {
                 Replay::from_records(records)
             );
         }
+    }
+
+    #[test]
+    fn snapshots_come_every_so_many_records_and_no_more_often_than_their_size() {
+        let t = Trigger::default();
+        assert!(!t.count(99, 100));
+        assert!(t.count(1, 100), "100 records");
+        assert!(!t.count(500, 100), "one at a time");
+        t.taken(Some(300));
+        assert!(t.count(1, 100), "500 records came while it ran");
+        t.taken(Some(300));
+        assert!(
+            !t.count(299, 100),
+            "not before as many as the last one held"
+        );
+        assert!(t.count(1, 100));
+        t.taken(None);
+        assert!(!t.count(10_000, 0), "0: never");
     }
 
     #[test]

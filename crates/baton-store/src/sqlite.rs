@@ -198,8 +198,13 @@ impl SqliteStore {
     /// there are any since the latest; returns the sequence number it
     /// covers.
     pub fn snapshot(&self, conversation: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.take_snapshot(conversation)?.map(|(seq, _)| seq))
+    }
+
+    /// [`SqliteStore::snapshot`], also returning the snapshot's length.
+    fn take_snapshot(&self, conversation: &str) -> Result<Option<(i64, u64)>, StoreError> {
         let path = &self.inner.path;
-        let Some((seq, text)) = self
+        let Some((seq, text, size)) = self
             .stored(conversation)?
             .next_snapshot(&self.inner.location, conversation)?
         else {
@@ -215,7 +220,7 @@ impl SqliteStore {
             )
             .map_err(|e| sqlite_error(path, e))?;
         self.stats().count_snapshot();
-        Ok(Some(seq))
+        Ok(Some((seq, size)))
     }
 
     /// Every record of `conversation`, in order (feed it to
@@ -329,9 +334,10 @@ impl Journal for SqliteJournal {
         if due {
             let (store, conversation) = (self.store.clone(), self.conversation.clone());
             spawn_snapshot(
+                &self.trigger,
                 &self.store.inner.location,
                 &conversation.clone(),
-                move || store.snapshot(&conversation),
+                move || store.take_snapshot(&conversation),
             );
         }
         done

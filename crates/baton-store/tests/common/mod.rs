@@ -227,17 +227,18 @@ pub fn snapshots_replay_as_the_whole_journal(open: Opener) {
         assert_eq!(replay.tasks.len(), 30);
         assert_eq!(replay.pending_inputs.len(), 3 + 15);
 
-        // Automatic: every 100 records through a journal.
+        // Automatic: every 100 records (or the latest snapshot's length,
+        // if larger) through a journal, on a thread of its own.
         store.set_snapshot_every(100);
         let auto = store.journal("auto").unwrap();
         for i in 0..250 {
             auto.append(vec![input(&format!("a{i}"))]).await.unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while store.stats().snapshots() < 5 && std::time::Instant::now() < deadline {
+        while store.stats().snapshots() < 4 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.stats().snapshots(), 5, "two automatic snapshots");
+        assert!(store.stats().snapshots() >= 4, "an automatic snapshot");
         assert_eq!(
             store.read("auto").unwrap().len(),
             250,
