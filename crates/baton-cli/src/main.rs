@@ -32,6 +32,8 @@ enum Command {
     MockLlm(commands::mock_llm::Args),
     /// Print a stored conversation and its task tree.
     Log(commands::log::Args),
+    /// Serve the HTTP API and the live web page for an agent file.
+    Serve(commands::serve::Args),
     /// Serve agents' delegated tasks from NATS JetStream.
     Worker(commands::worker::Args),
     /// List the remote workers registered on a NATS server, with their load.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Worker(args) => commands::worker::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         // These run on a tokio runtime.
         Command::MockLlm(args) => on_tokio(commands::mock_llm::run(args)),
         Command::Log(args) => on_tokio(commands::log::run(args)),

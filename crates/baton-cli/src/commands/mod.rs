@@ -7,6 +7,7 @@ pub mod log;
 pub mod mock_llm;
 pub mod run;
 pub mod scenario_files;
+pub mod serve;
 pub mod test_scenarios;
 pub mod validate;
 pub mod worker;
