@@ -36,9 +36,10 @@ pub struct Args {
     /// Keep the conversation under this name and resume it next time.
     #[arg(long, value_name = "NAME")]
     pub session: Option<String>,
-    /// The store for `--session` (default: ~/.local/share/baton/sessions.db).
-    #[arg(long, value_name = "PATH", requires = "session")]
-    pub store: Option<PathBuf>,
+    /// The store for `--session`: a SQLite file or a `postgres://` URL
+    /// (default: ~/.local/share/baton/sessions.db).
+    #[arg(long, value_name = "PATH|URL", requires = "session")]
+    pub store: Option<String>,
 }
 
 /// What one line of input asks for.
@@ -126,11 +127,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let agent = baton_scenario::agent(&scenario, &name, &models)?;
     let stored = match &args.session {
         Some(session) => {
-            let path = match &args.store {
-                Some(path) => path.clone(),
-                None => conversation_store::default_sessions_path()?,
+            let spec = match &args.store {
+                Some(spec) => spec.clone(),
+                None => conversation_store::default_sessions_path()?
+                    .display()
+                    .to_string(),
             };
-            Some(conversation_store::open(&path, session)?)
+            Some(conversation_store::open(&spec, session)?)
         }
         None => None,
     };

@@ -6,40 +6,44 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use baton_core::{Journal, Replay};
-use baton_store::SqliteStore;
+use baton_store::Store;
 
 /// A conversation opened in a store: its journal, and what to resume from
 /// if the store already held it.
 pub struct StoredConversation {
     /// Keep it alive for the whole run: dropping the store joins its writer.
-    pub store: SqliteStore,
+    pub store: Arc<dyn Store>,
     /// Where the conversation writes.
     pub journal: Arc<dyn Journal>,
     /// The stored conversation, if there was one.
     pub resume: Option<Replay>,
 }
 
-/// Opens `conversation` in the SQLite store at `path` (created if missing;
-/// a foreign or corrupt file is refused, never overwritten).
-pub fn open(path: &Path, conversation: &str) -> anyhow::Result<StoredConversation> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+/// Opens `conversation` in the store `spec` names: an SQLite file (created
+/// if missing; a foreign or corrupt file is refused, never overwritten) or
+/// a `postgres://` URL.
+pub fn open(spec: &str, conversation: &str) -> anyhow::Result<StoredConversation> {
+    let is_url = spec.contains("://");
+    if !is_url {
+        let path = Path::new(spec.strip_prefix("sqlite:").unwrap_or(spec));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+        }
     }
-    let store = SqliteStore::open(path)
-        .with_context(|| format!("cannot open the store {}", path.display()))?;
-    let records = store
-        .read(conversation)
-        .with_context(|| format!("cannot read `{conversation}` from {}", path.display()))?;
-    let resume = (!records.is_empty()).then(|| {
+    let store = baton_store::open(spec).with_context(|| format!("cannot open the store {spec}"))?;
+    let replay = store
+        .replay(conversation)
+        .with_context(|| format!("cannot read `{conversation}` from {spec}"))?;
+    let resume = (replay != Replay::default()).then(|| {
         eprintln!(
-            "resuming conversation `{conversation}` from {} ({} records)",
-            path.display(),
-            records.len()
+            "resuming conversation `{conversation}` from {spec} ({} messages, {} tasks)",
+            replay.history.len(),
+            replay.tasks.len()
         );
-        Replay::from_records(records)
+        replay
     });
-    let journal: Arc<dyn Journal> = Arc::new(store.journal(conversation.to_owned())?);
+    let journal = store.journal(conversation)?;
     Ok(StoredConversation {
         store,
         journal,

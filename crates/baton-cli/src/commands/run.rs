@@ -28,10 +28,10 @@ pub struct Args {
     /// clock: they finish at once and report virtual time).
     #[arg(long)]
     pub real_time: bool,
-    /// Keep the conversation in this store (a SQLite file), and resume it
-    /// from there if it is already in it.
-    #[arg(long, value_name = "PATH")]
-    pub store: Option<PathBuf>,
+    /// Keep the conversation in this store (a SQLite file, or a
+    /// `postgres://` URL), and resume it from there if it is already in it.
+    #[arg(long, value_name = "PATH|URL")]
+    pub store: Option<String>,
     /// The conversation's id in the store and on NATS (default: the
     /// scenario's name).
     #[arg(long, value_name = "ID")]
@@ -61,8 +61,8 @@ pub fn run_scenario(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| scenario.name.clone());
     // The store must outlive the run: it joins its writer when dropped.
     let _store = match &args.store {
-        Some(path) => {
-            let stored = conversation_store::open(path, &conversation)?;
+        Some(spec) => {
+            let stored = conversation_store::open(spec, &conversation)?;
             options.journal = Some(stored.journal);
             options.resume = stored.resume;
             Some(stored.store)
