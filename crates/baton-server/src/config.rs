@@ -29,6 +29,11 @@ pub struct ServerConfig {
     /// How often an idle SSE stream sends a keep-alive comment (default
     /// 15 s).
     pub sse_keep_alive: Duration,
+    /// After sending a chunk, an SSE stream waits this long before it
+    /// reads again, so a burst of events goes out as one write instead of
+    /// one per event (default 20 ms). The first event after a quiet spell
+    /// goes out at once.
+    pub sse_batch_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +47,7 @@ impl Default for ServerConfig {
             max_conversations: 256,
             http_workers: 2,
             sse_keep_alive: Duration::from_secs(15),
+            sse_batch_window: Duration::from_millis(20),
         }
     }
 }

@@ -190,6 +190,7 @@ pub(crate) fn sse_stream(
     log: Arc<EventLog>,
     after: u64,
     keep_alive: Duration,
+    batch_window: Duration,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     struct State {
         log: Arc<EventLog>,
@@ -197,6 +198,9 @@ pub(crate) fn sse_stream(
         last: u64,
         keep_alive: tokio::time::Interval,
         hello: bool,
+        batch_window: Duration,
+        /// No read before this instant (the batch window after a send).
+        quiet_until: Option<tokio::time::Instant>,
     }
     let rx = log.watch();
     let mut keep_alive = tokio::time::interval(keep_alive);
@@ -208,6 +212,8 @@ pub(crate) fn sse_stream(
         last: after,
         keep_alive,
         hello: true,
+        batch_window,
+        quiet_until: None,
     };
     futures::stream::unfold(state, |mut s| async move {
         if s.hello {
@@ -217,11 +223,17 @@ pub(crate) fn sse_stream(
             return Some((Ok(Bytes::from_static(b"retry: 1000\n\n")), s));
         }
         loop {
+            if let Some(until) = s.quiet_until.take() {
+                tokio::time::sleep_until(until).await;
+            }
             s.rx.borrow_and_update();
-            let batch = s.log.read_after(s.last, 512);
+            let batch = s.log.read_after(s.last, 1024);
             if let Some(bytes) = batch.bytes {
                 s.last = batch.last;
                 s.keep_alive.reset();
+                if !s.batch_window.is_zero() {
+                    s.quiet_until = Some(tokio::time::Instant::now() + s.batch_window);
+                }
                 return Some((Ok(bytes), s));
             }
             if batch.finished {

@@ -100,6 +100,12 @@ impl ServerHandle {
         format!("{}/#token={}", self.base_url(), self.token.expose())
     }
 
+    /// The running conversation `id` (`conv-N`), to drive or watch it
+    /// in-process alongside the API.
+    pub fn conversation(&self, id: &str) -> Option<baton_runtime::Conversation> {
+        self.state.get(id).ok().map(|h| h.convo.clone())
+    }
+
     /// Shuts every conversation down, ends the event streams and stops the
     /// server.
     pub async fn stop(self) -> std::io::Result<()> {

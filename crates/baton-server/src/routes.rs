@@ -329,6 +329,7 @@ async fn events(
             hosted.log.clone(),
             after,
             state.config.sse_keep_alive,
+            state.config.sse_batch_window,
         )))
 }
 
