@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use baton_core::{Message, Replay};
-use baton_store::SqliteStore;
+use baton_testkit::PgSchema;
 
 const TASKS: usize = 100;
 
@@ -49,7 +49,7 @@ user = "how is it going?"
     )
 }
 
-fn baton_run(file: &Path, store: &Path) -> Command {
+fn baton_run(file: &Path, store: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
     cmd.arg("run")
         .arg(file)
@@ -60,15 +60,34 @@ fn baton_run(file: &Path, store: &Path) -> Command {
     cmd
 }
 
+fn replay(store: &str) -> Replay {
+    baton_store::open_existing(store)
+        .and_then(|s| s.replay("crash"))
+        .unwrap_or_else(|e| panic!("{store}: {e}"))
+}
+
 #[test]
-fn a_killed_run_resumes_with_every_result_and_input_exactly_once() {
+fn a_killed_run_resumes_with_every_result_and_input_exactly_once_sqlite() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.path().join("crash.toml");
     let store = dir.path().join("crash.db");
+    kill_and_resume(dir.path(), &store.display().to_string());
+}
+
+#[test]
+fn a_killed_run_resumes_with_every_result_and_input_exactly_once_postgres() {
+    let Some(schema) = PgSchema::new_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    kill_and_resume(dir.path(), &schema.store_spec());
+}
+
+fn kill_and_resume(dir: &Path, store: &str) {
+    let file = dir.join("crash.toml");
     std::fs::write(&file, scenario()).unwrap_or_else(|e| panic!("{e}"));
 
     // First run: kill it once some tasks have finished and most have not.
-    let mut child = baton_run(&file, &store)
+    let mut child = baton_run(&file, store)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -88,11 +107,7 @@ fn a_killed_run_resumes_with_every_result_and_input_exactly_once() {
     child.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}")); // SIGKILL on Unix
     let _ = child.wait();
 
-    let before = Replay::from_records(
-        SqliteStore::open(&store)
-            .and_then(|s| s.read("crash"))
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let before = replay(store);
     let done_before = before
         .tasks
         .iter()
@@ -104,18 +119,14 @@ fn a_killed_run_resumes_with_every_result_and_input_exactly_once() {
     );
 
     // Second run on the same store: it resumes and settles.
-    let out = baton_run(&file, &store)
+    let out = baton_run(&file, store)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("resuming conversation `crash`"), "{stderr}");
 
-    let replay = Replay::from_records(
-        SqliteStore::open(&store)
-            .and_then(|s| s.read("crash"))
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let replay = replay(store);
     let mut results: BTreeMap<String, usize> = BTreeMap::new();
     let mut inputs = Vec::new();
     for message in &replay.history {

@@ -11,13 +11,17 @@
 //!   speaks the OpenAI Chat Completions and Anthropic Messages APIs (JSON
 //!   and SSE), replies from a [`MockScript`] per agent, injects latency and
 //!   faults, and records every request.
+//! * [`postgres`]: [`PgSchema`], a schema of its own per test on the local
+//!   PostgreSQL server, dropped at the end.
 //! * [`nats_server`]: [`NatsServer`], a real `nats-server` with JetStream
 //!   per test, on a free port.
 
 pub mod mock_llm;
 pub mod nats_server;
+pub mod postgres;
 pub mod tree_run;
 
 pub use mock_llm::{Fault, MockLlmServer, MockScript, MockToolCall, MockTurn, RecordedRequest};
 pub use nats_server::NatsServer;
+pub use postgres::PgSchema;
 pub use tree_run::{TreeAssert, TreeRun};
