@@ -76,7 +76,7 @@ fn main() {
     drop(sqlite);
     let pg = postgres("appends");
     if let Some(pg) = &pg {
-        let store: Arc<dyn Store> = Arc::new(pg.clone());
+        let store: Arc<dyn Store> = Arc::new(PgStore::clone(pg));
         runtime.block_on(appends("PostgreSQL", &store));
     }
 
@@ -92,7 +92,7 @@ fn main() {
                 None => None,
                 Some("sqlite") => Some(Arc::new(SqliteStore::open(&path).expect("open"))),
                 Some(_) => match &pg {
-                    Some(pg) => Some(Arc::new(pg.clone())),
+                    Some(pg) => Some(Arc::new(PgStore::clone(pg))),
                     None => continue,
                 },
             };
@@ -136,15 +136,12 @@ fn main() {
     resume("SQLite", &runtime, &|| {
         baton_store::open(&spec).expect("open")
     });
-    if let Some(pg) = pg {
-        pg.destroy().expect("drop the appends schema");
-    }
-    if let Some(pg) = postgres("resume") {
+    drop(pg);
+    if let Some(_pg) = postgres("resume") {
         let spec = format!("{}?schema={}", pg_url(), schema_name("resume"));
         resume("PostgreSQL", &runtime, &|| {
             baton_store::open(&spec).expect("open")
         });
-        pg.destroy().expect("drop the resume schema");
     }
 }
 
@@ -157,11 +154,30 @@ fn schema_name(what: &str) -> String {
     format!("baton_bench_{what}_{}", std::process::id())
 }
 
+/// A PostgreSQL store in a schema of its own, dropped with it (also when
+/// the benchmark panics).
+struct BenchSchema(PgStore);
+
+impl Drop for BenchSchema {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.clone().destroy() {
+            eprintln!("could not drop a benchmark schema: {e}");
+        }
+    }
+}
+
+impl std::ops::Deref for BenchSchema {
+    type Target = PgStore;
+    fn deref(&self) -> &PgStore {
+        &self.0
+    }
+}
+
 /// A PostgreSQL store in a fresh schema, or `None` (said) without a server.
-fn postgres(what: &str) -> Option<PgStore> {
+fn postgres(what: &str) -> Option<BenchSchema> {
     let schema = schema_name(what);
     match PgStore::open(&pg_url(), PgOptions { schema }) {
-        Ok(store) => Some(store),
+        Ok(store) => Some(BenchSchema(store)),
         Err(e) => {
             println!("PostgreSQL {what}: skipped ({e})");
             None
