@@ -4,6 +4,7 @@
 //! conversation copied into PostgreSQL prints the same (skipped when no
 //! server is reachable, unless `BATON_REQUIRE_POSTGRES=1`).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -164,7 +165,12 @@ async fn a_conversation_in_postgres_prints_as_it_does_from_sqlite() {
         Err(StoreError::Postgres { message, .. })
             if !std::env::var("BATON_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") =>
         {
-            eprintln!("SKIPPED: PostgreSQL at {url} is unreachable ({message})");
+            // Straight to stderr, past the test harness's capture.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: PostgreSQL at {url} is unreachable ({message}); \
+                 BATON_REQUIRE_POSTGRES=1 makes this a failure"
+            );
             return;
         }
         Err(e) => panic!("PostgreSQL at {url}: {e}"),

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -45,13 +46,19 @@ impl Schema {
     fn new() -> Option<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         if let Err(e) = with_client(|c| c.batch_execute("SELECT 1")) {
+            let e = match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            };
             let required = std::env::var("BATON_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
             assert!(
                 !required,
                 "PostgreSQL at {} is required (BATON_REQUIRE_POSTGRES=1) but unreachable: {e}",
                 server_url()
             );
-            eprintln!(
+            // Straight to stderr, past the test harness's capture.
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED: PostgreSQL at {} is unreachable ({e}); set BATON_TEST_POSTGRES to a server, \
                  or BATON_REQUIRE_POSTGRES=1 to make this a failure",
                 server_url()
