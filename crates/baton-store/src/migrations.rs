@@ -151,10 +151,7 @@ pub fn pg_migrate(
     location: &StoreLocation,
     create: bool,
 ) -> Result<(), StoreError> {
-    let pg = |e: postgres::Error| StoreError::Postgres {
-        location: location.clone(),
-        message: e.to_string(),
-    };
+    let pg = |e: postgres::Error| crate::postgres::pg_error(location, e);
     let mut tx = client.transaction().map_err(pg)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",

@@ -77,10 +77,12 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn pg_error(location: &StoreLocation, e: impl std::fmt::Display) -> StoreError {
+/// A client error as a [`StoreError`], with its causes (the server's own
+/// message is the cause of the client's "db error").
+pub(crate) fn pg_error(location: &StoreLocation, e: postgres::Error) -> StoreError {
     StoreError::Postgres {
         location: location.clone(),
-        message: e.to_string(),
+        message: chain(&e),
     }
 }
 
@@ -130,6 +132,9 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        if config.get_application_name().is_none() {
+            config.application_name(&format!("baton-store {}", options.schema));
+        }
         Ok(Self {
             config,
             schema: options.schema.clone(),
@@ -143,7 +148,10 @@ impl Target {
         let mut client = self
             .config
             .connect(NoTls)
-            .map_err(|e| pg_error(&self.location, format!("cannot connect: {}", chain(&e))))?;
+            .map_err(|e| StoreError::Postgres {
+                location: self.location.clone(),
+                message: format!("cannot connect: {}", chain(&e)),
+            })?;
         client
             .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
             .map_err(|e| pg_error(&self.location, e))?;
@@ -151,8 +159,17 @@ impl Target {
     }
 }
 
-/// A job for the reader thread.
-type ReadJob = Box<dyn FnOnce(&mut Client) + Send>;
+/// How long a liveness check of a connection may take.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether `client` still talks to the server (a closed connection, or one
+/// the server dropped, does not).
+fn alive(client: &mut Client) -> bool {
+    !client.is_closed() && client.is_valid(LIVENESS_TIMEOUT).is_ok()
+}
+
+/// A job for the reader thread: its connection, or why there is none.
+type ReadJob = Box<dyn FnOnce(Result<&mut Client, StoreError>) + Send>;
 
 struct Inner {
     location: StoreLocation,
@@ -228,7 +245,8 @@ impl PgStore {
             )?;
             Ok(PgWriter {
                 client,
-                location: writer_target.location,
+                location: writer_target.location.clone(),
+                target: writer_target,
                 next_seq: HashMap::new(),
             })
         })?;
@@ -240,7 +258,19 @@ impl PgStore {
                 Ok(mut client) => {
                     let _ = ready_tx.send(Ok(()));
                     while let Ok(job) = jobs_rx.recv() {
-                        job(&mut client);
+                        // Reads are rare (a resume, `baton log`): check the
+                        // connection first, and connect again if the server
+                        // dropped it.
+                        if !alive(&mut client) {
+                            match target.connect() {
+                                Ok(fresh) => client = fresh,
+                                Err(e) => {
+                                    job(Err(e));
+                                    continue;
+                                }
+                            }
+                        }
+                        job(Ok(&mut client));
                     }
                 }
                 Err(e) => {
@@ -345,7 +375,7 @@ impl PgStore {
         let (reply, answer) = mpsc::channel();
         let location = self.inner.location.clone();
         let job: ReadJob = Box::new(move |client| {
-            let _ = reply.send(job(client, &location));
+            let _ = reply.send(client.and_then(|client| job(client, &location)));
         });
         {
             let reader = self
@@ -450,6 +480,8 @@ fn stored(
 struct PgWriter {
     client: Client,
     location: StoreLocation,
+    /// To connect again when the server drops the connection.
+    target: Target,
     /// The last sequence number of each conversation seen.
     next_seq: HashMap<String, i64>,
 }
@@ -500,8 +532,23 @@ impl Backend for PgWriter {
         tx.commit().map_err(|e| pg_error(location, e))
     }
 
+    /// After a failed batch, a connection the server dropped (a restart, an
+    /// administrator) is made again, so the next batch can land; the failed
+    /// one stays failed (its callers were told), since whether its commit
+    /// reached the server cannot be known.
     fn rolled_back(&mut self) {
         self.next_seq.clear();
+        if !alive(&mut self.client) {
+            match self.target.connect() {
+                Ok(fresh) => {
+                    tracing::warn!(store = %self.location, "reconnected to PostgreSQL");
+                    self.client = fresh;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot reconnect to PostgreSQL; the next batch will try again");
+                }
+            }
+        }
     }
 }
 

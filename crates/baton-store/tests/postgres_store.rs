@@ -114,6 +114,21 @@ impl Schema {
         .expect("list tables")
     }
 
+    /// Has the server drop every connection of the store in this schema
+    /// (as a restart would); returns how many it dropped.
+    fn drop_connections(&self) -> i64 {
+        let app = format!("baton-store {}", self.name);
+        with_client(move |c| {
+            c.query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .map(|r| r.get(0))
+        })
+        .and_then(|r| r)
+        .expect("terminate the store's connections")
+    }
+
     fn schema_exists(&self) -> bool {
         let name = self.name.clone();
         with_client(move |c| {
@@ -171,6 +186,33 @@ fn snapshots_replay_as_the_whole_journal() {
 fn a_duplicate_completion_is_ignored() {
     let Some(schema) = Schema::new() else { return };
     common::duplicate_completion_is_ignored(schema.opener());
+}
+
+#[tokio::test]
+async fn the_store_recovers_when_the_server_drops_its_connections() {
+    let Some(schema) = Schema::new() else { return };
+    let store = baton_store::open(&schema.spec()).unwrap();
+    let journal = store.journal("c").unwrap();
+    journal.append(vec![common::input("before")]).await.unwrap();
+    assert_eq!(
+        schema.drop_connections(),
+        2,
+        "the writer's and the reader's"
+    );
+    // The batch that meets the dropped connection fails (its callers are
+    // told); the writer connects again for the next one.
+    let during = journal.append(vec![common::input("during")]).await;
+    journal.append(vec![common::input("after")]).await.unwrap();
+    let mut expected = vec![common::input("before")];
+    if during.is_ok() {
+        expected.push(common::input("during"));
+    }
+    expected.push(common::input("after"));
+    assert_eq!(
+        store.read("c").unwrap(),
+        expected,
+        "the reader reconnects too"
+    );
 }
 
 #[test]
