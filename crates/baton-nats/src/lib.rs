@@ -12,10 +12,16 @@
 //! * [`executor`]: [`NatsExecutor`], the orchestrator's side: a
 //!   `RemoteExecutor` that publishes delegated tasks to a JetStream
 //!   work-queue stream (one subject per agent kind) and turns results into
-//!   the same `TaskFinished` message as in-process workers.
+//!   the same `TaskFinished` message as in-process workers; also ends, as
+//!   `Failed`, tasks that ran out of deliveries (JetStream's MAX_DELIVERIES
+//!   advisory, or a worker that left on the last delivery), and adopts the
+//!   attempt in flight when a resumed conversation dispatches it again.
 //! * [`worker`]: [`NatsWorker`], the worker's side: pulls tasks, runs each
 //!   as a local conversation, keeps it alive with progress acks, publishes
-//!   the result with a de-duplication id, then acks.
+//!   the result with a de-duplication id, then acks. Built with
+//!   [`NatsWorker::builder`]; runs with `run`, `run_until` (a clean stop
+//!   hands running tasks back) or `spawn` (its own thread and actix
+//!   system); registers with a heartbeat, listed by [`NatsWorker::list`].
 //! * [`error`]: the [`NatsError`] type.
 //!
 //! Every change of a task's state is a compare-and-set on its KV revision,

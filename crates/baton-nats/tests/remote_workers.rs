@@ -180,6 +180,7 @@ fn a_killed_worker_process_loses_no_task_and_none_completes_twice() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(ChildProcess)
         .expect("worker starts");
     actix_rt::System::new().block_on(async {
         let config = server.config();
@@ -203,7 +204,6 @@ fn a_killed_worker_process_loses_no_task_and_none_completes_twice() {
         })
         .await;
         child.kill().expect("SIGKILL");
-        let _ = child.wait();
         let worker = NatsWorker::new(config, [echo_agent()]);
         actix::spawn(worker.clone().run());
         convo.settled().await.unwrap();
