@@ -349,13 +349,20 @@ impl PgStore {
             else {
                 return Ok(None);
             };
-            client
-                .execute(
-                    "INSERT INTO snapshots (conversation, seq, at_ms, records) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (conversation, seq) DO NOTHING",
-                    &[&conversation, &seq, &now_ms(), &text],
-                )
-                .map_err(|e| pg_error(location, e))?;
+            // The new snapshot replaces the older ones, in one transaction.
+            let mut tx = client.transaction().map_err(|e| pg_error(location, e))?;
+            tx.execute(
+                "INSERT INTO snapshots (conversation, seq, at_ms, records) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (conversation, seq) DO NOTHING",
+                &[&conversation, &seq, &now_ms(), &text],
+            )
+            .map_err(|e| pg_error(location, e))?;
+            tx.execute(
+                "DELETE FROM snapshots WHERE conversation = $1 AND seq < $2",
+                &[&conversation, &seq],
+            )
+            .map_err(|e| pg_error(location, e))?;
+            tx.commit().map_err(|e| pg_error(location, e))?;
             Ok(Some((seq, size)))
         })?;
         if taken.is_some() {

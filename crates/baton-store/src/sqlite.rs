@@ -210,15 +210,24 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
-        self.inner
+        // The new snapshot replaces the older ones, in one transaction.
+        let mut reader = self
+            .inner
             .reader
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .execute(
-                "INSERT OR REPLACE INTO snapshots (conversation, seq, at_ms, records) VALUES (?1, ?2, ?3, ?4)",
-                params![conversation, seq, now_ms(), text],
-            )
-            .map_err(|e| sqlite_error(path, e))?;
+            .unwrap_or_else(PoisonError::into_inner);
+        let tx = reader.transaction().map_err(|e| sqlite_error(path, e))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO snapshots (conversation, seq, at_ms, records) VALUES (?1, ?2, ?3, ?4)",
+            params![conversation, seq, now_ms(), text],
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+        tx.execute(
+            "DELETE FROM snapshots WHERE conversation = ?1 AND seq < ?2",
+            params![conversation, seq],
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+        tx.commit().map_err(|e| sqlite_error(path, e))?;
         self.stats().count_snapshot();
         Ok(Some((seq, size)))
     }

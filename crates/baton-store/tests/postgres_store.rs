@@ -215,6 +215,29 @@ async fn the_store_recovers_when_the_server_drops_its_connections() {
     );
 }
 
+#[tokio::test]
+async fn a_new_snapshot_replaces_the_older_ones() {
+    let Some(schema) = Schema::new() else { return };
+    let store = baton_store::open(&schema.spec()).unwrap();
+    let journal = store.journal("s").unwrap();
+    for i in 0..3 {
+        journal
+            .append(vec![common::input(&format!("m{i}"))])
+            .await
+            .unwrap();
+        assert_eq!(store.snapshot("s").unwrap(), Some(i + 1));
+    }
+    let name = schema.name.clone();
+    let rows: Vec<i64> = with_client(move |c| {
+        c.query(&format!("SELECT seq FROM {name}.snapshots"), &[])
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+    })
+    .and_then(|r| r)
+    .unwrap();
+    assert_eq!(rows, [3]);
+    assert_eq!(store.replay("s").unwrap().pending_inputs.len(), 3);
+}
+
 #[test]
 fn a_new_schema_is_created_at_the_current_version() {
     let Some(schema) = Schema::new() else { return };

@@ -167,6 +167,26 @@ fn a_version_1_store_is_migrated_and_keeps_its_records() {
     assert_eq!(version, "2");
 }
 
+#[tokio::test]
+async fn a_new_snapshot_replaces_the_older_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snaps.db");
+    let store = baton_store::open(&path.display().to_string()).unwrap();
+    let journal = store.journal("s").unwrap();
+    for i in 0..3 {
+        journal.append(vec![input(&format!("m{i}"))]).await.unwrap();
+        assert_eq!(store.snapshot("s").unwrap(), Some(i + 1));
+    }
+    let rows: Vec<i64> = {
+        let conn = rusqlite_like::open(&path);
+        let mut stmt = conn.prepare("SELECT seq FROM snapshots").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    assert_eq!(rows, [3]);
+    assert_eq!(store.replay("s").unwrap().pending_inputs.len(), 3);
+}
+
 /// Plain rusqlite, to make files the way another program would.
 mod rusqlite_like {
     pub fn open(path: &std::path::Path) -> rusqlite::Connection {
