@@ -183,6 +183,12 @@ fn snapshots_replay_as_the_whole_journal() {
 }
 
 #[test]
+fn replay_through_the_store_equals_live() {
+    let Some(schema) = Schema::new() else { return };
+    common::replay_through_the_store_equals_live(schema.opener(), 24);
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let Some(schema) = Schema::new() else { return };
     common::duplicate_completion_is_ignored(schema.opener());

@@ -47,6 +47,12 @@ fn snapshots_replay_as_the_whole_journal() {
 }
 
 #[test]
+fn replay_through_the_store_equals_live() {
+    let dir = tempfile::tempdir().unwrap();
+    common::replay_through_the_store_equals_live(opener(&dir.path().join("live.db")), 24);
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     common::duplicate_completion_is_ignored(opener(&dir.path().join("dup.db")));

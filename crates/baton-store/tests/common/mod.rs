@@ -406,3 +406,102 @@ pub fn resume_through_the_runtime(open: Opener) {
             .all(|(r, _)| matches!(r.outcome, Some(TaskOutcome::Succeeded { .. }))));
     });
 }
+
+/// How long a research task takes, in virtual seconds, by its topic.
+fn research_secs(topic: &str) -> u64 {
+    1 + topic.bytes().map(u64::from).sum::<u64>() % 5
+}
+
+/// A research tool whose time depends on its topic.
+struct TimedResearch;
+
+impl baton_core::Tool for TimedResearch {
+    type Args = TopicArgs;
+    fn name(&self) -> &str {
+        "research"
+    }
+    fn description(&self) -> &str {
+        "Research that takes a while."
+    }
+    async fn call(&self, args: TopicArgs) -> Result<baton_core::ToolOutput, baton_core::ToolError> {
+        tokio::time::sleep(Duration::from_secs(research_secs(&args.topic))).await;
+        Ok(format!("report on {}", args.topic).into())
+    }
+}
+
+/// An agent that, told `go K N`, starts N research tasks, and answers
+/// anything else with text.
+fn planning_agent() -> Agent {
+    let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+        Some(Message::User { content }) if content.starts_with("go ") => {
+            let mut words = content.split(' ').skip(1);
+            let k = words.next().unwrap_or("0").to_owned();
+            let n: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            if n == 0 {
+                return ScriptedTurn::text(format!("nothing to do for {k}"));
+            }
+            let topic = |i: usize| serde_json::json!({ "topic": format!("{k}-{i}") });
+            let mut t = ScriptedTurn::call("research", topic(0));
+            for i in 1..n {
+                t = t.and_call("research", topic(i));
+            }
+            t
+        }
+        _ => ScriptedTurn::text("ok"),
+    });
+    Agent::builder("assistant")
+        .model(model)
+        .background_tool(TimedResearch)
+        .build()
+}
+
+/// Replay = live, through the store: random runs (inputs at random virtual
+/// times, each starting 0–3 background tasks, a snapshot now and then) are
+/// journaled to the store, and the conversation rebuilt from the store
+/// equals what the actor holds.
+pub fn replay_through_the_store_equals_live(open: Opener, cases: u32) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let store = open();
+    let plan = proptest::collection::vec((0u64..6, 0usize..4, any::<bool>()), 1..5);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(&plan, |plan| {
+            let id = format!("live-{}", case.fetch_add(1, Ordering::Relaxed));
+            let store = Arc::clone(&store);
+            let (live, tasks, replay) = block_on_paused(async move {
+                let convo = Orchestrator::builder(planning_agent())
+                    .journal(store.journal(&id).unwrap())
+                    .spawn();
+                for (k, (delay, n, snapshot)) in plan.into_iter().enumerate() {
+                    convo.send_user(format!("go {k} {n}")).await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(delay)).await;
+                    if snapshot {
+                        store.snapshot(&id).unwrap();
+                    }
+                }
+                convo.settled().await.unwrap();
+                let live = convo.history().await.unwrap().messages().to_vec();
+                let mut tasks: Vec<_> = convo
+                    .tasks()
+                    .into_iter()
+                    .map(|t| (t.id, t.status))
+                    .collect();
+                tasks.sort_by_key(|(id, _)| *id);
+                (live, tasks, store.replay(&id).unwrap())
+            });
+            prop_assert_eq!(&replay.history, &live);
+            prop_assert!(replay.pending_inputs.is_empty());
+            let mut stored: Vec<_> = replay.tasks.iter().map(|(t, _)| (t.id, t.status)).collect();
+            stored.sort_by_key(|(id, _)| *id);
+            prop_assert_eq!(stored, tasks);
+            Ok(())
+        })
+        .unwrap();
+}
