@@ -22,6 +22,7 @@
 //!   [`NatsWorker::builder`]; runs with `run`, `run_until` (a clean stop
 //!   hands running tasks back) or `spawn` (its own thread and actix
 //!   system); registers with a heartbeat, listed by [`NatsWorker::list`].
+//! * [`board`]: [`TaskBoard`], the task bucket read from any machine.
 //! * [`error`]: the [`NatsError`] type.
 //!
 //! Every change of a task's state is a compare-and-set on its KV revision,
@@ -29,6 +30,7 @@
 //! of the redelivered attempt, and a second result for a finished task is
 //! ignored.
 
+pub mod board;
 pub mod config;
 pub mod error;
 pub mod executor;
@@ -36,6 +38,7 @@ pub mod protocol;
 pub mod setup;
 pub mod worker;
 
+pub use board::TaskBoard;
 pub use config::NatsConfig;
 pub use error::NatsError;
 pub use executor::NatsExecutor;

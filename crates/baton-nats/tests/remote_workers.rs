@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use baton_core::{MemoryJournal, Message, Replay, TaskId, TaskOutcome, TaskStatus};
 use baton_llm::{ScriptedModel, ScriptedTurn};
-use baton_nats::{NatsExecutor, NatsWorker, RemoteStatus};
+use baton_nats::{NatsExecutor, NatsWorker, RemoteStatus, TaskBoard};
 use baton_runtime::{Agent, Orchestrator};
 use common::*;
 
@@ -106,11 +106,32 @@ fn a_worker_started_after_tasks_were_queued_drains_them() {
             .map(|r| (r.id, r.outcome))
             .collect();
         assert!(ended.is_empty(), "nothing runs without a worker: {ended:?}");
+        // Another machine sees the same tasks, queued.
+        let board = TaskBoard::connect(&config).await.unwrap();
+        let queued = board.entries("late").await.unwrap();
+        assert_eq!(queued.len(), 20);
+        assert!(queued
+            .iter()
+            .all(|(_, e)| e.status == RemoteStatus::Pending));
         let worker = NatsWorker::new(config, [echo_agent()]);
         actix::spawn(worker.clone().run());
         convo.settled().await.unwrap();
         assert_eq!(results(&convo.history().await.unwrap()).len(), 20);
         assert_eq!(worker.completed(), 20);
+        let done = board.entries("late").await.unwrap();
+        let ids: Vec<u64> = done.iter().map(|(id, _)| id.get()).collect();
+        assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+        for (id, e) in &done {
+            assert_eq!(e.status, RemoteStatus::Done);
+            assert_eq!(
+                e.outcome,
+                Some(TaskOutcome::Succeeded {
+                    output: format!("echo: p{}", id.get() - 1)
+                })
+            );
+            assert_eq!(e.worker.as_deref(), Some(worker.id()));
+        }
+        assert!(board.entries("nobody").await.unwrap().is_empty());
     });
 }
 
