@@ -24,7 +24,7 @@ use crate::error::{StoreError, StoreLocation};
 
 /// How often a journal snapshots its conversation unless told otherwise:
 /// every this many records appended through it.
-pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
 
 /// A conversation's latest snapshot (the sequence number it covers and its
 /// records, none for `0`) and the records after it, with the sequence
