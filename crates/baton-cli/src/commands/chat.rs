@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use baton_core::{Event, EventEnvelope, TaskId};
 use baton_runtime::{Conversation, Orchestrator};
-use baton_scenario::{EventCollector, ModelChoice};
+use baton_scenario::EventCollector;
 use reedline::{DefaultPrompt, DefaultPromptSegment, ExternalPrinter, Reedline, Signal};
 use tokio::sync::mpsc;
 
@@ -107,23 +107,8 @@ type Printer = Box<dyn FnMut(String) + Send>;
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scenario = scenario_files::load(&args.agents)?;
     let name = args.agent.clone().unwrap_or_else(|| scenario.root.clone());
-    if !scenario.spec.agents.contains_key(&name) {
-        anyhow::bail!(
-            "{} has no agent `{name}`; agents: {}",
-            args.agents.display(),
-            scenario
-                .spec
-                .agents
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let models = match &args.model {
-        Some(spec) => ModelChoice::from_spec(spec)?,
-        None => ModelChoice::AsWritten,
-    };
+    scenario_files::require_agent(&scenario, &name)?;
+    let models = scenario_files::models(args.model.as_deref())?;
     let agent = baton_scenario::agent(&scenario, &name, &models)?;
     let stored = match &args.session {
         Some(session) => {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use baton_scenario::{LoadedScenario, ScenarioError};
+use baton_scenario::{LoadedScenario, ModelChoice, ScenarioError};
 
 /// The scenario files `paths` name: files as given, directories expanded
 /// to the `*.toml` files they hold, sorted.
@@ -30,4 +30,25 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// Loads one scenario file.
 pub fn load(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     LoadedScenario::from_path(path)
+}
+
+/// Checks that `scenario` defines the agent `name`.
+pub fn require_agent(scenario: &LoadedScenario, name: &str) -> anyhow::Result<()> {
+    if scenario.spec.agents.contains_key(name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = scenario.spec.agents.keys().map(String::as_str).collect();
+    anyhow::bail!(
+        "{} has no agent `{name}`; agents: {}",
+        scenario.origin,
+        names.join(", ")
+    )
+}
+
+/// The agents' model: `--model SPEC` for every agent, else each agent's own.
+pub fn models(spec: Option<&str>) -> anyhow::Result<ModelChoice> {
+    Ok(match spec {
+        Some(spec) => ModelChoice::from_spec(spec)?,
+        None => ModelChoice::AsWritten,
+    })
 }

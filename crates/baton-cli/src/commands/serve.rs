@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use baton_scenario::ModelChoice;
 use baton_server::{ApiToken, ConversationFactory, ServerConfig};
 
 use super::scenario_files;
@@ -42,10 +41,7 @@ pub struct Args {
 /// Serves until interrupted.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scenario = scenario_files::load(&args.agents)?;
-    let models = match &args.model {
-        Some(spec) => ModelChoice::from_spec(spec)?,
-        None => ModelChoice::AsWritten,
-    };
+    let models = scenario_files::models(args.model.as_deref())?;
     // The root agent first (the default), then every other agent.
     let mut names = vec![scenario.root.clone()];
     names.extend(

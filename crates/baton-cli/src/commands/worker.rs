@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use baton_nats::{NatsConfig, NatsWorker};
-use baton_scenario::{LoadedScenario, ModelChoice};
+use baton_scenario::LoadedScenario;
 
 use super::scenario_files;
 
@@ -46,19 +46,7 @@ pub struct Args {
 pub fn served_agents(scenario: &LoadedScenario, named: &[String]) -> anyhow::Result<Vec<String>> {
     if !named.is_empty() {
         for name in named {
-            if !scenario.spec.agents.contains_key(name) {
-                anyhow::bail!(
-                    "{} has no agent `{name}`; agents: {}",
-                    scenario.origin,
-                    scenario
-                        .spec
-                        .agents
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
+            scenario_files::require_agent(scenario, name)?;
         }
         return Ok(named.to_vec());
     }
@@ -81,10 +69,7 @@ pub fn served_agents(scenario: &LoadedScenario, named: &[String]) -> anyhow::Res
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scenario = scenario_files::load(&args.agents)?;
     let names = served_agents(&scenario, &args.serve)?;
-    let models = match &args.model {
-        Some(spec) => ModelChoice::from_spec(spec)?,
-        None => ModelChoice::AsWritten,
-    };
+    let models = scenario_files::models(args.model.as_deref())?;
     let agents = names
         .iter()
         .map(|name| baton_scenario::agent(&scenario, name, &models))
