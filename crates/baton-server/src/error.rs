@@ -33,8 +33,6 @@ pub enum ErrorCode {
     MalformedJson,
     /// 422: the body is JSON but not of the expected shape.
     InvalidBody,
-    /// 415: the body is not `application/json`.
-    UnsupportedMediaType,
     /// 413: the body is larger than the server accepts.
     PayloadTooLarge,
     /// 422: the message is longer than the server accepts, or empty.
@@ -66,7 +64,6 @@ impl ErrorCode {
             ErrorCode::InvalidBody | ErrorCode::InvalidMessage | ErrorCode::UnknownAgent => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooManyConversations => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ConversationStopped | ErrorCode::NotAwaitingApproval => StatusCode::CONFLICT,

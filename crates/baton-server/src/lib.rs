@@ -124,7 +124,7 @@ impl ServerHandle {
 
     /// Waits until the server stops (Ctrl-C or SIGTERM stop it).
     pub async fn wait(self) -> std::io::Result<()> {
-        let result = (&mut { self.task }).await.unwrap_or(Ok(()));
+        let result = self.task.await.unwrap_or(Ok(()));
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
