@@ -59,29 +59,32 @@ enum Leaf {
 
 /// The lead delegates `n` tasks in its first turn, then says "ok" to every
 /// batch of results; each leaf answers per `leaf`.
+///
+/// The lead's first reply (n `create_task` calls) is built here, before
+/// any measurement, and handed over as the lead's script: building n JSON
+/// argument strings is the model's work, not the orchestrator's.
 fn model(n: usize, leaf: Leaf) -> ScriptedModel {
     let (latency, hang) = match leaf {
         Leaf::After(d) => (d, false),
         Leaf::Hang => (Duration::ZERO, true),
     };
+    let mut delegate_all =
+        ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "0"}));
+    for i in 1..n {
+        delegate_all = delegate_all.and_call(
+            "create_task",
+            json!({"agent": "leaf", "prompt": i.to_string()}),
+        );
+    }
     ScriptedModel::from_fn(move |req: &ChatRequest| match req.agent.as_str() {
         "lead" => match req.messages.last() {
-            Some(Message::User { .. }) => {
-                let mut turn =
-                    ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "0"}));
-                for i in 1..n {
-                    turn = turn.and_call(
-                        "create_task",
-                        json!({"agent": "leaf", "prompt": i.to_string()}),
-                    );
-                }
-                turn
-            }
+            Some(Message::User { .. }) => unreachable!("the lead's first turn is scripted"),
             _ => ScriptedTurn::text("ok"),
         },
         _ if hang => ScriptedTurn::hang(),
         _ => ScriptedTurn::text("done").after(latency),
     })
+    .script("lead", [delegate_all])
 }
 
 fn lead(model: &ScriptedModel) -> Agent {
@@ -147,6 +150,25 @@ fn main() {
         "delegation fan-out, N = {n}, {} cores",
         std::thread::available_parallelism().map_or(1, usize::from)
     );
+
+    // One measurement alone, for profilers (`perf`, `callgrind`):
+    // FANOUT_ONLY=one-thread | pool | wall.
+    if let Ok(only) = std::env::var("FANOUT_ONLY") {
+        COUNTING.store(false, Ordering::Relaxed);
+        let (latency, threads) = match only.as_str() {
+            "one-thread" => (Duration::ZERO, Some(0)),
+            "pool" => (Duration::ZERO, None),
+            "wall" => (Duration::from_millis(100), None),
+            other => panic!("FANOUT_ONLY={other}: expected one-thread, pool or wall"),
+        };
+        let (wall, cpu) = run(n, latency, threads);
+        println!(
+            "  {only}: wall {:.3} s, CPU {:.2} µs per task",
+            wall.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / n as f64
+        );
+        return;
+    }
 
     // Memory first: the allocator counts until this is measured.
     let bytes = bytes_per_pending(n);

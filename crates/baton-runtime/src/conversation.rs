@@ -116,17 +116,17 @@ impl Orchestrator {
         let threads = self
             .worker_threads
             .unwrap_or_else(crate::arbiter_pool::default_threads);
-        let shared = Shared::new(
+        let shared = Arc::new(Shared::new(
             self.agent.spec.limits,
             self.event_capacity,
             threads,
             self.journal,
-        );
+        ));
         let root = self.agent.name().clone();
         let mut actor = OrchestratorActor::new(
             self.agent,
             Root::default(),
-            shared.clone(),
+            Arc::clone(&shared),
             self.policy,
             None,
         );
@@ -146,7 +146,7 @@ impl Orchestrator {
 #[derive(Clone)]
 pub struct Conversation {
     addr: Addr<OrchestratorActor>,
-    shared: Shared,
+    shared: Arc<Shared>,
     root: baton_core::AgentName,
 }
 
@@ -268,7 +268,7 @@ impl Conversation {
             .await?
     }
 
-    fn owner(&self, id: TaskId, status: TaskStatus) -> Option<crate::agent_actor::Owner> {
+    fn owner(&self, id: TaskId, status: TaskStatus) -> Option<Arc<crate::agent_actor::Owner>> {
         if status.is_terminal() {
             return None;
         }

@@ -92,7 +92,8 @@ pub struct Worker {
     pub(crate) parent: Option<TaskId>,
     pub(crate) depth: u32,
     pub(crate) attempt: u32,
-    pub(crate) report_to: Option<Recipient<TaskFinished>>,
+    /// Where to report: the parent's address, shared by all its workers.
+    pub(crate) report_to: Option<std::sync::Arc<Recipient<TaskFinished>>>,
     pub(crate) parent_span: Option<tracing::Id>,
     pub(crate) started_by: Option<tracing::Id>,
 }

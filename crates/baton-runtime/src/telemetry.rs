@@ -83,8 +83,8 @@ pub(crate) fn agent_span(
         parent: parent,
         "agent",
         agent = %agent,
-        task_id = task.map(|t| t.to_string()),
-        parent = parent_task.map(|t| t.to_string()),
+        task_id = task.map(field::display),
+        parent = parent_task.map(field::display),
         depth,
         otel.name = field::Empty,
     );

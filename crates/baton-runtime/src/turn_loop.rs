@@ -25,9 +25,8 @@ pub enum Phase {
     AwaitingModel,
     /// The model asked for tools; some answers are still missing.
     RunningTools {
-        /// The calls, in the order the model gave them.
-        calls: Vec<ToolCall>,
-        /// One slot per call; `None` until answered.
+        /// One slot per call of the last message of history (the
+        /// assistant's), in call order; `None` until answered.
         answers: Vec<Option<Message>>,
         /// How many slots are still `None`.
         missing: usize,
@@ -154,7 +153,6 @@ impl TurnLoop {
             Phase::RunningTools {
                 answers: vec![None; calls.len()],
                 missing: calls.len(),
-                calls: calls.clone(),
             }
         };
         Some(calls)
@@ -206,7 +204,14 @@ impl TurnLoop {
                 self.phase = Phase::Idle;
                 Some(self.turn)
             }
-            Phase::RunningTools { calls, answers, .. } => {
+            Phase::RunningTools { answers, .. } => {
+                // The calls are those of the last message, the assistant's.
+                let calls = self
+                    .history
+                    .messages()
+                    .last()
+                    .map(Message::tool_calls)
+                    .unwrap_or_default();
                 for (call, slot) in calls.iter().zip(answers.iter_mut()) {
                     if slot.is_none() {
                         *slot = Some(error_answer(

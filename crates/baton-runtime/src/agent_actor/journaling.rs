@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use actix::{AsyncContext, Context};
+use actix::Context;
 use baton_core::{
     DynTool, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus, ToolError, ToolOutput,
 };
 use futures::future::BoxFuture;
 
 use super::tasks::{OwnTask, TaskState, TaskWork};
-use super::{find_tool, AgentActor, Owner};
+use super::{find_tool, AgentActor};
 use crate::role::Role;
 use crate::turn_loop::TurnLoop;
 
@@ -143,13 +143,8 @@ impl<R: Role> AgentActor<R> {
             } else {
                 TaskState::Waiting
             };
-            self.shared.owners.insert(
-                id,
-                Owner {
-                    cancel: ctx.address().recipient(),
-                    decide: ctx.address().recipient(),
-                },
-            );
+            let owner = Arc::clone(&self.handles(ctx).owner);
+            self.shared.owners.insert(id, owner);
             self.created += 1;
             let (restartable, work) = match work {
                 Some(found) => found,

@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Recipient, ResponseFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseFuture,
+    SpawnHandle, WrapFuture,
+};
 use baton_core::{
     AgentName, DynTool, Event, EventBus, Journal, Limits, Message, TaskId, TaskKind, TaskRecord,
     TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput,
@@ -82,7 +85,8 @@ pub(crate) struct Shared {
     /// Slots of the tree's concurrency budget; `None` when unlimited.
     pub(crate) slots: Option<Arc<Semaphore>>,
     pub(crate) tokens_used: Arc<AtomicU64>,
-    pub(crate) owners: Arc<DashMap<TaskId, Owner>>,
+    /// Who owns each running task: one shared handle per owning agent.
+    pub(crate) owners: Arc<DashMap<TaskId, Arc<Owner>, IdHasher>>,
     pub(crate) live_agents: Arc<AtomicUsize>,
     /// The threads workers run on; `None`: the conversation's own thread.
     pub(crate) arbiters: Option<Arc<ArbiterPool>>,
@@ -131,16 +135,20 @@ enum CallPlan {
     Inline(BoxFuture<'static, Result<ToolOutput, ToolError>>),
 }
 
+/// The hasher of the maps keyed by task id: ids are small integers made by
+/// the registry, not attacker-chosen keys, so a fast hash will do.
+pub(crate) type IdHasher = foldhash::fast::RandomState;
+
 /// The actor running one agent; see the module docs.
 pub struct AgentActor<R: Role> {
     agent: Agent,
     role: R,
-    shared: Shared,
+    shared: Arc<Shared>,
     policy: InputPolicy,
     turns: TurnLoop,
-    model_request: Option<JoinHandle<()>>,
+    model_request: Option<SpawnHandle>,
     tool_calls: Vec<JoinHandle<()>>,
-    tasks: HashMap<TaskId, OwnTask>,
+    tasks: HashMap<TaskId, OwnTask, IdHasher>,
     created: u32,
     slot: Slot,
     started: bool,
@@ -156,13 +164,24 @@ pub struct AgentActor<R: Role> {
     resumed_tasks: Vec<(TaskRecord, Option<String>)>,
     /// Records waiting to go to the journal in one append.
     journal_buffer: Vec<baton_core::JournalRecord>,
+    /// This agent's addresses as its tasks need them, made once (an actix
+    /// address allocates) and shared by every task it creates.
+    handles: Option<Handles>,
+}
+
+/// The addresses of an agent that its tasks keep: where to cancel or
+/// approve them, and where their workers report.
+#[derive(Clone)]
+pub(crate) struct Handles {
+    pub(crate) owner: Arc<Owner>,
+    pub(crate) report: Arc<Recipient<crate::messages::TaskFinished>>,
 }
 
 impl<R: Role> AgentActor<R> {
     pub(crate) fn new(
         agent: Agent,
         role: R,
-        shared: Shared,
+        shared: Arc<Shared>,
         policy: InputPolicy,
         attempt_timeout: Option<Duration>,
     ) -> Self {
@@ -189,7 +208,7 @@ impl<R: Role> AgentActor<R> {
             policy,
             model_request: None,
             tool_calls: Vec::new(),
-            tasks: HashMap::new(),
+            tasks: HashMap::default(),
             created: 0,
             slot,
             started: false,
@@ -200,7 +219,22 @@ impl<R: Role> AgentActor<R> {
             journaled: 0,
             resumed_tasks: Vec::new(),
             journal_buffer: Vec::new(),
+            handles: None,
         }
+    }
+
+    /// The addresses this agent's tasks keep, made on first use.
+    pub(crate) fn handles(&mut self, ctx: &mut Context<Self>) -> &Handles {
+        self.handles.get_or_insert_with(|| {
+            let addr = ctx.address();
+            Handles {
+                owner: Arc::new(Owner {
+                    cancel: addr.clone().recipient(),
+                    decide: addr.clone().recipient(),
+                }),
+                report: Arc::new(addr.recipient()),
+            }
+        })
     }
 
     fn name(&self) -> AgentName {
@@ -313,19 +347,22 @@ impl<R: Role> AgentActor<R> {
             tools: Arc::clone(&self.agent.spec.offered),
         };
         let model = Arc::clone(&self.agent.spec.model);
-        let me = ctx.address();
         let work = async move {
-            let result =
-                match std::panic::catch_unwind(AssertUnwindSafe(|| model.complete(request))) {
-                    Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
-                        Ok(reply) => reply.map_err(TurnError::from),
-                        Err(panic) => Err(TurnError::Panicked(panic_message(panic.as_ref()))),
-                    },
+            match std::panic::catch_unwind(AssertUnwindSafe(|| model.complete(request))) {
+                Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(reply) => reply.map_err(TurnError::from),
                     Err(panic) => Err(TurnError::Panicked(panic_message(panic.as_ref()))),
-                };
-            me.do_send(ModelTurnDone { turn, result });
+                },
+                Err(panic) => Err(TurnError::Panicked(panic_message(panic.as_ref()))),
+            }
         };
-        self.model_request = Some(actix::spawn(work.instrument(self.turn_span.clone())));
+        // The request runs in the actor's own context (no task, address or
+        // mailbox message of its own); stopping the actor drops it.
+        let request = work
+            .instrument(self.turn_span.clone())
+            .into_actor(self)
+            .map(move |result, act, ctx| act.model_turn_done(turn, result, ctx));
+        self.model_request = Some(ctx.spawn(request));
     }
 
     /// Handles every call of a model reply: answers what can be answered at
@@ -494,9 +531,9 @@ impl<R: Role> AgentActor<R> {
         self.start_turn(ctx);
     }
 
-    fn abort_in_flight(&mut self) {
+    fn abort_in_flight(&mut self, ctx: &mut Context<Self>) {
         if let Some(request) = self.model_request.take() {
-            request.abort();
+            ctx.cancel_future(request);
         }
         for call in self.tool_calls.drain(..) {
             call.abort();
@@ -535,10 +572,12 @@ impl<R: Role> Actor for AgentActor<R> {
         self.advance(ctx);
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
-        self.abort_in_flight();
-        self.cancel_all(&format!("{} stopped", self.agent.spec.name));
+        self.abort_in_flight(ctx);
+        if !self.tasks.is_empty() {
+            self.cancel_all(&format!("{} stopped", self.agent.spec.name));
+        }
         self.flush_journal();
         self.shared.live_agents.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("agent stopped");
@@ -555,7 +594,7 @@ impl<R: Role> Handler<UserInput> for AgentActor<R> {
         });
         self.turns.enqueue(Message::user(msg.text));
         if self.policy == InputPolicy::Interrupt && !self.turns.is_idle() {
-            self.abort_in_flight();
+            self.abort_in_flight(ctx);
             if let Some(turn) = self.turns.interrupt() {
                 self.emit(|| Event::TurnInterrupted {
                     agent: self.name(),
@@ -572,17 +611,35 @@ impl<R: Role> Handler<ModelTurnDone> for AgentActor<R> {
     type Result = ();
 
     fn handle(&mut self, msg: ModelTurnDone, ctx: &mut Context<Self>) {
+        self.model_turn_done(msg.turn, msg.result, ctx);
+    }
+}
+
+impl<R: Role> AgentActor<R> {
+    /// A model request finished: the reply of turn `turn`, or why there is none.
+    fn model_turn_done(
+        &mut self,
+        turn: u64,
+        result: Result<baton_llm::ChatResponse, TurnError>,
+        ctx: &mut Context<Self>,
+    ) {
         let _guard = self.span.clone().entered();
+        let msg = ModelTurnDone { turn, result };
         match msg.result {
             Ok(reply) => {
                 let usage = reply.usage;
                 self.shared
                     .tokens_used
                     .fetch_add(usage.total(), Ordering::Relaxed);
-                if let Some(task_id) = self.role.task() {
+                if let Some(task_id) = self.role.task().filter(|_| usage.total() > 0) {
                     self.shared.registry.add_tokens(task_id, usage.total());
                 }
-                let text = reply.content.clone();
+                // Only a listener needs the text apart from history.
+                let text = if self.shared.events.is_observed() {
+                    reply.content.clone()
+                } else {
+                    None
+                };
                 let Some(calls) = self.turns.accept_reply(msg.turn, reply) else {
                     return;
                 };
@@ -681,7 +738,7 @@ impl<R: Role> Handler<Shutdown> for AgentActor<R> {
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
         self.role.detach();
-        self.abort_in_flight();
+        self.abort_in_flight(ctx);
         self.cancel_all(&msg.reason);
         ctx.stop();
     }

@@ -16,7 +16,7 @@ use futures::FutureExt;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::{duration_ms, panic_message, AgentActor, InputPolicy, ModelActor, Owner};
+use super::{duration_ms, panic_message, AgentActor, InputPolicy, ModelActor};
 use crate::agent::Agent;
 use crate::error::RuntimeError;
 use crate::messages::{CancelTask, Decide, Shutdown, TaskFinished};
@@ -65,6 +65,9 @@ impl<R: Role> AgentActor<R> {
         outcome: TaskOutcome,
         ctx: &mut Context<Self>,
     ) {
+        if self.shared.journal.is_none() {
+            return self.conclude(id, outcome, ctx);
+        }
         let record = JournalRecord::TaskFinished {
             task_id: id,
             outcome: outcome.clone(),
@@ -110,29 +113,32 @@ impl<R: Role> AgentActor<R> {
             return Err(ToolError::Failed(exceeded.to_string()));
         }
         self.created += 1;
-        let needs_approval = self.agent.spec.needs_approval(kind.source().as_str());
+        let source = match &kind {
+            TaskKind::Tool { tool } => tool.as_str(),
+            TaskKind::Delegation { agent, .. } => agent.as_str(),
+        };
+        let needs_approval = self.agent.spec.needs_approval(source);
         let status = if needs_approval {
             TaskStatus::AwaitingApproval
         } else {
             TaskStatus::Pending
         };
-        let id =
-            self.shared
-                .registry
-                .create_with(self.role.task(), self.name(), kind.clone(), status);
-        self.shared.owners.insert(
-            id,
-            Owner {
-                cancel: ctx.address().recipient(),
-                decide: ctx.address().recipient(),
-            },
-        );
-        self.emit(|| Event::TaskCreated {
-            task_id: id,
-            parent: self.role.task(),
-            owner: self.name(),
-            kind,
-        });
+        // The registry keeps the kind; a listener gets a copy.
+        let event_kind = self.shared.events.is_observed().then(|| kind.clone());
+        let id = self
+            .shared
+            .registry
+            .create_with(self.role.task(), self.name(), kind, status);
+        let owner = Arc::clone(&self.handles(ctx).owner);
+        self.shared.owners.insert(id, owner);
+        if let Some(kind) = event_kind {
+            self.emit(|| Event::TaskCreated {
+                task_id: id,
+                parent: self.role.task(),
+                owner: self.name(),
+                kind,
+            });
+        }
         let state = if needs_approval {
             TaskState::AwaitingApproval
         } else {
@@ -186,14 +192,14 @@ impl<R: Role> AgentActor<R> {
                     parent: self.role.task(),
                     depth: self.role.depth() + 1,
                     attempt,
-                    report_to: Some(ctx.address().recipient()),
+                    report_to: Some(Arc::clone(&self.handles(ctx).report)),
                     parent_span: self.span.id(),
                     started_by: started_by.id(),
                 };
                 let mut actor = ModelActor::new(
                     agent,
                     worker,
-                    self.shared.clone(),
+                    Arc::clone(&self.shared),
                     InputPolicy::Queue,
                     timeout,
                 );
@@ -355,7 +361,7 @@ impl<R: Role> AgentActor<R> {
 
     /// Ends one of this agent's tasks with `outcome` and tells the model.
     pub(super) fn conclude(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
-        self.tasks.remove(&id);
+        let own = self.tasks.remove(&id);
         self.shared.owners.remove(&id);
         if !self.shared.registry.finish(id, outcome.clone()) {
             return;
@@ -368,11 +374,14 @@ impl<R: Role> AgentActor<R> {
             task_id: id,
             outcome: outcome.clone(),
         });
-        let source = self
-            .shared
-            .registry
-            .source(id)
-            .unwrap_or_else(|| AgentName::new("unknown"));
+        let source = match own.map(|own| own.work) {
+            Some(TaskWork::Delegation { agent, .. }) => agent.name().clone(),
+            _ => self
+                .shared
+                .registry
+                .source(id)
+                .unwrap_or_else(|| AgentName::new("unknown")),
+        };
         self.turns.enqueue(Message::TaskResult {
             task_id: id,
             source,
@@ -427,7 +436,16 @@ impl<R: Role> AgentActor<R> {
 
 /// The answer to a task tool call: `{"status": …, "task_id": …}`.
 pub(super) fn task_answer(id: TaskId, status: TaskStatus) -> String {
-    format!(r#"{{"status":"{}","task_id":"{id}"}}"#, status.as_str())
+    use std::fmt::Write;
+    // Built by hand: one of these per task, on the delegation path.
+    let status = status.as_str();
+    let mut answer = String::with_capacity(40 + status.len());
+    answer.push_str(r#"{"status":""#);
+    answer.push_str(status);
+    answer.push_str(r#"","task_id":"task-"#);
+    let _ = write!(answer, "{}", id.get());
+    answer.push_str(r#""}"#);
+    answer
 }
 
 /// Runs a tool future with panics contained and an optional time limit.
