@@ -399,7 +399,12 @@ mod tests {
         assert!(
             matches!(parse_line("/cancel"), ChatLine::Invalid(why) if why.contains("needs a task id"))
         );
-        assert!(matches!(parse_line("/cancel 3"), ChatLine::Invalid(_)));
+        assert_eq!(
+            parse_line("/cancel 3"),
+            ChatLine::Cancel(id(3)),
+            "a bare number is a task id"
+        );
+        assert!(matches!(parse_line("/cancel three"), ChatLine::Invalid(_)));
         assert!(
             matches!(parse_line("/dance"), ChatLine::Invalid(why) if why.contains("unknown command /dance"))
         );
