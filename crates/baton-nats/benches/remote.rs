@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use baton_nats::{NatsExecutor, NatsWorker};
 use baton_runtime::{Agent, Orchestrator};
-use common::{echo_agent, lead, NatsServer};
+use common::{echo_agent, lead, NatsServer, NatsServerExt};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -24,7 +24,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         eprintln!("no nats-server: nothing measured");
         return;
     };

