@@ -307,14 +307,12 @@ function renderNode(node) {
   ].join(" · "));
   row.append(dot, name, id, status, meta);
   if (t.detail) row.title = t.detail;
+  if (t.status === "awaiting_approval") {
+    row.append(button("approve", t.id, () => steer(t.id, "approve")));
+    row.append(button("reject", t.id, () => steer(t.id, "reject")));
+  }
   if (!TERMINAL.has(t.status)) {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "cancel";
-    b.dataset.taskId = t.id;
-    b.textContent = "cancel";
-    b.addEventListener("click", () => cancel(t.id));
-    row.append(b);
+    row.append(button("cancel", t.id, () => steer(t.id, "cancel")));
   }
   li.append(row);
   if (node.children.length) {
@@ -323,6 +321,16 @@ function renderNode(node) {
     li.append(ul);
   }
   return li;
+}
+
+function button(action, taskId, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = action;
+  b.dataset.taskId = taskId;
+  b.textContent = action;
+  b.addEventListener("click", onClick);
+  return b;
 }
 
 function span(cls, text) {
@@ -391,9 +399,10 @@ function renderTimeline(tree) {
 
 // ---- actions --------------------------------------------------------------------
 
-async function cancel(taskId) {
+// Cancels, approves or rejects a task.
+async function steer(taskId, action) {
   try {
-    await api("POST", "/v1/conversations/" + state.conversation + "/tasks/" + taskId + "/cancel");
+    await api("POST", "/v1/conversations/" + state.conversation + "/tasks/" + taskId + "/" + action);
     refreshTree();
   } catch (err) {
     showError(err);

@@ -36,7 +36,7 @@ async fn conversations_are_created_listed_read_and_deleted() {
     let echo = api.create("echo").await;
 
     let list = api.json("/v1/conversations").await;
-    assert_eq!(list["agents"], json!(["lead", "echo"]));
+    assert_eq!(list["agents"], json!(["lead", "careful", "echo"]));
     let ids: Vec<&str> = list["conversations"]
         .as_array()
         .unwrap()
@@ -218,6 +218,88 @@ async fn a_running_task_is_cancelled_with_its_subtree() {
             .send()
             .await
             .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (409, "not_awaiting_approval"));
+    server.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn delegations_wait_for_approval_and_are_approved_or_rejected() {
+    let server = start(|_| {}).await;
+    let api = Api::new(&server);
+    let convo = api.create("careful").await;
+    let mut events = api.events(&convo, None).await;
+    api.say(&convo, "bees").await;
+    let mut asked = Vec::new();
+    events
+        .until(|f| {
+            if f.data["type"] == "approval_requested" {
+                asked.push(f.data["task_id"].as_str().unwrap().to_owned());
+            }
+            asked.len() == 2
+        })
+        .await;
+    for id in &asked {
+        let task = api
+            .json(&format!("/v1/conversations/{convo}/tasks/{id}"))
+            .await;
+        assert_eq!(task["status"], "awaiting_approval");
+    }
+    let res = api
+        .post(&format!(
+            "/v1/conversations/{convo}/tasks/{}/approve",
+            asked[0]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["task_id"],
+        asked[0].as_str()
+    );
+    let res = api
+        .post(&format!(
+            "/v1/conversations/{convo}/tasks/{}/reject",
+            asked[1]
+        ))
+        .json(&json!({"reason": "not this one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The user message was read above: wait for the lead to be idle with
+    // nothing running.
+    events
+        .until(|f| {
+            f.data["type"] == "idle" && f.data["task"].is_null() && f.data["running_tasks"] == 0
+        })
+        .await;
+    let approved = api
+        .json(&format!("/v1/conversations/{convo}/tasks/{}", asked[0]))
+        .await;
+    assert_eq!(approved["status"], "succeeded");
+    let rejected = api
+        .json(&format!("/v1/conversations/{convo}/tasks/{}", asked[1]))
+        .await;
+    assert_eq!(rejected["status"], "failed");
+    assert!(
+        rejected["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not this one"),
+        "{rejected}"
+    );
+    // Deciding twice is a conflict.
+    let (status, code, _) = error_of(
+        api.post(&format!(
+            "/v1/conversations/{convo}/tasks/{}/approve",
+            asked[1]
+        ))
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!((status, code.as_str()), (409, "not_awaiting_approval"));

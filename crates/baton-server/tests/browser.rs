@@ -256,6 +256,52 @@ async fn the_page_shows_the_tree_grow_finish_and_a_task_cancelled() {
     std::fs::write(&path, shot).unwrap();
     eprintln!("screenshots in {}", path.parent().unwrap().display());
 
+    // A conversation whose delegations wait for approval: approve one,
+    // reject the other, from the page.
+    let select = client.find(Locator::Id("agent-select")).await.unwrap();
+    select.select_by_value("careful").await.unwrap();
+    client
+        .find(Locator::Id("new-conversation"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_count(&client, "#conn-state[data-state='live']", 1).await;
+    let input = client.find(Locator::Id("message-input")).await.unwrap();
+    input.send_keys("bees").await.unwrap();
+    client
+        .find(Locator::Id("send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_count(&client, ".task[data-status='awaiting_approval']", 2).await;
+    let approve = client.find(Locator::Css("button.approve")).await.unwrap();
+    let first = approve.attr("data-task-id").await.unwrap().unwrap();
+    approve.click().await.unwrap();
+    wait_count(&client, "button.reject", 1).await;
+    client
+        .find(Locator::Css("button.reject"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_count(&client, ".task[data-status='failed']", 1).await;
+    wait_count(&client, ".task[data-status='succeeded']", 3).await;
+    assert_eq!(
+        count(
+            &client,
+            &format!(".task[data-task-id='{first}'][data-status='succeeded']")
+        )
+        .await,
+        1
+    );
+    let shot = client.screenshot().await.unwrap();
+    std::fs::write(artifacts().join("approvals.png"), shot).unwrap();
+
     client.close().await.unwrap();
     drop(driver);
     server.stop().await.unwrap();

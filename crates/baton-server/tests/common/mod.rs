@@ -71,12 +71,18 @@ pub fn tree_model(leaf_latency: Duration) -> ScriptedModel {
 
 /// The lead → researcher → fetcher tree on `model`.
 pub fn tree_agent(model: &ScriptedModel) -> Agent {
+    tree_agent_with(model, false)
+}
+
+/// The tree; with `approval`, the lead's delegations to researchers wait
+/// for a person's approval.
+pub fn tree_agent_with(model: &ScriptedModel, approval: bool) -> Agent {
     let fetcher = Agent::builder("fetcher").model(model.clone()).build();
     let researcher = Agent::builder("researcher")
         .model(model.clone())
         .delegates_to([fetcher])
         .build();
-    Agent::builder("lead")
+    let lead = Agent::builder("lead")
         .model(model.clone())
         .delegates_to([researcher])
         .limits(Limits {
@@ -84,15 +90,24 @@ pub fn tree_agent(model: &ScriptedModel) -> Agent {
             max_children: 8,
             max_concurrent: 64,
             max_tokens: 1_000_000,
-        })
-        .build()
+        });
+    if approval {
+        lead.require_approval("researcher").build()
+    } else {
+        lead.build()
+    }
 }
 
-/// The factory: `lead` (the tree, default) and `echo` (answers at once).
+/// The factory: `lead` (the tree, default), `careful` (the tree, whose
+/// delegations wait for approval) and `echo` (answers at once).
 pub fn factory(leaf_latency: Duration) -> ConversationFactory {
     ConversationFactory::new()
         .with("lead", move || {
             Orchestrator::builder(tree_agent(&tree_model(leaf_latency))).worker_threads(1)
+        })
+        .with("careful", move || {
+            Orchestrator::builder(tree_agent_with(&tree_model(leaf_latency), true))
+                .worker_threads(1)
         })
         .agent(
             Agent::builder("echo")
