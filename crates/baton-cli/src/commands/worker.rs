@@ -40,6 +40,10 @@ pub struct Args {
     /// Deliveries a task gets before it ends as Failed.
     #[arg(long, default_value_t = 5)]
     pub max_deliver: i64,
+    /// How often the worker refreshes its entry (load, completed tasks) in
+    /// the worker bucket, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub heartbeat_ms: u64,
 }
 
 /// The agents a worker serves: those named, or every delegated agent.
@@ -77,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = NatsConfig::new(args.nats.clone());
     config.ack_wait = Duration::from_millis(args.ack_wait_ms);
     config.max_deliver = args.max_deliver;
+    config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(1));
     let mut builder = NatsWorker::builder(config)
         .agents(agents)
         .concurrency(args.concurrency);
