@@ -41,6 +41,10 @@ pub struct TurnLoop {
     turn: u64,
     phase: Phase,
     usage: Usage,
+    /// A resumed history that ends with something the model has not
+    /// answered (a user message, tool results, a task result): the next
+    /// turn is due even with nothing queued.
+    owes_reply: bool,
 }
 
 impl TurnLoop {
@@ -56,6 +60,7 @@ impl TurnLoop {
             turn: 0,
             phase: Phase::Idle,
             usage: Usage::default(),
+            owes_reply: false,
         }
     }
 
@@ -84,6 +89,10 @@ impl TurnLoop {
                 },
             ));
         }
+        this.owes_reply = matches!(
+            this.history.messages().last(),
+            Some(Message::User { .. } | Message::Tool { .. } | Message::TaskResult { .. })
+        );
         (this, added)
     }
 
@@ -107,9 +116,10 @@ impl TurnLoop {
         self.phase == Phase::Idle
     }
 
-    /// Whether inputs are waiting for the next turn.
+    /// Whether inputs are waiting for the next turn (or a resumed history
+    /// still waits for the model's reply).
     pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || self.owes_reply
     }
 
     /// Tokens used by all turns so far.
@@ -133,6 +143,7 @@ impl TurnLoop {
         while let Some(input) = self.queue.pop_front() {
             self.history.push(input);
         }
+        self.owes_reply = false;
         self.turn += 1;
         self.phase = Phase::AwaitingModel;
         Some(self.turn)
@@ -389,5 +400,28 @@ mod tests {
         };
         l.accept_reply(t, r);
         assert_eq!(l.usage().total(), 7);
+    }
+
+    #[test]
+    fn a_resumed_history_that_awaits_a_reply_is_due_a_turn() {
+        let (l, _) = TurnLoop::resume(vec![Message::user("go")]);
+        assert!(l.has_queued(), "the user message was never answered");
+        let (mut l, _) = TurnLoop::resume(vec![Message::user("go"), Message::assistant("ok")]);
+        assert!(!l.has_queued(), "the last message is the answer");
+        let (mut cut, added) = TurnLoop::resume(vec![
+            Message::user("go"),
+            Message::Assistant {
+                content: None,
+                tool_calls: vec![ToolCall::new("c1", "slow", serde_json::json!({}))],
+            },
+        ]);
+        assert_eq!(added, 1);
+        assert!(
+            cut.has_queued(),
+            "the model must hear its call was interrupted"
+        );
+        assert_eq!(cut.begin_turn(), Some(1));
+        assert!(!cut.has_queued());
+        assert_eq!(l.begin_turn(), Some(1));
     }
 }

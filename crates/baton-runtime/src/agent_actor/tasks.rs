@@ -300,15 +300,39 @@ impl<R: Role> AgentActor<R> {
                 attempt,
             });
         }
-        executor.dispatch(
-            RemoteTask {
-                task_id: id,
-                attempt,
-                agent: agent.name().clone(),
-                prompt,
-            },
-            ctx.address().recipient(),
-        );
+        let task = RemoteTask {
+            task_id: id,
+            attempt,
+            agent: agent.name().clone(),
+            prompt,
+        };
+        let recipient = ctx.address().recipient();
+        // Write before effect: a published task outlives this process, so
+        // its record (and everything journaled before it) must be durable
+        // first, or a crash in between would leave work running that the
+        // resumed conversation knows nothing of. The append waits until this
+        // handler is done, so the task's own record (journaled just after
+        // it is launched) is in it.
+        if self.shared.journal.is_none() {
+            executor.dispatch(task, recipient);
+        } else {
+            let executor = executor.clone();
+            ctx.spawn(ActorFutureExt::then(actix::fut::ready(()), move |(), act: &mut Self, _ctx| {
+                let records = std::mem::take(&mut act.journal_buffer);
+                let durable = act
+                    .journal(records)
+                    .unwrap_or_else(|| Box::pin(futures::future::ready(Ok(()))));
+                durable.into_actor(act).map(move |result, act, _ctx| {
+                    if let Err(error) = result {
+                        tracing::error!(%error, task_id = %id, "journal append failed before a remote dispatch");
+                    }
+                    // It may have been cancelled or timed out meanwhile.
+                    if act.tasks.get(&id).is_some_and(|t| t.attempt == attempt) {
+                        executor.dispatch(task, recipient);
+                    }
+                })
+            }));
+        }
         if let Some(limit) = timeout {
             let after_ms = duration_ms(limit);
             ctx.run_later(limit, move |act, ctx| {
