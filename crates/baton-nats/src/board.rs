@@ -37,12 +37,7 @@ impl TaskBoard {
     /// Connects to `config.url` and binds to the task bucket, which some
     /// orchestrator or worker must have created.
     pub async fn connect(config: &NatsConfig) -> Result<Self, NatsError> {
-        let client = async_nats::connect(&config.url)
-            .await
-            .map_err(|e| NatsError::Connect {
-                url: config.url.clone(),
-                message: e.to_string(),
-            })?;
+        let client = crate::setup::client(config).await?;
         let kv = jetstream::new(client)
             .get_key_value(&config.task_bucket)
             .await

@@ -32,16 +32,21 @@ impl std::fmt::Debug for Handles {
     }
 }
 
-/// Connects to `config.url` and makes sure the streams and buckets exist.
-/// Safe to call from every process of a deployment: existing streams and
-/// buckets are bound to, not replaced.
-pub async fn connect(config: &NatsConfig) -> Result<Handles, NatsError> {
-    let client = async_nats::connect(&config.url)
+/// A plain client connection to `config.url`.
+pub(crate) async fn client(config: &NatsConfig) -> Result<async_nats::Client, NatsError> {
+    async_nats::connect(&config.url)
         .await
         .map_err(|e| NatsError::Connect {
             url: config.url.clone(),
             message: e.to_string(),
-        })?;
+        })
+}
+
+/// Connects to `config.url` and makes sure the streams and buckets exist.
+/// Safe to call from every process of a deployment: existing streams and
+/// buckets are bound to, not replaced.
+pub async fn connect(config: &NatsConfig) -> Result<Handles, NatsError> {
+    let client = client(config).await?;
     let js = jetstream::new(client.clone());
     let tasks = js
         .get_or_create_stream(stream::Config {

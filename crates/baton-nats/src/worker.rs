@@ -545,12 +545,7 @@ impl NatsWorker {
     /// heartbeats, sorted by id. Only reads: it creates no stream or
     /// bucket, and answers an empty list when no worker ever registered.
     pub async fn list(config: &NatsConfig) -> Result<Vec<WorkerInfo>, NatsError> {
-        let client = async_nats::connect(&config.url)
-            .await
-            .map_err(|e| NatsError::Connect {
-                url: config.url.clone(),
-                message: e.to_string(),
-            })?;
+        let client = crate::setup::client(config).await?;
         let js = jetstream::new(client);
         match js.get_stream(format!("KV_{}", config.worker_bucket)).await {
             Ok(_) => {}
