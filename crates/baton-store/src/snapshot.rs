@@ -129,6 +129,44 @@ impl Trigger {
     }
 }
 
+/// A snapshot taken: the sequence number it covers and its size in records.
+pub(crate) type Taken = Option<(i64, u64)>;
+
+/// What a backend's journal needs to append and snapshot: the store (to take
+/// snapshots with), its writer, its place and its threshold.
+pub(crate) struct JournalTarget<'a, S> {
+    /// The store, cloned into the snapshot thread when one is due.
+    pub store: &'a S,
+    /// Takes a snapshot of a conversation in `store`.
+    pub take: fn(&S, &str) -> Result<Taken, StoreError>,
+    /// The store's group-commit writer.
+    pub writer: &'a crate::writer::GroupWriter,
+    /// Where the store lives, for messages.
+    pub location: &'a StoreLocation,
+    /// Snapshot every this many records (0: never).
+    pub every: u64,
+}
+
+/// Appends `records` to `conversation` through the store's writer and, when
+/// `trigger` says one is due, snapshots the conversation on a thread of its
+/// own. The one `Journal::append` of every backend.
+pub(crate) fn append_journaled<S: Clone + Send + 'static>(
+    target: JournalTarget<'_, S>,
+    trigger: &Arc<Trigger>,
+    conversation: &str,
+    records: Vec<JournalRecord>,
+) -> futures::future::BoxFuture<'static, Result<(), baton_core::JournalError>> {
+    let due = trigger.count(records.len() as u64, target.every);
+    let done = target.writer.journal_append(conversation, records);
+    if due {
+        let (store, owned, take) = (target.store.clone(), conversation.to_owned(), target.take);
+        spawn_snapshot(trigger, target.location, conversation, move || {
+            take(&store, &owned)
+        });
+    }
+    done
+}
+
 /// Takes a snapshot on a thread of its own, so the appender does not wait;
 /// a failure is logged (the journal is complete without it).
 pub(crate) fn spawn_snapshot(

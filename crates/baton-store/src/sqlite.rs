@@ -13,7 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{StoreError, StoreLocation};
 use crate::migrations;
 use crate::snapshot::{
-    decode, decode_snapshot, spawn_snapshot, Stored, Trigger, DEFAULT_SNAPSHOT_EVERY,
+    append_journaled, decode, decode_snapshot, JournalTarget, Stored, Trigger,
+    DEFAULT_SNAPSHOT_EVERY,
 };
 use crate::store::Store;
 use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
@@ -333,23 +334,15 @@ pub struct SqliteJournal {
 
 impl Journal for SqliteJournal {
     fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
-        let every = self.store.inner.snapshot_every.load(Ordering::Relaxed);
-        let due = self.trigger.count(records.len() as u64, every);
-        let done = self
-            .store
-            .inner
-            .writer
-            .journal_append(&self.conversation, records);
-        if due {
-            let (store, conversation) = (self.store.clone(), self.conversation.clone());
-            spawn_snapshot(
-                &self.trigger,
-                &self.store.inner.location,
-                &conversation.clone(),
-                move || store.take_snapshot(&conversation),
-            );
-        }
-        done
+        let inner = &self.store.inner;
+        let target = JournalTarget {
+            store: &self.store,
+            take: SqliteStore::take_snapshot,
+            writer: &inner.writer,
+            location: &inner.location,
+            every: inner.snapshot_every.load(Ordering::Relaxed),
+        };
+        append_journaled(target, &self.trigger, &self.conversation, records)
     }
 }
 
