@@ -25,7 +25,7 @@ use crate::snapshot::{
     DEFAULT_SNAPSHOT_EVERY,
 };
 use crate::store::Store;
-use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
+use crate::writer::{await_ready, now_ms, Append, Backend, GroupWriter, StoreStats};
 
 /// How long a connection attempt may take unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -282,15 +282,7 @@ impl PgStore {
                 location: location.clone(),
                 message: format!("cannot start the reader thread: {e}"),
             })?;
-        let ready = ready_rx.recv().unwrap_or_else(|_| {
-            Err(StoreError::Closed {
-                location: location.clone(),
-            })
-        });
-        if let Err(e) = ready {
-            let _ = thread.join();
-            return Err(e);
-        }
+        let thread = await_ready(&ready_rx, thread, &location)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 location,

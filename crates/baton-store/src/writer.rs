@@ -140,6 +140,27 @@ pub(crate) struct GroupWriter {
     in_flight: Arc<InFlight>,
 }
 
+/// Waits for a thread just started to report whether it got ready (opened
+/// its connection); if it did not, joins it and returns why.
+pub(crate) fn await_ready(
+    ready: &mpsc::Receiver<Result<(), StoreError>>,
+    thread: std::thread::JoinHandle<()>,
+    location: &StoreLocation,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let outcome = ready.recv().unwrap_or_else(|_| {
+        Err(StoreError::Closed {
+            location: location.clone(),
+        })
+    });
+    match outcome {
+        Ok(()) => Ok(thread),
+        Err(e) => {
+            let _ = thread.join();
+            Err(e)
+        }
+    }
+}
+
 impl GroupWriter {
     /// Starts the writer thread, which first builds its backend with `make`
     /// (connections are made on the thread that uses them) and reports
@@ -171,15 +192,7 @@ impl GroupWriter {
                 location: location.clone(),
                 message: format!("cannot start the writer thread: {e}"),
             })?;
-        let ready = ready_rx.recv().unwrap_or_else(|_| {
-            Err(StoreError::Closed {
-                location: location.clone(),
-            })
-        });
-        if let Err(e) = ready {
-            let _ = thread.join();
-            return Err(e);
-        }
+        let thread = await_ready(&ready_rx, thread, &location)?;
         Ok(Self {
             location,
             sender: Mutex::new(Some(tx)),
