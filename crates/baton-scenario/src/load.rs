@@ -290,11 +290,7 @@ impl Checker<'_> {
             }
             return Ok(root.get_ref().clone());
         }
-        let delegated: BTreeSet<&str> = spec
-            .agents
-            .values()
-            .flat_map(|a| a.delegates_to.iter().map(|d| d.get_ref().as_str()))
-            .collect();
+        let delegated = spec.delegated_agents();
         let tops: Vec<&str> = spec
             .agents
             .keys()

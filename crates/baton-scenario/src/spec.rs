@@ -40,6 +40,16 @@ pub struct Scenario {
     pub expect: Option<Expectations>,
 }
 
+impl Scenario {
+    /// The agents some agent delegates to, by name.
+    pub fn delegated_agents(&self) -> std::collections::BTreeSet<&str> {
+        self.agents
+            .values()
+            .flat_map(|a| a.delegates_to.iter().map(|d| d.get_ref().as_str()))
+            .collect()
+    }
+}
+
 /// The `[scenario]` table.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,12 +1,12 @@
 //! `--store` / `--session`: where `run` and `chat` keep a conversation, and
 //! how they pick it up again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use baton_core::{Journal, Replay};
-use baton_store::Store;
+use baton_store::{Store, StoreSpec};
 
 /// A conversation opened in a store: its journal, and what to resume from
 /// if the store already held it.
@@ -23,9 +23,7 @@ pub struct StoredConversation {
 /// if missing; a foreign or corrupt file is refused, never overwritten) or
 /// a `postgres://` URL.
 pub fn open(spec: &str, conversation: &str) -> anyhow::Result<StoredConversation> {
-    let is_url = spec.contains("://");
-    if !is_url {
-        let path = Path::new(spec.strip_prefix("sqlite:").unwrap_or(spec));
+    if let Ok(StoreSpec::Sqlite(path)) = spec.parse::<StoreSpec>() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the directory {}", dir.display()))?;

@@ -7,10 +7,17 @@ use std::time::Duration;
 use baton_core::{Event, EventEnvelope, TaskId};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+struct Bar {
+    bar: ProgressBar,
+    label: String,
+    depth: usize,
+}
+
 /// Spinners for the tasks of one run.
 pub struct LiveTree {
     multi: MultiProgress,
-    bars: HashMap<TaskId, (ProgressBar, usize)>,
+    /// Each task's spinner, its label (`task-3 fetcher`) and its depth.
+    bars: HashMap<TaskId, Bar>,
     style: ProgressStyle,
 }
 
@@ -38,21 +45,20 @@ impl LiveTree {
                 ..
             } => {
                 let depth = parent
-                    .and_then(|p| self.bars.get(&p).map(|(_, d)| d + 1))
+                    .and_then(|p| self.bars.get(&p).map(|b| b.depth + 1))
                     .unwrap_or(1);
-                // Insert after the parent's last descendant, so children
-                // sit under their parent.
+                let label = format!("{task_id} {}", kind.source());
+                // Added in creation order, indented by depth.
                 let bar = ProgressBar::new_spinner()
                     .with_style(self.style.clone())
                     .with_prefix("  ".repeat(depth))
-                    .with_message(format!("{task_id} {} pending", kind.source()));
+                    .with_message(format!("{label} pending"));
                 let bar = self.multi.add(bar);
                 bar.enable_steady_tick(Duration::from_millis(120));
-                self.bars.insert(*task_id, (bar, depth));
+                self.bars.insert(*task_id, Bar { bar, label, depth });
             }
             Event::TaskStarted { task_id, attempt } => {
-                self.update(*task_id, |bar| {
-                    let name = label(bar);
+                self.update(*task_id, |bar, name| {
                     let retry = if *attempt > 1 {
                         format!(" (attempt {attempt})")
                     } else {
@@ -61,12 +67,10 @@ impl LiveTree {
                     bar.set_message(format!("{name} running{retry}"));
                 });
             }
-            Event::ApprovalRequested { task_id } => self.update(*task_id, |bar| {
-                let name = label(bar);
+            Event::ApprovalRequested { task_id } => self.update(*task_id, |bar, name| {
                 bar.set_message(format!("{name} awaiting approval"));
             }),
-            Event::TaskFinished { task_id, outcome } => self.update(*task_id, |bar| {
-                let name = label(bar);
+            Event::TaskFinished { task_id, outcome } => self.update(*task_id, |bar, name| {
                 let mark = if outcome.is_success() { "✓" } else { "✗" };
                 bar.finish_with_message(format!(
                     "{mark} {name} {} at {}",
@@ -78,29 +82,18 @@ impl LiveTree {
         }
     }
 
-    fn update(&self, id: TaskId, f: impl FnOnce(&ProgressBar)) {
-        if let Some((bar, _)) = self.bars.get(&id) {
-            f(bar);
+    fn update(&self, id: TaskId, f: impl FnOnce(&ProgressBar, &str)) {
+        if let Some(b) = self.bars.get(&id) {
+            f(&b.bar, &b.label);
         }
     }
 
     /// Stops every spinner still turning.
     pub fn finish(&self) {
-        for (bar, _) in self.bars.values() {
-            if !bar.is_finished() {
-                bar.abandon();
+        for b in self.bars.values() {
+            if !b.bar.is_finished() {
+                b.bar.abandon();
             }
         }
     }
-}
-
-/// `task-3 fetcher`: the first two words of a bar's message.
-fn label(bar: &ProgressBar) -> String {
-    let message = bar.message();
-    let words: Vec<&str> = message
-        .split_whitespace()
-        .filter(|w| *w != "✓" && *w != "✗")
-        .take(2)
-        .collect();
-    words.join(" ")
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use baton_scenario::{run, ModelChoice, RunOptions, RunReport, Timeline};
+use baton_scenario::{run, RunOptions, RunReport, Timeline};
 
 use super::conversation_store;
 use super::live_tree::LiveTree;
@@ -49,12 +49,10 @@ pub struct Args {
 pub fn run_scenario(args: Args) -> anyhow::Result<ExitCode> {
     let scenario = scenario_files::load(&args.file)?;
     let mut options = RunOptions {
+        models: scenario_files::models(args.model.as_deref())?,
         real_time: args.real_time || args.model.is_some(),
         ..RunOptions::default()
     };
-    if let Some(spec) = &args.model {
-        options.models = ModelChoice::from_spec(spec)?;
-    }
     let conversation = args
         .conversation
         .clone()

@@ -1,7 +1,6 @@
 //! `baton worker --nats URL --agents FILE`: serve agents' delegated tasks
 //! from NATS JetStream, for conversations started with `baton run --nats`.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -54,19 +53,14 @@ pub fn served_agents(scenario: &LoadedScenario, named: &[String]) -> anyhow::Res
         }
         return Ok(named.to_vec());
     }
-    let delegated: BTreeSet<String> = scenario
-        .spec
-        .agents
-        .values()
-        .flat_map(|a| a.delegates_to.iter().map(|d| d.get_ref().clone()))
-        .collect();
+    let delegated = scenario.spec.delegated_agents();
     if delegated.is_empty() {
         anyhow::bail!(
             "no agent in {} delegates to another, so there is nothing to serve; name one with --agent",
             scenario.origin
         );
     }
-    Ok(delegated.into_iter().collect())
+    Ok(delegated.into_iter().map(str::to_owned).collect())
 }
 
 /// Serves until interrupted.
