@@ -41,6 +41,7 @@ pub struct Orchestrator {
     worker_threads: Option<usize>,
     journal: Option<Arc<dyn Journal>>,
     replay: Option<Replay>,
+    parent_span: Option<tracing::Span>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -68,6 +69,7 @@ impl Orchestrator {
             worker_threads: None,
             journal: None,
             replay: None,
+            parent_span: None,
         }
     }
 
@@ -111,6 +113,16 @@ impl Orchestrator {
         self
     }
 
+    /// Nests the conversation's spans under `span` (by default the
+    /// conversation's span is a root): a request's span in a server, or
+    /// on a remote worker the [`crate::telemetry::remote_task_span`] that
+    /// continues the delegating process's trace. The conversation keeps
+    /// the span open while it runs.
+    pub fn parent_span(mut self, span: tracing::Span) -> Self {
+        self.parent_span = Some(span);
+        self
+    }
+
     /// Starts the conversation actor.
     pub fn spawn(self) -> Conversation {
         let threads = self
@@ -125,7 +137,10 @@ impl Orchestrator {
         let root = self.agent.name().clone();
         let mut actor = OrchestratorActor::new(
             self.agent,
-            Root::default(),
+            Root {
+                parent_span: self.parent_span,
+                ..Root::default()
+            },
             Arc::clone(&shared),
             self.policy,
             None,

@@ -10,6 +10,7 @@ use baton_core::{AgentName, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::messages::TaskFinished;
+use crate::telemetry::RemoteTrace;
 
 /// One delegated task, as handed to a remote executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,13 @@ pub struct RemoteTask {
     pub agent: AgentName,
     /// Its prompt.
     pub prompt: String,
+    /// Where the task sits in the delegating conversation's trace, for
+    /// the executor to send along (as W3C trace context) so that the
+    /// process running it continues that trace
+    /// ([`crate::telemetry::remote_task_span`]). `None` unless spans are
+    /// exported (the `otel` feature with an OpenTelemetry layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<RemoteTrace>,
 }
 
 /// Runs delegated tasks outside this process.

@@ -46,6 +46,9 @@ pub trait Role: Unpin + Sized + 'static {
 #[derive(Debug, Default)]
 pub struct Root {
     pub(crate) waiters: Vec<oneshot::Sender<()>>,
+    /// The span the conversation's span nests under, if any
+    /// ([`crate::Orchestrator::parent_span`]); held so it stays open.
+    pub(crate) parent_span: Option<tracing::Span>,
 }
 
 impl Role for Root {
@@ -62,7 +65,7 @@ impl Role for Root {
     }
 
     fn spans(&self) -> (Option<tracing::Id>, Option<tracing::Id>) {
-        (None, None)
+        (self.parent_span.as_ref().and_then(tracing::Span::id), None)
     }
 
     fn settled(&mut self, _answer: Option<&str>) -> bool {

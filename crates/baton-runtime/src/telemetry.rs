@@ -28,8 +28,17 @@
 //! become span links; each span is named for the viewer (`lead`,
 //! `researcher task-1`, `turn 2`, `result task-1`) through its `otel.name`
 //! field, which is recorded only with the feature. See `docs/tracing.md`.
+//!
+//! Across processes, a [`RemoteTrace`] carries the W3C trace context of the
+//! delegating agent's span (and of the turn that created the task) with a
+//! [`crate::RemoteTask`]; the process that runs the task opens its
+//! [`remote_task_span`] as a child of that context, so the remote
+//! sub-agent's spans join the delegating conversation's trace. Without the
+//! `otel` feature there is no context to send: [`RemoteTrace::of`] answers
+//! `None` and [`remote_task_span`] makes an ordinary root span.
 
 use baton_core::{AgentName, TaskId};
+use serde::{Deserialize, Serialize};
 use tracing::field;
 use tracing::span::Id;
 use tracing::Span;
@@ -38,6 +47,96 @@ use tracing::Span;
 mod otlp;
 #[cfg(feature = "otel")]
 pub use otlp::{init_otlp, otlp_layer, OtlpConfig, OtlpGuard, OtlpLayer, TelemetryError};
+
+/// The W3C trace context of one span (<https://www.w3.org/TR/trace-context/>),
+/// as the `traceparent` and `tracestate` HTTP headers carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// `00-<trace id>-<span id>-<flags>`, in lowercase hex.
+    pub traceparent: String,
+    /// Vendor-specific trace state, if the span has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// The header that carries [`TraceContext::traceparent`].
+    pub const TRACEPARENT: &'static str = "traceparent";
+    /// The header that carries [`TraceContext::tracestate`].
+    pub const TRACESTATE: &'static str = "tracestate";
+
+    /// The context of `span`, when it is exported through
+    /// [`otlp_layer`] (the `otel` feature); `None` otherwise, or when the
+    /// span is disabled.
+    pub fn of(span: &Span) -> Option<Self> {
+        #[cfg(feature = "otel")]
+        {
+            otlp::inject(span)
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = span;
+            None
+        }
+    }
+}
+
+/// Where a task handed to another process sits in the delegating
+/// process's trace: the remote work nests under `parent` and follows from
+/// `started_by`, as a local sub-agent's span does (see [`remote_task_span`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteTrace {
+    /// The delegating agent's span: the remote spans are its children.
+    pub parent: TraceContext,
+    /// The turn that created the task: the remote work links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<TraceContext>,
+}
+
+impl RemoteTrace {
+    /// The trace of a task delegated by the agent whose span is `agent`,
+    /// created in the turn whose span is `turn`; `None` when spans are not
+    /// exported (without the `otel` feature, or with no OpenTelemetry
+    /// layer installed), so that nothing is sent.
+    pub fn of(agent: &Span, turn: &Span) -> Option<Self> {
+        Some(Self {
+            parent: TraceContext::of(agent)?,
+            started_by: TraceContext::of(turn),
+        })
+    }
+}
+
+/// The span of one delivery of a delegated task in the process that runs
+/// it (a remote worker): run the task's conversation under it (with
+/// [`crate::Orchestrator::parent_span`]). With the `otel` feature and a
+/// `trace` from the delegating process, it is a child of the delegating
+/// agent's span there and links to the turn that created the task, so the
+/// remote spans land in the same trace; otherwise it is a root span.
+pub fn remote_task_span(
+    agent: &AgentName,
+    task_id: TaskId,
+    attempt: u32,
+    worker: &str,
+    trace: Option<&RemoteTrace>,
+) -> Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "remote_task",
+        agent = %agent,
+        task_id = %task_id,
+        attempt,
+        worker,
+        otel.name = field::Empty,
+    );
+    #[cfg(feature = "otel")]
+    if let Some(trace) = trace {
+        otlp::continue_remote(&span, trace);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = trace;
+    name_for_viewer(&span, || format!("{agent} {task_id} on {worker}"));
+    span
+}
 
 /// The name of the span in which an agent handles a task's report.
 const TASK_RESULT: &str = "task_result";

@@ -300,11 +300,16 @@ impl<R: Role> AgentActor<R> {
                 attempt,
             });
         }
+        let trace = self
+            .tasks
+            .get(&id)
+            .and_then(|t| telemetry::RemoteTrace::of(&self.span, &t.spans.started_by));
         let task = RemoteTask {
             task_id: id,
             attempt,
             agent: agent.name().clone(),
             prompt,
+            trace,
         };
         let recipient = ctx.address().recipient();
         // Write before effect: a published task outlives this process, so

@@ -1,13 +1,17 @@
 //! Export over OTLP/HTTP (protobuf bodies) through `tracing-opentelemetry`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::registry::LookupSpan;
 
 /// The path of the traces endpoint under a collector's OTLP/HTTP base URL.
@@ -224,6 +228,60 @@ pub fn init_otlp(config: &OtlpConfig) -> Result<OtlpGuard, TelemetryError> {
     Ok(guard)
 }
 
+/// The W3C trace context of `span`, through the SDK's
+/// `TraceContextPropagator`; `None` if the span has no valid OpenTelemetry
+/// context (no OpenTelemetry layer, or the span is disabled).
+pub(super) fn inject(span: &tracing::Span) -> Option<super::TraceContext> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::with_capacity(2);
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    Some(super::TraceContext {
+        traceparent: carrier.remove(super::TraceContext::TRACEPARENT)?,
+        tracestate: carrier
+            .remove(super::TraceContext::TRACESTATE)
+            .filter(|s| !s.is_empty()),
+    })
+}
+
+/// The OpenTelemetry context a [`super::TraceContext`] describes, through
+/// the SDK's `TraceContextPropagator`; `None` if it is not a valid
+/// `traceparent`.
+fn extract(context: &super::TraceContext) -> Option<opentelemetry::Context> {
+    let mut carrier = HashMap::with_capacity(2);
+    carrier.insert(
+        super::TraceContext::TRACEPARENT.to_owned(),
+        context.traceparent.clone(),
+    );
+    if let Some(state) = &context.tracestate {
+        carrier.insert(super::TraceContext::TRACESTATE.to_owned(), state.clone());
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// Makes `span` (not started yet) a child of the remote agent span in
+/// `trace`, linked to the remote turn that created the task. An invalid
+/// context is ignored (the span stays a root), with a debug event.
+pub(super) fn continue_remote(span: &tracing::Span, trace: &super::RemoteTrace) {
+    match extract(&trace.parent) {
+        Some(parent) => {
+            if let Err(error) = span.set_parent(parent) {
+                tracing::debug!(%error, "cannot continue the delegating process's trace");
+            }
+        }
+        None => tracing::debug!(
+            traceparent = %trace.parent.traceparent,
+            "ignored an invalid remote trace context"
+        ),
+    }
+    if let Some(turn) = trace.started_by.as_ref().and_then(extract) {
+        span.add_link(turn.span().span_context().clone());
+    }
+}
+
 /// Whether `url` starts with `scheme://`, in any case.
 fn has_scheme(url: &str, scheme: &str) -> bool {
     url.split_once("://")
@@ -233,7 +291,160 @@ fn has_scheme(url: &str, scheme: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use crate::telemetry::{remote_task_span, RemoteTrace, TraceContext};
+    use baton_core::{AgentName, TaskId};
+    use opentelemetry::trace::SpanId;
+    use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
+    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::Registry;
+
+    /// Keeps every ended span.
+    #[derive(Debug, Clone, Default)]
+    struct Keep(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanProcessor for Keep {
+        fn on_start(
+            &self,
+            _span: &mut opentelemetry_sdk::trace::Span,
+            _cx: &opentelemetry::Context,
+        ) {
+        }
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().expect("not poisoned").push(span);
+        }
+        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(
+            &self,
+            _timeout: Duration,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with spans going through a `tracing-opentelemetry` layer
+    /// (each call its own provider, standing for one process); returns the
+    /// ended spans.
+    fn in_process<T>(f: impl FnOnce() -> T) -> (T, Vec<SpanData>) {
+        let kept = Keep::default();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(kept.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let out = tracing::subscriber::with_default(Registry::default().with(layer), f);
+        let spans = std::mem::take(&mut *kept.0.lock().expect("not poisoned"));
+        (out, spans)
+    }
+
+    fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span named {name:?} in {spans:?}"))
+    }
+
+    #[test]
+    fn a_remote_task_span_continues_the_trace_it_was_sent() {
+        // The delegating process: an agent span and the turn that delegates.
+        let (trace, sent) = in_process(|| {
+            let agent = tracing::info_span!("agent", otel.name = "lead");
+            let turn = tracing::info_span!(parent: &agent, "turn", otel.name = "turn 1");
+            RemoteTrace::of(&agent, &turn)
+        });
+        let trace = trace.expect("spans are exported, so there is a context to send");
+        let lead = named(&sent, "lead");
+        let turn = named(&sent, "turn 1");
+        let lead_context = &lead.span_context;
+        assert_eq!(
+            trace.parent.traceparent,
+            format!(
+                "00-{}-{}-01",
+                lead_context.trace_id(),
+                lead_context.span_id()
+            ),
+            "W3C traceparent: version, trace id, span id, sampled"
+        );
+        assert_eq!(trace.parent.tracestate, None);
+        let started_by = trace.started_by.as_ref().expect("the turn's context");
+        assert!(started_by
+            .traceparent
+            .contains(&turn.span_context.span_id().to_string()));
+
+        // What travels: JSON in a RemoteTask, or headers.
+        let wire = serde_json::to_string(&trace).expect("serialize");
+        let received: RemoteTrace = serde_json::from_str(&wire).expect("deserialize");
+        assert_eq!(received, trace);
+
+        // The running process: its task span, and a child, join the trace.
+        let ((), ran) = in_process(|| {
+            let span = remote_task_span(
+                &AgentName::new("researcher"),
+                TaskId::new(1),
+                2,
+                "worker-a",
+                Some(&received),
+            );
+            let _child = tracing::info_span!(parent: &span, "agent", otel.name = "researcher");
+        });
+        let remote = named(&ran, "researcher task-1 on worker-a");
+        assert_eq!(remote.span_context.trace_id(), lead_context.trace_id());
+        assert_eq!(remote.parent_span_id, lead_context.span_id());
+        assert!(remote.parent_span_is_remote);
+        assert_eq!(remote.links.links.len(), 1);
+        assert_eq!(
+            remote.links.links[0].span_context.span_id(),
+            turn.span_context.span_id()
+        );
+        let child = named(&ran, "researcher");
+        assert_eq!(child.span_context.trace_id(), lead_context.trace_id());
+        assert_eq!(child.parent_span_id, remote.span_context.span_id());
+    }
+
+    #[test]
+    fn no_or_an_invalid_context_leaves_a_root_span() {
+        let bad = RemoteTrace {
+            parent: TraceContext {
+                traceparent: "00-not-a-trace-01".to_owned(),
+                tracestate: None,
+            },
+            started_by: None,
+        };
+        let ((), spans) = in_process(|| {
+            for trace in [None, Some(&bad)] {
+                drop(remote_task_span(
+                    &AgentName::new("researcher"),
+                    TaskId::new(1),
+                    1,
+                    "worker-a",
+                    trace,
+                ));
+            }
+        });
+        assert_eq!(spans.len(), 2);
+        for span in &spans {
+            assert_eq!(span.parent_span_id, SpanId::INVALID);
+            assert!(span.links.links.is_empty());
+        }
+        assert_ne!(
+            spans[0].span_context.trace_id(),
+            spans[1].span_context.trace_id(),
+            "each root span starts a trace of its own"
+        );
+    }
+
+    #[test]
+    fn a_span_without_an_opentelemetry_layer_has_no_context_to_send() {
+        let subscriber = Registry::default();
+        let trace = tracing::subscriber::with_default(subscriber, || {
+            let agent = tracing::info_span!("agent");
+            RemoteTrace::of(&agent, &agent)
+        });
+        assert_eq!(trace, None);
+        assert_eq!(TraceContext::of(&tracing::Span::none()), None);
+    }
 
     #[test]
     fn the_traces_path_is_appended_once() {
