@@ -8,135 +8,14 @@
 #![cfg(feature = "otel")]
 
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::Router;
 use baton::runtime::telemetry::{otlp_layer, OtlpConfig};
 use baton::runtime::virtual_time::block_on_paused;
 use baton::{Agent, ChatRequest, Message, Orchestrator, ScriptedModel, ScriptedTurn};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message as _;
+use baton_testkit::otlp::{OtlpReceiver, Span};
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt;
-
-/// An OTLP/HTTP traces endpoint on a free port of 127.0.0.1, running on
-/// its own thread; every decoded export request goes to `requests`.
-struct Receiver {
-    url: String,
-    requests: mpsc::Receiver<ExportTraceServiceRequest>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-async fn export(
-    State(sink): State<mpsc::Sender<ExportTraceServiceRequest>>,
-    body: Bytes,
-) -> impl IntoResponse {
-    match ExportTraceServiceRequest::decode(body) {
-        Ok(request) => {
-            let _ = sink.send(request);
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/x-protobuf")],
-                ExportTraceServiceResponse::default().encode_to_vec(),
-            )
-                .into_response()
-        }
-        Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
-    }
-}
-
-impl Receiver {
-    fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
-        let (sink, requests) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = Router::new()
-                    .route("/v1/traces", post(export))
-                    .with_state(sink);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("serve");
-            });
-        });
-        Self {
-            url,
-            requests,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    /// Every span received so far.
-    fn spans(&self) -> Vec<(Span, HashMap<String, String>)> {
-        let mut spans = Vec::new();
-        while let Ok(request) = self.requests.try_recv() {
-            for resource in request.resource_spans {
-                let resource_attrs = resource
-                    .resource
-                    .map(|r| attributes(&r.attributes))
-                    .unwrap_or_default();
-                for scope in resource.scope_spans {
-                    for span in scope.spans {
-                        spans.push((span, resource_attrs.clone()));
-                    }
-                }
-            }
-        }
-        spans
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Attribute values as text: strings as they are, numbers in decimal.
-fn attributes(kvs: &[KeyValue]) -> HashMap<String, String> {
-    kvs.iter()
-        .filter_map(|kv| {
-            let value = match kv.value.as_ref()?.value.as_ref()? {
-                Value::StringValue(s) => s.clone(),
-                Value::IntValue(i) => i.to_string(),
-                Value::BoolValue(b) => b.to_string(),
-                Value::DoubleValue(d) => d.to_string(),
-                other => format!("{other:?}"),
-            };
-            Some((kv.key.clone(), value))
-        })
-        .collect()
-}
 
 /// The lead delegates two topics to researchers; each researcher delegates
 /// a page fetch to a fetcher, then answers.
@@ -159,8 +38,8 @@ fn tree_model() -> ScriptedModel {
 
 #[test]
 fn a_delegation_tree_reaches_an_otlp_collector_as_one_trace_tree() {
-    let receiver = Receiver::start();
-    let config = OtlpConfig::new(&receiver.url).service_name("otel-export-test");
+    let receiver = OtlpReceiver::start().expect("OTLP receiver");
+    let config = OtlpConfig::new(receiver.url()).service_name("otel-export-test");
     let (layer, guard) = otlp_layer(&config).expect("OTLP layer");
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, || {
@@ -186,18 +65,12 @@ fn a_delegation_tree_reaches_an_otlp_collector_as_one_trace_tree() {
     guard.shutdown().expect("export");
     let received = receiver.spans();
     assert!(!received.is_empty(), "no span reached the receiver");
-    for (_, resource) in &received {
-        assert_eq!(
-            resource.get("service.name").map(String::as_str),
-            Some("otel-export-test")
-        );
+    for span in &received {
+        assert_eq!(span.service(), Some("otel-export-test"));
     }
     let spans: Vec<(Span, HashMap<String, String>)> = received
         .into_iter()
-        .map(|(span, _)| {
-            let attrs = attributes(&span.attributes);
-            (span, attrs)
-        })
+        .map(|r| (r.span, r.attributes))
         .collect();
 
     // One trace: every span shares the conversation's trace id.

@@ -15,9 +15,13 @@
 //!   PostgreSQL server, dropped at the end.
 //! * [`nats_server`]: [`NatsServer`], a real `nats-server` with JetStream
 //!   per test, on a free port.
+//! * `otlp` (feature `otlp`): `OtlpReceiver`, a real OTLP/HTTP traces
+//!   endpoint that keeps the spans it receives.
 
 pub mod mock_llm;
 pub mod nats_server;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod postgres;
 pub mod tree_run;
 
