@@ -15,7 +15,9 @@ use futures::StreamExt;
 
 use crate::config::{token, NatsConfig};
 use crate::error::NatsError;
-use crate::protocol::{MaxDeliveriesAdvisory, RemoteStatus, ResultMessage, TaskEntry, TaskMessage};
+use crate::protocol::{
+    trace_headers, MaxDeliveriesAdvisory, RemoteStatus, ResultMessage, TaskEntry, TaskMessage,
+};
 use crate::setup::{self, Handles};
 
 /// One dispatched attempt waiting for its result.
@@ -367,9 +369,17 @@ impl Inner {
             agent: task.agent.clone(),
             prompt: task.prompt.clone(),
         };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{key}.{}", task.attempt),
+        );
+        if let Some(trace) = &task.trace {
+            trace_headers(trace, &mut headers);
+        }
         let publish = PublishMessage::build()
             .payload(to_bytes(&message)?)
-            .message_id(format!("{key}.{}", task.attempt));
+            .headers(headers);
         self.handles
             .js
             .send_publish(self.config.task_subject(&task.agent)?, publish)

@@ -10,7 +10,7 @@ use async_nats::jetstream::{
     self, consumer::pull, context::GetStreamErrorKind, AckKind, ErrorCode,
 };
 use baton_core::{Event, TaskOutcome};
-use baton_runtime::{Agent, Orchestrator};
+use baton_runtime::{telemetry, Agent, Orchestrator};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch, Semaphore};
@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use crate::config::{token, NatsConfig};
 use crate::error::NatsError;
 use crate::executor::{publish_result, read_entry, to_bytes};
-use crate::protocol::{RemoteStatus, ResultMessage, TaskEntry, TaskMessage};
+use crate::protocol::{trace_from_headers, RemoteStatus, ResultMessage, TaskEntry, TaskMessage};
 use crate::setup::{self, Handles};
 
 /// A live worker, as it registers itself in the worker bucket.
@@ -425,7 +425,19 @@ impl NatsWorker {
                 .flatten()
                 .is_some_and(|(e, _)| e.status == RemoteStatus::CancelRequested)
         };
-        let convo = Orchestrator::builder(agent).worker_threads(0).spawn();
+        // With the `otel` feature, the task's spans continue the delegating
+        // conversation's trace, under the agent that delegated it.
+        let span = telemetry::remote_task_span(
+            &task.agent,
+            task.task_id,
+            task.attempt,
+            &self.id,
+            trace_from_headers(message.headers.as_ref()).as_ref(),
+        );
+        let convo = Orchestrator::builder(agent)
+            .worker_threads(0)
+            .parent_span(span)
+            .spawn();
         let run = run_conversation(&convo, task.prompt.clone());
         tokio::pin!(run);
         let mut progress =

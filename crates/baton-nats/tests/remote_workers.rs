@@ -11,13 +11,6 @@ use baton_nats::{NatsExecutor, NatsWorker, RemoteStatus, TaskBoard};
 use baton_runtime::{Agent, Orchestrator};
 use common::*;
 
-/// The remote stand-in for `agent` on the orchestrator's side.
-fn remote(name: &str, executor: &NatsExecutor) -> Agent {
-    Agent::builder(name)
-        .remote(Arc::new(executor.clone()))
-        .build()
-}
-
 fn results(history: &baton_core::History) -> Vec<(TaskId, TaskOutcome)> {
     history
         .messages()
@@ -348,24 +341,6 @@ fn a_task_that_fails_on_every_delivery_ends_failed_after_max_deliver() {
             "bounded deliveries"
         );
     });
-}
-
-/// A child process, SIGKILLed when dropped (also when a test fails).
-struct ChildProcess(std::process::Child);
-
-impl ChildProcess {
-    /// SIGKILL, and reap.
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()?;
-        self.0.wait().map(drop)
-    }
-}
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A `baton-nats-worker` child process serving `echo` with tasks that take

@@ -5,6 +5,10 @@
 //! ```text
 //! baton-nats-worker --nats nats://127.0.0.1:4222 --agent echo --latency-ms 200
 //! ```
+//!
+//! Built with the `otel` feature, `--otlp http://localhost:4318` sends its
+//! spans to an OpenTelemetry collector (service `baton-nats-worker`); they
+//! join the traces of the conversations that delegated the tasks.
 
 use std::time::Duration;
 
@@ -41,10 +45,24 @@ struct Args {
     /// The id to register under (default: `<host>-<pid>-<n>`).
     #[arg(long)]
     id: Option<String>,
+    /// Send spans to this OpenTelemetry collector's OTLP/HTTP base URL
+    /// (e.g. `http://localhost:4318`), in batches (`OTEL_BSP_*` variables).
+    #[cfg(feature = "otel")]
+    #[arg(long)]
+    otlp: Option<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    #[cfg(feature = "otel")]
+    let _otlp = args
+        .otlp
+        .as_deref()
+        .map(|url| {
+            use baton_runtime::telemetry::{init_otlp, OtlpConfig};
+            init_otlp(&OtlpConfig::new(url).service_name("baton-nats-worker"))
+        })
+        .transpose()?;
     let latency = Duration::from_millis(args.latency_ms);
     let name = args.agent.clone();
     let model = ScriptedModel::from_fn(move |req| {

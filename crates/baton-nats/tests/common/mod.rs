@@ -81,6 +81,31 @@ pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// The remote stand-in for `agent` on the orchestrator's side.
+pub fn remote(name: &str, executor: &NatsExecutor) -> Agent {
+    Agent::builder(name)
+        .remote(std::sync::Arc::new(executor.clone()))
+        .build()
+}
+
+/// A child process, SIGKILLed when dropped (also when a test fails).
+pub struct ChildProcess(pub std::process::Child);
+
+impl ChildProcess {
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(drop)
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A task's entry in the task bucket.
 pub async fn entry(executor: &NatsExecutor, n: u64) -> Option<TaskEntry> {
     executor.task_entry(TaskId::new(n)).await.ok().flatten()
