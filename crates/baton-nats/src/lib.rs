@@ -7,7 +7,9 @@
 //!   subjects derived from them.
 //! * [`protocol`]: the messages on the wire ([`TaskMessage`],
 //!   [`ResultMessage`]) and the per-task state kept in a KV bucket
-//!   ([`TaskEntry`]).
+//!   ([`TaskEntry`]); a task's W3C trace context travels as headers of
+//!   its message ([`protocol::trace_headers`]), so that with the `otel`
+//!   feature the worker's spans join the delegating conversation's trace.
 //! * [`setup`]: creates (or binds to) the streams and buckets.
 //! * [`executor`]: [`NatsExecutor`], the orchestrator's side: a
 //!   `RemoteExecutor` that publishes delegated tasks to a JetStream

@@ -66,7 +66,7 @@ impl TraceContext {
     pub const TRACESTATE: &'static str = "tracestate";
 
     /// The context of `span`, when it is exported through
-    /// [`otlp_layer`] (the `otel` feature); `None` otherwise, or when the
+    /// `otlp_layer` (the `otel` feature); `None` otherwise, or when the
     /// span is disabled.
     pub fn of(span: &Span) -> Option<Self> {
         #[cfg(feature = "otel")]
