@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use baton_core::{Message, TaskOutcome};
 use baton_nats::NatsExecutor;
-use baton_runtime::telemetry::{otlp_layer, OtlpConfig};
+use baton_runtime::telemetry::{init_otlp, OtlpConfig};
 use baton_runtime::Orchestrator;
 use baton_testkit::otlp::{OtlpReceiver, ReceivedSpan};
 use common::*;
-use tracing_subscriber::layer::SubscriberExt;
 
 const WORKER_ID: &str = "traced-worker";
 
@@ -80,34 +79,29 @@ fn a_remote_workers_spans_join_the_delegating_conversations_trace() {
         .map(ChildProcess)
         .expect("worker starts");
 
-    // The delegating process: its own exporter and service name.
-    let (layer, guard) =
-        otlp_layer(&OtlpConfig::new(receiver.url()).service_name("delegator")).expect("layer");
-    let subscriber = tracing_subscriber::registry().with(layer);
-    tracing::subscriber::with_default(subscriber, || {
-        actix_rt::System::new().block_on(async {
-            let executor = NatsExecutor::connect(server.config(), "traced")
-                .await
-                .expect("executor");
-            // Every agent on this thread, which the subscriber covers.
-            let convo = Orchestrator::builder(lead(1, remote("echo", &executor)))
-                .worker_threads(0)
-                .spawn();
-            convo.send_user("go").await.expect("send");
-            convo.settled().await.expect("settled");
-            let history = convo.history().await.expect("history");
-            let outcome = history.messages().iter().find_map(|m| match m {
-                Message::TaskResult { outcome, .. } => Some(outcome.clone()),
-                _ => None,
-            });
-            assert_eq!(
-                outcome,
-                Some(TaskOutcome::Succeeded {
-                    output: "echo: p0".into()
-                })
-            );
-            convo.shutdown().await.expect("shutdown");
+    // The delegating process (this one, the only test in this binary): its
+    // own exporter and service name, for every thread.
+    let guard = init_otlp(&OtlpConfig::new(receiver.url()).service_name("delegator"))
+        .expect("the OTLP exporter, installed globally");
+    actix_rt::System::new().block_on(async {
+        let executor = NatsExecutor::connect(server.config(), "traced")
+            .await
+            .expect("executor");
+        let convo = Orchestrator::start(lead(1, remote("echo", &executor)));
+        convo.send_user("go").await.expect("send");
+        convo.settled().await.expect("settled");
+        let history = convo.history().await.expect("history");
+        let outcome = history.messages().iter().find_map(|m| match m {
+            Message::TaskResult { outcome, .. } => Some(outcome.clone()),
+            _ => None,
         });
+        assert_eq!(
+            outcome,
+            Some(TaskOutcome::Succeeded {
+                output: "echo: p0".into()
+            })
+        );
+        convo.shutdown().await.expect("shutdown");
     });
     guard
         .shutdown()
