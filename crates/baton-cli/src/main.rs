@@ -13,6 +13,13 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about)]
 struct Cli {
+    /// Send the conversation's and the agents' spans to this OpenTelemetry
+    /// collector's OTLP/HTTP base URL (e.g. `http://localhost:4318`); a
+    /// worker's spans join the trace of the conversation that delegated
+    /// the task. Built with the `otel` feature only.
+    #[cfg(feature = "otel")]
+    #[arg(long, global = true, value_name = "URL")]
+    otlp: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,8 +47,44 @@ enum Command {
     Workers(commands::workers::Args),
 }
 
+impl Command {
+    /// The subcommand's name, as typed.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Test(_) => "test",
+            Command::Validate(_) => "validate",
+            Command::Chat(_) => "chat",
+            Command::MockLlm(_) => "mock-llm",
+            Command::Log(_) => "log",
+            Command::Serve(_) => "serve",
+            Command::Worker(_) => "worker",
+            Command::Workers(_) => "workers",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Exports until dropped, at the end of `main` (which sends what is left).
+    #[cfg(feature = "otel")]
+    let _otlp = match cli
+        .otlp
+        .as_deref()
+        .map(|url| {
+            use baton_runtime::telemetry::{init_otlp, OtlpConfig};
+            let service = format!("baton {}", cli.command.name());
+            init_otlp(&OtlpConfig::new(url).service_name(service))
+        })
+        .transpose()
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match cli.command {
         // These run their own actor systems (on a paused clock or the real one).
         Command::Run(args) => commands::run::run_scenario(args),
