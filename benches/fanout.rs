@@ -9,43 +9,92 @@
 //! ```text
 //! cargo bench --bench fanout                 # N = 100,000
 //! FANOUT_N=10000 cargo bench --bench fanout
+//! FANOUT_ALLOC=mimalloc cargo bench --bench fanout
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use baton::{Agent, ChatRequest, Message, Orchestrator, ScriptedModel, ScriptedTurn};
 use cpu_time::ProcessTime;
+use mimalloc::MiMalloc;
 use serde_json::json;
 
-/// Counts live heap bytes, to measure memory per pending task.
+/// Counts live heap bytes, to measure memory per pending task, over the
+/// allocator `FANOUT_ALLOC` names: `system` (glibc's malloc, the default)
+/// or `mimalloc`. The choice is read at the first allocation, before
+/// `main`, so every block is freed by the allocator that made it.
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Allocation calls while counting.
+static CALLS: AtomicUsize = AtomicUsize::new(0);
 /// Counting is on from the start until memory has been measured, so the
 /// timing runs after it pay for no shared counter.
 static COUNTING: AtomicBool = AtomicBool::new(true);
+/// 0: not chosen yet; 1: the system allocator; 2: mimalloc.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+
+fn use_mimalloc() -> bool {
+    match CHOSEN.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            // `getenv` does not allocate, so it may run inside the allocator.
+            // SAFETY: the name is a NUL-terminated C string; nothing sets the
+            // environment this early.
+            let value = unsafe { libc::getenv(c"FANOUT_ALLOC".as_ptr()) };
+            let mi = !value.is_null()
+                // SAFETY: `getenv` returned a NUL-terminated string.
+                && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"mimalloc";
+            CHOSEN.store(if mi { 2 } else { 1 }, Ordering::Relaxed);
+            mi
+        }
+    }
+}
+
+fn allocator_name() -> &'static str {
+    if use_mimalloc() {
+        "mimalloc"
+    } else {
+        "the system allocator (glibc malloc)"
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            CALLS.fetch_add(1, Ordering::Relaxed);
         }
-        unsafe { System.alloc(layout) }
+        if use_mimalloc() {
+            unsafe { MiMalloc.alloc(layout) }
+        } else {
+            unsafe { System.alloc(layout) }
+        }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if COUNTING.load(Ordering::Relaxed) {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         }
-        unsafe { System.dealloc(ptr, layout) }
+        if use_mimalloc() {
+            unsafe { MiMalloc.dealloc(ptr, layout) }
+        } else {
+            unsafe { System.dealloc(ptr, layout) }
+        }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             LIVE.fetch_add(new_size, Ordering::Relaxed);
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            CALLS.fetch_add(1, Ordering::Relaxed);
         }
-        unsafe { System.realloc(ptr, layout, new_size) }
+        if use_mimalloc() {
+            unsafe { MiMalloc.realloc(ptr, layout, new_size) }
+        } else {
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
     }
 }
 
@@ -147,13 +196,24 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     println!(
-        "delegation fan-out, N = {n}, {} cores",
-        std::thread::available_parallelism().map_or(1, usize::from)
+        "delegation fan-out, N = {n}, {} cores, {}",
+        std::thread::available_parallelism().map_or(1, usize::from),
+        allocator_name()
     );
 
     // One measurement alone, for profilers (`perf`, `callgrind`):
-    // FANOUT_ONLY=one-thread | pool | wall.
+    // FANOUT_ONLY=one-thread | pool | wall | allocs.
     if let Ok(only) = std::env::var("FANOUT_ONLY") {
+        if only == "allocs" {
+            let before = CALLS.load(Ordering::Relaxed);
+            run(n, Duration::ZERO, Some(0));
+            let calls = CALLS.load(Ordering::Relaxed) - before;
+            println!(
+                "  allocs: {:.1} allocations (incl. reallocations) per delegated task, zero-latency model, one thread",
+                calls as f64 / n as f64
+            );
+            return;
+        }
         COUNTING.store(false, Ordering::Relaxed);
         let (latency, threads) = match only.as_str() {
             "one-thread" => (Duration::ZERO, Some(0)),

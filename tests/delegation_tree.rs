@@ -853,3 +853,113 @@ fn remote_sub_agents_report_like_local_ones_and_time_out_on_the_parent_clock() {
         assert_eq!(convo.tree().shape(), "lead(far, far, near)");
     });
 }
+
+/// A lead whose first reply delegates `n` subtasks to `leaf` in one go.
+fn wide_model(n: usize, leaf: ScriptedTurn) -> ScriptedModel {
+    let mut all = ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "0"}));
+    for i in 1..n {
+        all = all.and_call(
+            "create_task",
+            json!({"agent": "leaf", "prompt": i.to_string()}),
+        );
+    }
+    ScriptedModel::from_fn(move |req: &ChatRequest| match req.agent.as_str() {
+        "lead" => ScriptedTurn::text("ok"),
+        _ => leaf.clone(),
+    })
+    .script("lead", [all])
+}
+
+fn wide_lead(model: &ScriptedModel) -> Agent {
+    let leaf = Agent::builder("leaf").model(model.clone()).build();
+    Agent::builder("lead")
+        .model(model.clone())
+        .delegates_to([leaf])
+        .build()
+}
+
+#[test]
+fn a_reply_with_many_calls_lets_its_first_workers_run_before_the_rest_is_dispatched() {
+    block_on_paused(async {
+        let n = 1_000;
+        let model = wide_model(n, ScriptedTurn::text("done"));
+        let convo = Orchestrator::builder(wide_lead(&model))
+            .event_capacity(16 * n)
+            .spawn();
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        let events = drain(&mut events);
+        let position = |pred: &dyn Fn(&Event) -> bool| events.iter().position(|e| pred(&e.event));
+        let first_finished =
+            position(&|e| matches!(e, Event::TaskFinished { .. })).expect("a task finished");
+        let last_created = events
+            .iter()
+            .rposition(|e| matches!(e.event, Event::TaskCreated { .. }))
+            .expect("tasks were created");
+        assert!(
+            first_finished < last_created,
+            "workers ran while the reply was still being dispatched \
+             (first result at event {first_finished}, last task created at {last_created})"
+        );
+        let tasks = convo.tasks();
+        assert_eq!(tasks.len(), n);
+        assert!(tasks.iter().all(|r| r.status == TaskStatus::Succeeded));
+        let history = convo.history().await.unwrap();
+        assert_eq!(history.check_tool_protocol(), Ok(()));
+        let results = history
+            .messages()
+            .iter()
+            .filter(|m| matches!(m, Message::TaskResult { .. }))
+            .count();
+        assert_eq!(results, n, "every result joins the history once");
+        convo.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn user_input_interrupts_a_reply_that_is_still_being_dispatched() {
+    block_on_paused(async {
+        let n = 1_000;
+        let model = wide_model(n, ScriptedTurn::hang());
+        let convo = Orchestrator::builder(wide_lead(&model))
+            .input_policy(baton::runtime::InputPolicy::Interrupt)
+            .event_capacity(16 * n)
+            .spawn();
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        // The lead yields between batches of calls: speak at the first chance.
+        loop {
+            let e = events.recv().await.unwrap();
+            if matches!(e.event, Event::TaskCreated { .. }) {
+                break;
+            }
+        }
+        convo.send_user("stop, never mind").await.unwrap();
+        // The leaves hang, so the conversation never settles: let it run on.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let created = convo.tasks().len();
+        assert!(
+            (1..n).contains(&created),
+            "the calls after the interruption start nothing ({created} of {n} tasks created)"
+        );
+        let history = convo.history().await.unwrap();
+        assert_eq!(
+            history.check_tool_protocol(),
+            Ok(()),
+            "every call answered once"
+        );
+        let interrupted = tool_errors(&history)
+            .iter()
+            .filter(|e| e.contains("interrupted") || e.contains("user sent a new message"))
+            .count();
+        assert_eq!(
+            interrupted,
+            n - created,
+            "the rest were answered as interrupted"
+        );
+        convo.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(convo.live_agents(), 0);
+    });
+}

@@ -5,7 +5,7 @@
 //! lags loses the oldest events (and is told how many), and never slows the
 //! actor that publishes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -193,6 +193,10 @@ struct BusInner {
     tx: broadcast::Sender<EventEnvelope>,
     seq: AtomicU64,
     epoch: Instant,
+    /// Whether anyone ever subscribed. Until then nobody can be listening,
+    /// which is known without the channel's lock (that every agent thread
+    /// would otherwise take on every event it might publish).
+    ever_subscribed: AtomicBool,
 }
 
 /// The broadcast channel of one conversation's events; cheap to clone.
@@ -214,6 +218,7 @@ impl EventBus {
                 tx,
                 seq: AtomicU64::new(0),
                 epoch: Instant::now(),
+                ever_subscribed: AtomicBool::new(false),
             }),
         }
     }
@@ -222,7 +227,7 @@ impl EventBus {
     /// no subscriber the event is simply dropped.
     pub fn publish(&self, event: Event) {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.inner.tx.receiver_count() == 0 {
+        if !self.is_observed() {
             return;
         }
         let at_ms = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -233,12 +238,14 @@ impl EventBus {
     /// Whether anyone subscribes: publishers may skip building events
     /// nobody would read.
     pub fn is_observed(&self) -> bool {
-        self.inner.tx.receiver_count() > 0
+        self.inner.ever_subscribed.load(Ordering::Acquire) && self.inner.tx.receiver_count() > 0
     }
 
     /// A new subscriber that sees every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<EventEnvelope> {
-        self.inner.tx.subscribe()
+        let rx = self.inner.tx.subscribe();
+        self.inner.ever_subscribed.store(true, Ordering::Release);
+        rx
     }
 }
 

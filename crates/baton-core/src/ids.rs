@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,14 +80,17 @@ impl TaskIdGen {
 }
 
 /// The name of an agent (`"assistant"`, `"researcher"`), unique in a tree.
+///
+/// Shared, not copied: every task record, event and request of an agent
+/// names it, so a clone only bumps a reference count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct AgentName(String);
+pub struct AgentName(Arc<str>);
 
 impl AgentName {
     /// Wraps a name.
     pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
+        Self(Arc::from(name.into()))
     }
 
     /// The name as a string slice.
@@ -103,26 +107,27 @@ impl fmt::Display for AgentName {
 
 impl From<&str> for AgentName {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self(Arc::from(s))
     }
 }
 
 impl From<String> for AgentName {
     fn from(s: String) -> Self {
-        Self(s)
+        Self(Arc::from(s))
     }
 }
 
 /// The id a model gives one tool call (`call_abc123`); the tool message
-/// that answers the call carries the same id.
+/// that answers the call carries the same id (a shared copy: cloning it
+/// allocates nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct CallId(String);
+pub struct CallId(Arc<str>);
 
 impl CallId {
     /// Wraps an id.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(Arc::from(id.into()))
     }
 
     /// The id as a string slice.
@@ -139,7 +144,7 @@ impl fmt::Display for CallId {
 
 impl From<&str> for CallId {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self(Arc::from(s))
     }
 }
 

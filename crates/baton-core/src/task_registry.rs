@@ -85,8 +85,9 @@ pub enum TaskKind {
     Delegation {
         /// The sub-agent's name.
         agent: AgentName,
-        /// The prompt it was given.
-        prompt: String,
+        /// The prompt it was given (shared with the running task, not
+        /// copied).
+        prompt: Arc<str>,
     },
 }
 
@@ -146,7 +147,9 @@ impl TaskRecord {
 
 #[derive(Debug)]
 struct Inner {
-    tasks: DashMap<TaskId, TaskRecord>,
+    /// Keyed by ids the registry makes (small integers, not attacker-chosen
+    /// keys), so a fast hash will do.
+    tasks: DashMap<TaskId, TaskRecord, foldhash::fast::RandomState>,
     ids: TaskIdGen,
     epoch: Instant,
 }
@@ -169,7 +172,7 @@ impl TaskRegistry {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
-                tasks: DashMap::new(),
+                tasks: DashMap::default(),
                 ids: TaskIdGen::default(),
                 epoch: Instant::now(),
             }),

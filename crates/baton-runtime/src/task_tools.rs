@@ -29,6 +29,19 @@ pub struct CreateTaskArgs {
     pub prompt: String,
 }
 
+/// `create_task`'s arguments as parsed on the delegation path: both are
+/// borrowed from the call's text where it has no escapes, the agent name
+/// becomes the delegate's own shared name and the prompt is copied once,
+/// into the task. [`CreateTaskArgs`] is the schema the model sees.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTaskCall<'a> {
+    #[serde(borrow)]
+    agent: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    prompt: std::borrow::Cow<'a, str>,
+}
+
 /// Arguments of `check_task` and `cancel_task`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +62,7 @@ pub enum TaskToolCall {
         /// The sub-agent.
         agent: AgentName,
         /// The subtask.
-        prompt: String,
+        prompt: std::sync::Arc<str>,
     },
     /// Report one task.
     Check(TaskId),
@@ -110,16 +123,16 @@ pub fn parse(
         arguments
     };
     let parsed = match name {
-        CREATE_TASK if !delegates.is_empty() => serde_json::from_str::<CreateTaskArgs>(text)
+        CREATE_TASK if !delegates.is_empty() => serde_json::from_str::<CreateTaskCall>(text)
             .map_err(|e| invalid(e.to_string()))
             .and_then(|a| {
-                let agent = AgentName::new(a.agent);
-                if delegates.contains(&agent) {
+                if let Some(agent) = delegates.iter().find(|d| d.as_str() == a.agent) {
                     Ok(TaskToolCall::Create {
-                        agent,
-                        prompt: a.prompt,
+                        agent: agent.clone(),
+                        prompt: std::sync::Arc::from(a.prompt),
                     })
                 } else {
+                    let agent = a.agent;
                     let known: Vec<&str> = delegates.iter().map(AgentName::as_str).collect();
                     Err(invalid(format!(
                         "no sub-agent `{agent}`; you can delegate to: {}",

@@ -223,7 +223,7 @@ mod tests {
                 owner: AgentName::new("lead"),
                 kind: TaskKind::Delegation {
                     agent: AgentName::new(agent),
-                    prompt: String::new(),
+                    prompt: "".into(),
                 },
             },
         )

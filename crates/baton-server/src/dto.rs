@@ -140,7 +140,9 @@ impl From<&TaskRecord> for TaskView {
     fn from(r: &TaskRecord) -> Self {
         let (kind, prompt) = match &r.kind {
             TaskKind::Tool { .. } => (TaskKindName::Tool, None),
-            TaskKind::Delegation { prompt, .. } => (TaskKindName::Delegation, Some(prompt.clone())),
+            TaskKind::Delegation { prompt, .. } => {
+                (TaskKindName::Delegation, Some(prompt.to_string()))
+            }
         };
         Self {
             id: r.id.to_string(),

@@ -41,7 +41,7 @@ mod tasks;
 use tasks::{task_answer, OwnTask, TaskWork};
 
 use crate::agent::Agent;
-use crate::arbiter_pool::ArbiterPool;
+use crate::arbiter_pool::{ArbiterPool, StartBatch};
 use crate::messages::{
     AttemptTimedOut, CancelTask, Decide, GetHistory, InlineToolDone, ModelTurnDone, Shutdown,
     SlotGranted, TurnError, UserInput, WhenSettled,
@@ -49,7 +49,7 @@ use crate::messages::{
 use crate::role::{Role, Root, Worker};
 use crate::task_tools::{self, TaskToolCall};
 use crate::telemetry;
-use crate::turn_loop::{error_answer, ok_answer, TurnLoop};
+use crate::turn_loop::{error_answer, ok_answer, Phase, TurnLoop};
 
 /// The conversation actor: owns the conversation's history.
 pub type OrchestratorActor = AgentActor<Root>;
@@ -167,6 +167,23 @@ pub struct AgentActor<R: Role> {
     /// This agent's addresses as its tasks need them, made once (an actix
     /// address allocates) and shared by every task it creates.
     handles: Option<Handles>,
+    /// The calls of the current reply not dispatched yet.
+    dispatching: Option<Dispatch>,
+    /// Workers launched during a dispatch batch, started together at its
+    /// end (one message per arbiter).
+    starts: StartBatch<ModelActor, tasks::WorkerSeed>,
+    /// Whether launches go to `starts` rather than starting at once.
+    defer_starts: bool,
+}
+
+/// How many calls of one model reply are dispatched before the actor
+/// yields to its mailbox and to the other actors of its thread.
+const DISPATCH_BATCH: usize = 256;
+
+/// The rest of a model reply's calls, dispatched a batch at a time.
+struct Dispatch {
+    turn: u64,
+    calls: std::iter::Enumerate<std::vec::IntoIter<ToolCall>>,
 }
 
 /// The addresses of an agent that its tasks keep: where to cancel or
@@ -220,6 +237,9 @@ impl<R: Role> AgentActor<R> {
             resumed_tasks: Vec::new(),
             journal_buffer: Vec::new(),
             handles: None,
+            dispatching: None,
+            starts: StartBatch::default(),
+            defer_starts: false,
         }
     }
 
@@ -366,12 +386,35 @@ impl<R: Role> AgentActor<R> {
     }
 
     /// Handles every call of a model reply: answers what can be answered at
-    /// once, and starts the inline tools concurrently.
+    /// once, and starts the inline tools concurrently. A reply with many
+    /// calls is handled [`DISPATCH_BATCH`] calls at a time, yielding to the
+    /// mailbox and the thread's other actors in between: a reply that
+    /// delegates 100,000 subtasks neither keeps user input waiting nor
+    /// holds back the sub-agents it has started.
     fn dispatch_calls(&mut self, turn: u64, calls: Vec<ToolCall>, ctx: &mut Context<Self>) {
         // The calls are in the journal before any of their tasks.
         self.journal_history();
+        self.dispatching = Some(Dispatch {
+            turn,
+            calls: calls.into_iter().enumerate(),
+        });
+        self.dispatch_batch(ctx);
+    }
+
+    /// Dispatches the next batch of the reply's calls; schedules the rest.
+    fn dispatch_batch(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut dispatch) = self.dispatching.take() else {
+            return;
+        };
+        let current = dispatch.turn == self.turns.turn()
+            && matches!(self.turns.phase(), Phase::RunningTools { .. });
+        if !current {
+            return;
+        }
+        let turn = dispatch.turn;
         let mut all_answered = false;
-        for (index, call) in calls.into_iter().enumerate() {
+        self.defer_starts = true;
+        for (index, call) in dispatch.calls.by_ref().take(DISPATCH_BATCH) {
             self.emit(|| Event::ToolCallStarted {
                 agent: self.name(),
                 task: self.role.task(),
@@ -386,8 +429,16 @@ impl<R: Role> AgentActor<R> {
                 CallPlan::Inline(fut) => self.spawn_inline(turn, index, call, fut, ctx),
             }
         }
+        self.defer_starts = false;
+        self.start_deferred();
         self.flush_journal();
-        if all_answered {
+        if dispatch.calls.len() > 0 {
+            self.dispatching = Some(dispatch);
+            let next = tokio::task::yield_now()
+                .into_actor(self)
+                .map(|(), act, ctx| act.dispatch_batch(ctx));
+            ctx.spawn(next);
+        } else if all_answered {
             self.after_tools(ctx);
         }
     }
@@ -532,6 +583,8 @@ impl<R: Role> AgentActor<R> {
     }
 
     fn abort_in_flight(&mut self, ctx: &mut Context<Self>) {
+        // Calls not dispatched yet are answered by whoever ends the turn.
+        self.dispatching = None;
         if let Some(request) = self.model_request.take() {
             ctx.cancel_future(request);
         }

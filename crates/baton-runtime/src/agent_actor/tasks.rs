@@ -33,8 +33,33 @@ pub(super) enum TaskWork {
     },
     Delegation {
         agent: Agent,
-        prompt: String,
+        prompt: Arc<str>,
     },
+}
+
+/// What a worker for one attempt of a delegation is made from: sent to
+/// the worker's thread and built there.
+pub(super) struct WorkerSeed {
+    agent: Agent,
+    prompt: Arc<str>,
+    worker: Worker,
+    shared: Arc<super::Shared>,
+    timeout: Option<Duration>,
+}
+
+impl WorkerSeed {
+    /// The worker, with its prompt queued for its first turn.
+    pub(super) fn build(self) -> ModelActor {
+        let mut actor = ModelActor::new(
+            self.agent,
+            self.worker,
+            self.shared,
+            InputPolicy::Queue,
+            self.timeout,
+        );
+        actor.turns.enqueue(Message::user(&*self.prompt));
+        actor
+    }
 }
 
 /// Where one of this agent's own tasks is.
@@ -184,35 +209,49 @@ impl<R: Role> AgentActor<R> {
                 ctx,
             )),
             TaskWork::Delegation { agent, prompt } if agent.spec.remote.is_some() => {
-                self.dispatch_remote(id, attempt, agent, prompt, timeout, ctx)
+                self.dispatch_remote(id, attempt, agent, prompt.to_string(), timeout, ctx)
             }
             TaskWork::Delegation { agent, prompt } => {
-                let worker = Worker {
-                    task_id: id,
-                    parent: self.role.task(),
-                    depth: self.role.depth() + 1,
-                    attempt,
-                    report_to: Some(Arc::clone(&self.handles(ctx).report)),
-                    parent_span: self.span.id(),
-                    started_by: started_by.id(),
-                };
-                let mut actor = ModelActor::new(
+                let seed = WorkerSeed {
                     agent,
-                    worker,
-                    Arc::clone(&self.shared),
-                    InputPolicy::Queue,
+                    prompt,
+                    worker: Worker {
+                        task_id: id,
+                        parent: self.role.task(),
+                        depth: self.role.depth() + 1,
+                        attempt,
+                        report_to: Some(Arc::clone(&self.handles(ctx).report)),
+                        parent_span: self.span.id(),
+                        started_by: started_by.id(),
+                    },
+                    shared: Arc::clone(&self.shared),
                     timeout,
-                );
-                actor.turns.enqueue(Message::user(prompt));
+                };
                 let addr = match &self.shared.arbiters {
-                    Some(pool) => pool.start(actor),
-                    None => actor.start(),
+                    // Built on the worker's own thread, which also frees it.
+                    Some(pool) => {
+                        let addr = pool.start_later(seed, &mut self.starts);
+                        if !self.defer_starts {
+                            self.start_deferred();
+                        }
+                        addr
+                    }
+                    None => seed.build().start(),
                 };
                 TaskState::Worker(addr)
             }
         };
         if let Some(own) = self.tasks.get_mut(&id) {
             own.state = state;
+        }
+    }
+
+    /// Starts the workers launched since the last call, a batch per arbiter.
+    pub(super) fn start_deferred(&mut self) {
+        if let Some(pool) = &self.shared.arbiters {
+            if !self.starts.is_empty() {
+                pool.start_batch(&mut self.starts, WorkerSeed::build);
+            }
         }
     }
 
@@ -364,7 +403,7 @@ impl<R: Role> AgentActor<R> {
     pub(super) fn delegate(
         &mut self,
         agent: AgentName,
-        prompt: String,
+        prompt: Arc<str>,
         ctx: &mut Context<Self>,
     ) -> Result<String, ToolError> {
         let spec = self
@@ -378,7 +417,7 @@ impl<R: Role> AgentActor<R> {
         self.new_task(
             TaskKind::Delegation {
                 agent,
-                prompt: prompt.clone(),
+                prompt: Arc::clone(&prompt),
             },
             TaskWork::Delegation {
                 agent: spec,
