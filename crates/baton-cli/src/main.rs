@@ -9,6 +9,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: a wide tree allocates on one
+/// thread and frees on another all the time, which glibc's arenas handle
+/// poorly (the fan-out benchmark runs about 1.3–1.5× faster on it; see
+/// `docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// baton: an actor-based multi-agent orchestrator for LLM agents.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about)]
