@@ -259,6 +259,12 @@ impl TaskRegistry {
         self.inner.tasks.get(&id).map(|r| r.status)
     }
 
+    /// One task's status and the task that created it (`None`: the
+    /// conversation did).
+    pub fn status_and_parent(&self, id: TaskId) -> Option<(TaskStatus, Option<TaskId>)> {
+        self.inner.tasks.get(&id).map(|r| (r.status, r.parent))
+    }
+
     /// Ends a task with `outcome`. Returns `false`, changing nothing, if the
     /// task is unknown or already ended: a second completion is ignored.
     pub fn finish(&self, id: TaskId, outcome: TaskOutcome) -> bool {

@@ -229,12 +229,12 @@ impl Conversation {
     /// else; the agent that created it is told in its next turn. A task that
     /// has already ended keeps its status, which is returned.
     pub async fn cancel_task(&self, id: TaskId) -> Result<TaskStatus, RuntimeError> {
-        let status = self
+        let (status, parent) = self
             .shared
             .registry
-            .status(id)
+            .status_and_parent(id)
             .ok_or(RuntimeError::UnknownTask(id))?;
-        let Some(owner) = self.owner(id, status) else {
+        let Some(owner) = self.owner(parent, status) else {
             return Ok(status);
         };
         owner
@@ -266,13 +266,13 @@ impl Conversation {
         id: TaskId,
         decision: Result<(), String>,
     ) -> Result<TaskStatus, RuntimeError> {
-        let status = self
+        let (status, parent) = self
             .shared
             .registry
-            .status(id)
+            .status_and_parent(id)
             .ok_or(RuntimeError::UnknownTask(id))?;
         let owner = self
-            .owner(id, status)
+            .owner(parent, status)
             .ok_or(RuntimeError::NotAwaitingApproval(id, status))?;
         owner
             .decide
@@ -283,11 +283,17 @@ impl Conversation {
             .await?
     }
 
-    fn owner(&self, id: TaskId, status: TaskStatus) -> Option<Arc<crate::agent_actor::Owner>> {
+    /// The agent that owns a task not ended yet: the one running its
+    /// `parent` task (the conversation for `None`).
+    fn owner(
+        &self,
+        parent: Option<TaskId>,
+        status: TaskStatus,
+    ) -> Option<Arc<crate::agent_actor::Owner>> {
         if status.is_terminal() {
             return None;
         }
-        self.shared.owners.get(&id).map(|o| o.clone())
+        self.shared.owners.get(&parent).map(|o| o.clone())
     }
 
     /// A snapshot of the conversation's history.

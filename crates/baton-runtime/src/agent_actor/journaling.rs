@@ -143,8 +143,7 @@ impl<R: Role> AgentActor<R> {
             } else {
                 TaskState::Waiting
             };
-            let owner = Arc::clone(&self.handles(ctx).owner);
-            self.shared.owners.insert(id, owner);
+            self.handles(ctx);
             self.created += 1;
             let (restartable, work) = match work {
                 Some(found) => found,

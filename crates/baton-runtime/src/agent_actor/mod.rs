@@ -85,8 +85,10 @@ pub(crate) struct Shared {
     /// Slots of the tree's concurrency budget; `None` when unlimited.
     pub(crate) slots: Option<Arc<Semaphore>>,
     pub(crate) tokens_used: Arc<AtomicU64>,
-    /// Who owns each running task: one shared handle per owning agent.
-    pub(crate) owners: Arc<DashMap<TaskId, Arc<Owner>, IdHasher>>,
+    /// Where to reach each agent that has created tasks, by the task it
+    /// runs as (`None`: the conversation): a task's owner is the agent
+    /// running its parent task. One entry per agent, not per task.
+    pub(crate) owners: Arc<DashMap<Option<TaskId>, Arc<Owner>, IdHasher>>,
     pub(crate) live_agents: Arc<AtomicUsize>,
     /// The threads workers run on; `None`: the conversation's own thread.
     pub(crate) arbiters: Option<Arc<ArbiterPool>>,
@@ -186,8 +188,9 @@ struct Dispatch {
     calls: std::iter::Enumerate<std::vec::IntoIter<ToolCall>>,
 }
 
-/// The addresses of an agent that its tasks keep: where to cancel or
-/// approve them, and where their workers report.
+/// The addresses of an agent that its tasks need: where to cancel or
+/// approve them (also listed in `Shared::owners`), and where their workers
+/// report.
 #[derive(Clone)]
 pub(crate) struct Handles {
     pub(crate) owner: Arc<Owner>,
@@ -243,15 +246,20 @@ impl<R: Role> AgentActor<R> {
         }
     }
 
-    /// The addresses this agent's tasks keep, made on first use.
+    /// The addresses this agent's tasks keep, made on first use; the
+    /// agent is then listed in `Shared::owners` (where to cancel or approve
+    /// its tasks) until it stops.
     pub(crate) fn handles(&mut self, ctx: &mut Context<Self>) -> &Handles {
+        let (owners, task) = (&self.shared.owners, self.role.task());
         self.handles.get_or_insert_with(|| {
             let addr = ctx.address();
+            let owner = Arc::new(Owner {
+                cancel: addr.clone().recipient(),
+                decide: addr.clone().recipient(),
+            });
+            owners.insert(task, Arc::clone(&owner));
             Handles {
-                owner: Arc::new(Owner {
-                    cancel: addr.clone().recipient(),
-                    decide: addr.clone().recipient(),
-                }),
+                owner,
                 report: Arc::new(addr.recipient()),
             }
         })
@@ -632,6 +640,13 @@ impl<R: Role> Actor for AgentActor<R> {
             self.cancel_all(&format!("{} stopped", self.agent.spec.name));
         }
         self.flush_journal();
+        if let Some(handles) = &self.handles {
+            // Only this agent's own entry: a later attempt of the same task
+            // may have listed itself already.
+            self.shared
+                .owners
+                .remove_if(&self.role.task(), |_, o| Arc::ptr_eq(o, &handles.owner));
+        }
         self.shared.live_agents.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("agent stopped");
     }

@@ -154,8 +154,7 @@ impl<R: Role> AgentActor<R> {
             .shared
             .registry
             .create_with(self.role.task(), self.name(), kind, status);
-        let owner = Arc::clone(&self.handles(ctx).owner);
-        self.shared.owners.insert(id, owner);
+        self.handles(ctx);
         if let Some(kind) = event_kind {
             self.emit(|| Event::TaskCreated {
                 task_id: id,
@@ -430,7 +429,6 @@ impl<R: Role> AgentActor<R> {
     /// Ends one of this agent's tasks with `outcome` and tells the model.
     pub(super) fn conclude(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
         let own = self.tasks.remove(&id);
-        self.shared.owners.remove(&id);
         if !self.shared.registry.finish(id, outcome.clone()) {
             return;
         }
@@ -469,7 +467,6 @@ impl<R: Role> AgentActor<R> {
         let Some(own) = self.tasks.remove(&id) else {
             return Ok(record.status);
         };
-        self.shared.owners.remove(&id);
         let outcome = TaskOutcome::Cancelled {
             reason: reason.to_owned(),
         };
