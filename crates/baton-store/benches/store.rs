@@ -9,6 +9,7 @@
 //! ```text
 //! cargo bench -p baton-store --bench store
 //! BATON_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test cargo bench -p baton-store --bench store
+//! cargo bench -p baton-store --bench store -- fanout   # only some: appends, fanout, resume
 //! ```
 //!
 //! PostgreSQL runs in a schema of its own, dropped at the end; without a
@@ -63,24 +64,51 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // Sections named on the command line, or all of them.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |section: &str| named.is_empty() || named.iter().any(|n| n == section);
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
 
-    // Appends per second.
-    let sqlite: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(dir.path().join("appends.db")).expect("open"));
-    runtime.block_on(appends("SQLite", &sqlite));
-    drop(sqlite);
     let pg = postgres("appends");
-    if let Some(pg) = &pg {
-        let store: Arc<dyn Store> = Arc::new(PgStore::clone(pg));
-        runtime.block_on(appends("PostgreSQL", &store));
+    if run("appends") {
+        let sqlite: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("appends.db")).expect("open"));
+        runtime.block_on(appends("SQLite", &sqlite));
+        drop(sqlite);
+        if let Some(pg) = &pg {
+            let store: Arc<dyn Store> = Arc::new(PgStore::clone(pg));
+            runtime.block_on(appends("PostgreSQL", &store));
+        }
     }
+    if run("fanout") {
+        fanout(&dir, pg.as_deref());
+    }
+    drop(pg);
+    if run("resume") {
+        let path = dir.path().join("resume.db");
+        let spec = path.display().to_string();
+        resume("SQLite", &runtime, &|| {
+            baton_store::open(&spec).expect("open")
+        });
+        if let Some(_pg) = postgres("resume") {
+            let spec = format!("{}?schema={}", pg_url(), schema_name("resume"));
+            resume("PostgreSQL", &runtime, &|| {
+                baton_store::open(&spec).expect("open")
+            });
+        }
+    }
+}
 
-    // Fan-out, journal on vs off.
+/// The 10,000-task delegation fan-out, journal off, on SQLite and on
+/// PostgreSQL, three rounds each, interleaved.
+fn fanout(dir: &tempfile::TempDir, pg: Option<&PgStore>) {
     const N: usize = 10_000;
     let mut off = Vec::new();
     let mut on = Vec::new();
@@ -91,8 +119,8 @@ fn main() {
             let store: Option<Arc<dyn Store>> = match durable {
                 None => None,
                 Some("sqlite") => Some(Arc::new(SqliteStore::open(&path).expect("open"))),
-                Some(_) => match &pg {
-                    Some(pg) => Some(Arc::new(PgStore::clone(pg))),
+                Some(_) => match pg {
+                    Some(pg) => Some(Arc::new(pg.clone())),
                     None => continue,
                 },
             };
@@ -128,20 +156,6 @@ fn main() {
             "fan-out of {N} delegated tasks: PostgreSQL on {on_pg:.3} s: {:.2}x",
             on_pg / off
         );
-    }
-
-    // Resume time for a 100,000-event log.
-    let path = dir.path().join("resume.db");
-    let spec = path.display().to_string();
-    resume("SQLite", &runtime, &|| {
-        baton_store::open(&spec).expect("open")
-    });
-    drop(pg);
-    if let Some(_pg) = postgres("resume") {
-        let spec = format!("{}?schema={}", pg_url(), schema_name("resume"));
-        resume("PostgreSQL", &runtime, &|| {
-            baton_store::open(&spec).expect("open")
-        });
     }
 }
 

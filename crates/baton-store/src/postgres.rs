@@ -21,7 +21,7 @@ use postgres::{Client, Config, NoTls};
 use crate::error::{StoreError, StoreLocation};
 use crate::migrations;
 use crate::snapshot::{
-    append_journaled, decode, decode_snapshot, JournalTarget, Stored, Trigger,
+    append_journaled, decode_row, decode_snapshot, JournalTarget, Stored, Trigger,
     DEFAULT_SNAPSHOT_EVERY,
 };
 use crate::store::Store;
@@ -402,9 +402,17 @@ impl PgStore {
                     &[&conversation],
                 )
                 .map_err(|e| pg_error(location, e))?;
-            rows.iter()
-                .map(|row| decode(location, &conversation, row.get(0), row.get(1)))
-                .collect()
+            let mut records = Vec::with_capacity(rows.len());
+            for row in &rows {
+                decode_row(
+                    location,
+                    &conversation,
+                    row.get(0),
+                    row.get(1),
+                    &mut records,
+                )?;
+            }
+            Ok(records)
         })
     }
 
@@ -467,9 +475,7 @@ fn stored(
         .map_err(|e| pg_error(location, e))?;
     for row in &rows {
         let seq: i64 = row.get(0);
-        stored
-            .tail
-            .push(decode(location, conversation, seq, row.get(1))?);
+        decode_row(location, conversation, seq, row.get(1), &mut stored.tail)?;
         stored.last_seq = seq;
     }
     tx.commit().map_err(|e| pg_error(location, e))?;
@@ -496,11 +502,11 @@ impl Backend for PgWriter {
             .client
             .transaction()
             .map_err(|e| pg_error(location, e))?;
-        let total: usize = batch.iter().map(|a| a.records.len()).sum();
+        let total = batch.len();
         let mut conversations: Vec<&str> = Vec::with_capacity(total);
         let mut seqs: Vec<i64> = Vec::with_capacity(total);
         let mut records: Vec<&str> = Vec::with_capacity(total);
-        for append in batch {
+        for append in batch.iter().filter(|a| a.count > 0) {
             let seq = match self.next_seq.get_mut(&append.conversation) {
                 Some(seq) => seq,
                 None => {
@@ -516,12 +522,10 @@ impl Backend for PgWriter {
                         .or_insert(max)
                 }
             };
-            for record in &append.records {
-                *seq += 1;
-                conversations.push(&append.conversation);
-                seqs.push(*seq);
-                records.push(record);
-            }
+            *seq += i64::try_from(append.count).unwrap_or(i64::MAX);
+            conversations.push(&append.conversation);
+            seqs.push(*seq);
+            records.push(&append.row);
         }
         tx.execute(
             "INSERT INTO events (conversation, seq, at_ms, record) \

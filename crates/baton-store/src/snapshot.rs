@@ -64,19 +64,38 @@ impl Stored {
     }
 }
 
-/// Decodes one stored record.
-pub(crate) fn decode(
+/// Encodes one append's records as the text of one `events` row: a JSON
+/// object for one record (as rows were before appends shared a row), a
+/// JSON array for more. The row's `seq` is its last record's number, so
+/// sequence numbers still count records.
+pub(crate) fn encode_row(records: &[JournalRecord]) -> Result<String, serde_json::Error> {
+    match records {
+        [one] => serde_json::to_string(one),
+        _ => serde_json::to_string(records),
+    }
+}
+
+/// Decodes one `events` row (see [`encode_row`]) onto `out`.
+pub(crate) fn decode_row(
     location: &StoreLocation,
     conversation: &str,
     seq: i64,
     text: &str,
-) -> Result<JournalRecord, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Malformed {
+    out: &mut Vec<JournalRecord>,
+) -> Result<(), StoreError> {
+    let malformed = |e: serde_json::Error| StoreError::Malformed {
         location: location.clone(),
         conversation: conversation.to_owned(),
         seq,
         message: e.to_string(),
-    })
+    };
+    if text.trim_start().starts_with('[') {
+        let records: Vec<JournalRecord> = serde_json::from_str(text).map_err(malformed)?;
+        out.extend(records);
+    } else {
+        out.push(serde_json::from_str(text).map_err(malformed)?);
+    }
+    Ok(())
 }
 
 /// Decodes a stored snapshot (a JSON array of records).

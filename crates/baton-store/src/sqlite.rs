@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::{StoreError, StoreLocation};
 use crate::migrations;
 use crate::snapshot::{
-    append_journaled, decode, decode_snapshot, JournalTarget, Stored, Trigger,
+    append_journaled, decode_row, decode_snapshot, JournalTarget, Stored, Trigger,
     DEFAULT_SNAPSHOT_EVERY,
 };
 use crate::store::Store;
@@ -181,9 +181,7 @@ impl SqliteStore {
         while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
             let seq: i64 = row.get(0).map_err(|e| sqlite_error(path, e))?;
             let text: String = row.get(1).map_err(|e| sqlite_error(path, e))?;
-            stored
-                .tail
-                .push(decode(location, conversation, seq, &text)?);
+            decode_row(location, conversation, seq, &text, &mut stored.tail)?;
             stored.last_seq = seq;
         }
         Ok(stored)
@@ -249,9 +247,11 @@ impl SqliteStore {
             .query_map([conversation], |row| Ok((row.get(0)?, row.get(1)?)))
             .and_then(Iterator::collect)
             .map_err(|e| sqlite_error(path, e))?;
-        rows.into_iter()
-            .map(|(seq, text)| decode(&self.inner.location, conversation, seq, &text))
-            .collect()
+        let mut records = Vec::with_capacity(rows.len());
+        for (seq, text) in rows {
+            decode_row(&self.inner.location, conversation, seq, &text, &mut records)?;
+        }
+        Ok(records)
     }
 
     /// The conversations in the store.
@@ -290,7 +290,7 @@ impl Backend for SqliteWriter {
                     "INSERT INTO events (conversation, seq, at_ms, record) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(|e| sqlite_error(path, e))?;
-            for append in batch {
+            for append in batch.iter().filter(|a| a.count > 0) {
                 let seq = match self.next_seq.get_mut(&append.conversation) {
                     Some(seq) => seq,
                     None => {
@@ -306,12 +306,10 @@ impl Backend for SqliteWriter {
                             .or_insert(max)
                     }
                 };
-                for record in &append.records {
-                    *seq += 1;
-                    insert
-                        .execute(params![append.conversation, *seq, at_ms, record])
-                        .map_err(|e| sqlite_error(path, e))?;
-                }
+                *seq += i64::try_from(append.count).unwrap_or(i64::MAX);
+                insert
+                    .execute(params![append.conversation, *seq, at_ms, append.row])
+                    .map_err(|e| sqlite_error(path, e))?;
             }
         }
         tx.commit().map_err(|e| sqlite_error(path, e))

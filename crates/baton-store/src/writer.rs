@@ -114,10 +114,14 @@ struct Request {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// One `append` call as the backend writes it: the records JSON-encoded.
+/// One `append` call as the backend writes it: one row holding its
+/// records, encoded by [`crate::snapshot::encode_row`].
 pub(crate) struct Append {
     pub(crate) conversation: String,
-    pub(crate) records: Vec<String>,
+    /// How many records `row` holds (0: nothing to write, only to answer).
+    pub(crate) count: usize,
+    /// The records as one JSON text.
+    pub(crate) row: String,
     pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -280,8 +284,8 @@ impl Drop for GroupWriter {
     }
 }
 
-/// The writer thread: takes whatever appends are queued, encodes them,
-/// writes them in one transaction, then answers them all. An append whose
+/// The writer thread: takes whatever appends are queued, encodes each as
+/// one row, writes them in one transaction, then answers them all. An append whose
 /// records do not encode is refused alone.
 fn write_loop(
     mut backend: impl Backend,
@@ -298,12 +302,11 @@ fn write_loop(
         let answered = requests.len();
         let mut batch = Vec::with_capacity(answered);
         for request in requests {
-            let encoded: Result<Vec<String>, _> =
-                request.records.iter().map(serde_json::to_string).collect();
-            match encoded {
-                Ok(records) => batch.push(Append {
+            match crate::snapshot::encode_row(&request.records) {
+                Ok(row) => batch.push(Append {
                     conversation: request.conversation,
-                    records,
+                    count: request.records.len(),
+                    row,
                     reply: request.reply,
                 }),
                 Err(e) => {
@@ -329,7 +332,7 @@ fn write_loop(
             for append in batch {
                 stats
                     .records
-                    .fetch_add(append.records.len() as u64, Ordering::Relaxed);
+                    .fetch_add(append.count as u64, Ordering::Relaxed);
                 let _ = append.reply.send(result.clone());
             }
         }

@@ -1,11 +1,15 @@
 //! Durability: what an agent writes to the conversation's journal, and how
 //! a conversation picks up from a journal's replay.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
-use actix::Context;
+use actix::{ActorFuture, AsyncContext, Context};
 use baton_core::{
-    DynTool, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus, ToolError, ToolOutput,
+    DynTool, JournalError, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus, ToolError,
+    ToolOutput,
 };
 use futures::future::BoxFuture;
 
@@ -14,7 +18,118 @@ use super::{find_tool, AgentActor};
 use crate::role::Role;
 use crate::turn_loop::TurnLoop;
 
+/// How many buffered records go to the journal at once at most (see
+/// `journal_detached`).
+const JOURNAL_SLICE: usize = 1024;
+
+/// Results whose `TaskFinished` records are on their way to the journal:
+/// a result enters history only once its record is durable.
+///
+/// One [`WhenDurable`] future serves them all: the results ended while the
+/// agent handled a burst of messages go to the journal in one append, and
+/// every result whose append is durable is folded in one go (one turn
+/// reads them all), rather than a future, a wake-up and a turn per result.
+#[derive(Default)]
+pub(super) struct Concluding {
+    /// Results ended since the last append; their records are in the
+    /// journal buffer (or were appended with something else).
+    unsealed: Vec<Ended>,
+    /// Appends in flight, oldest first, each with the results it makes
+    /// durable: everything appended before it is durable when it is.
+    in_flight: VecDeque<(Durable, Vec<Ended>)>,
+    /// Whether the [`WhenDurable`] future is running.
+    running: bool,
+}
+
+/// An append's future: resolves once its records are durable.
+type Durable = BoxFuture<'static, Result<(), JournalError>>;
+
+/// A task's result, waiting for its record to be durable.
+struct Ended {
+    id: TaskId,
+    outcome: TaskOutcome,
+    /// Where the task ended (its `task_result` span): the result is folded
+    /// inside it, so the turn that reads it follows from it.
+    span: tracing::Span,
+}
+
+/// The future that appends the results' records and folds the results once
+/// durable; spawned when a result waits and none runs, done when none waits.
+/// The actor polls it after each burst of messages it handles.
+struct WhenDurable;
+
+impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut AgentActor<R>,
+        ctx: &mut Context<AgentActor<R>>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        loop {
+            if !act.concluding.unsealed.is_empty() {
+                let results = std::mem::take(&mut act.concluding.unsealed);
+                let records = std::mem::take(&mut act.journal_buffer);
+                let durable = act
+                    .journal(records)
+                    .unwrap_or_else(|| Box::pin(futures::future::ready(Ok(()))));
+                act.concluding.in_flight.push_back((durable, results));
+            }
+            let mut folded = false;
+            while let Some((durable, _)) = act.concluding.in_flight.front_mut() {
+                let Poll::Ready(result) = durable.as_mut().poll(task) else {
+                    break;
+                };
+                let Some((_, results)) = act.concluding.in_flight.pop_front() else {
+                    break;
+                };
+                if let Err(error) = result {
+                    tracing::error!(%error, results = results.len(), "journal append failed");
+                }
+                for ended in results {
+                    let _guard = ended.span.entered();
+                    folded |= act.fold_result(ended.id, ended.outcome);
+                }
+            }
+            if folded {
+                // Folding may have ended more tasks: go round again.
+                act.advance(ctx);
+                continue;
+            }
+            if act.concluding.in_flight.is_empty() {
+                act.concluding.running = false;
+                return Poll::Ready(());
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
 impl<R: Role> AgentActor<R> {
+    /// Journals a task's outcome and folds the result into the agent's
+    /// history once the record is durable (see [`Concluding`]).
+    pub(super) fn conclude_when_durable(
+        &mut self,
+        id: TaskId,
+        outcome: TaskOutcome,
+        ctx: &mut Context<Self>,
+    ) {
+        self.journal_buffer.push(JournalRecord::TaskFinished {
+            task_id: id,
+            outcome: outcome.clone(),
+        });
+        self.concluding.unsealed.push(Ended {
+            id,
+            outcome,
+            span: tracing::Span::current(),
+        });
+        if !self.concluding.running {
+            self.concluding.running = true;
+            ctx.spawn(WhenDurable);
+        }
+    }
+
     /// Replaces the fresh state with one read back from a journal.
     pub(crate) fn resume_from(&mut self, replay: baton_core::Replay) {
         if !replay.history.is_empty() {
@@ -41,10 +156,16 @@ impl<R: Role> AgentActor<R> {
         self.shared.journal.as_ref().map(|j| j.append(records))
     }
 
-    /// Hands records to the journal without waiting for them.
+    /// Hands records to the journal without waiting for them. A long burst
+    /// (a turn creating thousands of tasks) goes out in slices of
+    /// [`JOURNAL_SLICE`] records, so the store writes the first while the
+    /// agent builds the next.
     pub(super) fn journal_detached(&mut self, records: Vec<JournalRecord>) {
         if self.shared.journal.is_some() {
             self.journal_buffer.extend(records);
+            if self.journal_buffer.len() >= JOURNAL_SLICE {
+                self.flush_journal();
+            }
         }
     }
 

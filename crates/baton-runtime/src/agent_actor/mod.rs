@@ -166,6 +166,8 @@ pub struct AgentActor<R: Role> {
     resumed_tasks: Vec<(TaskRecord, Option<String>)>,
     /// Records waiting to go to the journal in one append.
     journal_buffer: Vec<baton_core::JournalRecord>,
+    /// Results waiting for their records to be durable.
+    concluding: journaling::Concluding,
     /// This agent's addresses as its tasks need them, made once (an actix
     /// address allocates) and shared by every task it creates.
     handles: Option<Handles>,
@@ -239,6 +241,7 @@ impl<R: Role> AgentActor<R> {
             journaled: 0,
             resumed_tasks: Vec::new(),
             journal_buffer: Vec::new(),
+            concluding: Default::default(),
             handles: None,
             dispatching: None,
             starts: StartBatch::default(),

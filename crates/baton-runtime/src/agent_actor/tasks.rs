@@ -93,23 +93,7 @@ impl<R: Role> AgentActor<R> {
         if self.shared.journal.is_none() {
             return self.conclude(id, outcome, ctx);
         }
-        let record = JournalRecord::TaskFinished {
-            task_id: id,
-            outcome: outcome.clone(),
-        };
-        match self.journal(vec![record]) {
-            None => self.conclude(id, outcome, ctx),
-            Some(durable) => {
-                let span = tracing::Span::current();
-                ctx.spawn(durable.into_actor(self).map(move |result, act, ctx| {
-                    let _guard = span.entered();
-                    if let Err(error) = result {
-                        tracing::error!(%error, task_id = %id, "journal append failed");
-                    }
-                    act.conclude(id, outcome, ctx);
-                }));
-            }
-        }
+        self.conclude_when_durable(id, outcome, ctx);
     }
 
     pub(super) fn refuse(&self, exceeded: BudgetExceeded) {
@@ -428,9 +412,17 @@ impl<R: Role> AgentActor<R> {
 
     /// Ends one of this agent's tasks with `outcome` and tells the model.
     pub(super) fn conclude(&mut self, id: TaskId, outcome: TaskOutcome, ctx: &mut Context<Self>) {
+        if self.fold_result(id, outcome) {
+            self.advance(ctx);
+        }
+    }
+
+    /// Ends one of this agent's tasks with `outcome` and queues the result
+    /// for the model, without starting a turn; `false` if it had ended.
+    pub(super) fn fold_result(&mut self, id: TaskId, outcome: TaskOutcome) -> bool {
         let own = self.tasks.remove(&id);
         if !self.shared.registry.finish(id, outcome.clone()) {
-            return;
+            return false;
         }
         // The turn that reads the result follows from its handling.
         if let Some(span) = telemetry::current_task_result() {
@@ -453,7 +445,7 @@ impl<R: Role> AgentActor<R> {
             source,
             outcome,
         });
-        self.advance(ctx);
+        true
     }
 
     /// Cancels one of this agent's own tasks and everything under it.
