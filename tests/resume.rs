@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton::core::{MemoryJournal, Replay};
+use baton::core::{JournalRecord, MemoryJournal, Replay, TaskTree};
 use baton::runtime::virtual_time::block_on_paused;
+use baton::runtime::Supervision;
 use baton::{
     Agent, Message, Orchestrator, ScriptedModel, ScriptedTurn, TaskId, TaskStatus, Tool, ToolError,
     ToolOutput,
@@ -157,5 +159,106 @@ fn a_result_logged_twice_across_a_crash_is_folded_once() {
             replay.pending_inputs
         );
         assert_eq!(replay.history, convo.history().await.unwrap().messages());
+    });
+}
+
+/// A background tool that takes a second and fails on its first `failures`
+/// calls.
+struct SlowFlaky {
+    calls: Arc<AtomicU32>,
+    failures: u32,
+}
+
+impl Tool for SlowFlaky {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn description(&self) -> &str {
+        "Fails at first."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n <= self.failures {
+            return Err(ToolError::Failed(format!("call {n} failed")));
+        }
+        Ok("finally".into())
+    }
+}
+
+fn flaky_agent(failures: u32) -> Agent {
+    let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+        Some(Message::User { .. }) => ScriptedTurn::call("flaky", json!({})),
+        Some(Message::TaskResult { .. }) => ScriptedTurn::text("done"),
+        _ => ScriptedTurn::text("started"),
+    });
+    Agent::builder("lead")
+        .model(model)
+        .background_tool(SlowFlaky {
+            calls: Arc::default(),
+            failures,
+        })
+        .supervision(Supervision::retry(2).backoff_ms(10))
+        .build()
+}
+
+/// How many attempts the log gives each task, as `baton log` prints them.
+fn logged_attempts(records: Vec<JournalRecord>) -> (u32, String) {
+    let replay = Replay::from_records(records);
+    let attempts = replay.tasks[0].0.attempts;
+    let tasks = replay.tasks.into_iter().map(|(t, _)| t).collect();
+    (
+        attempts,
+        TaskTree::from_records("lead".into(), tasks).render(),
+    )
+}
+
+#[test]
+fn retries_reach_the_journal_and_a_resume_counts_on() {
+    let (whole, crashed) = block_on_paused(async {
+        let journal = MemoryJournal::new();
+        let convo = Orchestrator::builder(flaky_agent(2))
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        // The second attempt is running (the first failed after 1 s).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let crashed = journal.records();
+        convo.settled().await.unwrap();
+        let live = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!((live.status, live.attempts), (TaskStatus::Succeeded, 3));
+        (journal.records(), crashed)
+    });
+    // The whole run: the log counts the three attempts, as the registry did.
+    let (attempts, tree) = logged_attempts(whole);
+    assert_eq!(attempts, 3);
+    assert!(tree.contains("[succeeded] attempts=3"), "{tree}");
+    // The crash came during the second attempt: the log knows it started.
+    let (attempts, tree) = logged_attempts(crashed.clone());
+    assert_eq!(attempts, 2);
+    assert!(tree.contains("[running] attempts=2"), "{tree}");
+    block_on_paused(async move {
+        let journal = MemoryJournal::new();
+        let convo = Orchestrator::builder(flaky_agent(0))
+            .journal(Arc::new(journal.clone()))
+            .resume(Replay::from_records(crashed))
+            .spawn();
+        convo.settled().await.unwrap();
+        // Restarted as the third attempt, in the registry and in the log.
+        let r = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!((r.status, r.attempts), (TaskStatus::Succeeded, 3));
+        let records = journal.records();
+        assert!(records.contains(&JournalRecord::TaskStarted {
+            task_id: TaskId::new(1),
+            attempt: 3
+        }));
+        assert!(records.iter().any(|r| matches!(
+            r,
+            JournalRecord::TaskFinished {
+                attempts: Some(3),
+                ..
+            }
+        )));
     });
 }

@@ -22,9 +22,14 @@ fn baton() -> Command {
 
 /// Plays the research scenario into `store` as conversation `id`.
 fn run_into(store: &Path, id: &str) {
+    play_into("research", store, id);
+}
+
+/// Plays scenario `name` into `store` as conversation `id`.
+fn play_into(name: &str, store: &Path, id: &str) {
     baton()
         .arg("run")
-        .arg(scenario("research"))
+        .arg(scenario(name))
         .arg("--store")
         .arg(store)
         .args(["--conversation", id])
@@ -76,6 +81,23 @@ fn a_stored_run_prints_its_history_and_its_tree() {
     assert_eq!(results, researchers, "one result line per delegation");
     assert!(tree.contains("fetcher [succeeded]"), "nested tasks: {tree}");
     assert!(!text.contains("accepted, not yet in history"), "{text}");
+}
+
+#[test]
+fn a_retried_task_shows_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("flaky.db");
+    play_into("flaky_worker", &db, "flaky");
+    let output = baton().arg("log").arg(&db).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let tree = text.split("\ntasks:\n").nth(1).expect("a tasks section");
+    // Failed twice, then succeeded: three attempts; the worker took one.
+    assert!(
+        tree.contains("flaky_fetch [succeeded] attempts=3"),
+        "{tree}"
+    );
+    assert!(tree.contains("worker [succeeded] attempts=1"), "{tree}");
 }
 
 #[test]

@@ -37,12 +37,25 @@ pub enum JournalRecord {
         /// A background tool's arguments, to run it again on resume.
         arguments: Option<String>,
     },
+    /// A later attempt of a task started: a retry, or a restart after a
+    /// resume. (A task's first attempt is not logged on its own: the task's
+    /// `TaskFinished` says how many attempts it took.)
+    TaskStarted {
+        /// The task.
+        task_id: TaskId,
+        /// The attempt's number, from 1.
+        attempt: u32,
+    },
     /// A task ended (logged before its parent's history shows it).
     TaskFinished {
         /// The task.
         task_id: TaskId,
         /// How it ended.
         outcome: TaskOutcome,
+        /// How many attempts it had started by then (absent from journals
+        /// written before attempts were logged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts: Option<u32>,
     },
 }
 
@@ -127,13 +140,28 @@ impl Replay {
                     index.insert(task.id, tasks.len());
                     tasks.push((task, arguments));
                 }
-                JournalRecord::TaskFinished { task_id, outcome } => {
+                JournalRecord::TaskStarted { task_id, attempt } => {
+                    if let Some(&i) = index.get(&task_id) {
+                        let task = &mut tasks[i].0;
+                        if !task.status.is_terminal() {
+                            task.attempts = task.attempts.max(attempt);
+                        }
+                    }
+                }
+                JournalRecord::TaskFinished {
+                    task_id,
+                    outcome,
+                    attempts,
+                } => {
                     let Some(&i) = index.get(&task_id) else {
                         continue;
                     };
                     let task = &mut tasks[i].0;
                     if task.status.is_terminal() {
                         continue;
+                    }
+                    if let Some(attempts) = attempts {
+                        task.attempts = task.attempts.max(attempts);
                     }
                     task.status = (&outcome).into();
                     task.outcome = Some(outcome.clone());
@@ -219,13 +247,23 @@ mod tests {
                 task: task(2),
                 arguments: None,
             },
+            JournalRecord::TaskStarted {
+                task_id: TaskId::new(1),
+                attempt: 2,
+            },
             JournalRecord::TaskFinished {
                 task_id: TaskId::new(1),
                 outcome: ok("r1"),
+                attempts: Some(3),
             },
             JournalRecord::TaskFinished {
                 task_id: TaskId::new(1),
                 outcome: ok("duplicate"),
+                attempts: Some(9),
+            },
+            JournalRecord::TaskStarted {
+                task_id: TaskId::new(2),
+                attempt: 2,
             },
             JournalRecord::UserInput { text: "two".into() },
         ];
@@ -243,7 +281,10 @@ mod tests {
             ]
         );
         assert_eq!(replay.tasks[0].0.outcome, Some(ok("r1")));
+        // The attempts of the first completion; a retry counts while running.
+        assert_eq!(replay.tasks[0].0.attempts, 3);
         assert_eq!(replay.tasks[1].0.status, TaskStatus::Running);
+        assert_eq!(replay.tasks[1].0.attempts, 2);
     }
 
     #[test]
@@ -251,9 +292,25 @@ mod tests {
         let r = JournalRecord::TaskFinished {
             task_id: TaskId::new(3),
             outcome: ok("x"),
+            attempts: Some(2),
         };
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["record"], "task_finished");
+        assert_eq!(json["attempts"], 2);
         assert_eq!(serde_json::from_value::<JournalRecord>(json).unwrap(), r);
+        // Written before attempts were logged: none.
+        let old = serde_json::json!({
+            "record": "task_finished",
+            "task_id": "task-3",
+            "outcome": {"status": "succeeded", "output": "x"},
+        });
+        assert_eq!(
+            serde_json::from_value::<JournalRecord>(old).unwrap(),
+            JournalRecord::TaskFinished {
+                task_id: TaskId::new(3),
+                outcome: ok("x"),
+                attempts: None,
+            }
+        );
     }
 }

@@ -277,6 +277,7 @@ pub fn compact(replay: &Replay) -> Vec<JournalRecord> {
             .map(|(task_id, outcome)| JournalRecord::TaskFinished {
                 task_id,
                 outcome: outcome.clone(),
+                attempts: None,
             }),
     );
     out
@@ -376,6 +377,10 @@ mod tests {
                         if !finished.contains(i) {
                             let mut again = t.clone();
                             again.attempts += 1;
+                            out.push(JournalRecord::TaskStarted {
+                                task_id: t.id,
+                                attempt: again.attempts + 1,
+                            });
                             out.push(JournalRecord::TaskCreated {
                                 task: again,
                                 arguments: None,
@@ -398,6 +403,7 @@ mod tests {
                         out.push(JournalRecord::TaskFinished {
                             task_id: t.id,
                             outcome,
+                            attempts: Some(*i as u32 % 3 + 1),
                         });
                     }
                 }
@@ -475,12 +481,14 @@ mod tests {
             JournalRecord::TaskFinished {
                 task_id: TaskId::new(1),
                 outcome: TaskOutcome::Succeeded { output: "r".into() },
+                attempts: Some(2),
             },
             JournalRecord::TaskFinished {
                 task_id: TaskId::new(1),
                 outcome: TaskOutcome::Succeeded {
                     output: "dup".into(),
                 },
+                attempts: Some(3),
             },
             JournalRecord::Appended {
                 message: Message::TaskResult {

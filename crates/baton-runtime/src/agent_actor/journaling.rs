@@ -118,6 +118,7 @@ impl<R: Role> AgentActor<R> {
         self.journal_buffer.push(JournalRecord::TaskFinished {
             task_id: id,
             outcome: outcome.clone(),
+            attempts: self.tasks.get(&id).map(|t| t.attempt),
         });
         self.concluding.unsealed.push(Ended {
             id,
@@ -213,6 +214,21 @@ impl<R: Role> AgentActor<R> {
         self.journal_detached(vec![JournalRecord::TaskCreated { task, arguments }]);
     }
 
+    /// Journals the start of a task's attempt after its first (a retry, a
+    /// restart after resume), so the log and a resumed registry count it.
+    pub(super) fn journal_attempt(&mut self, id: TaskId) {
+        let Some(attempt) = self.tasks.get(&id).map(|t| t.attempt) else {
+            return;
+        };
+        if attempt > 1 {
+            self.journal_detached(vec![JournalRecord::TaskStarted {
+                task_id: id,
+                attempt,
+            }]);
+            self.flush_journal();
+        }
+    }
+
     /// Picks up the tasks of a resumed conversation: the conversation's own
     /// unfinished tasks start again (unless their tool is not idempotent);
     /// deeper ones are cancelled, as their parents start over.
@@ -230,6 +246,7 @@ impl<R: Role> AgentActor<R> {
                     self.journal_detached(vec![JournalRecord::TaskFinished {
                         task_id: id,
                         outcome,
+                        attempts: Some(record.attempts),
                     }]);
                 }
                 continue;
@@ -298,6 +315,7 @@ impl<R: Role> AgentActor<R> {
             } else if !awaiting {
                 self.shared.registry.set_status(id, TaskStatus::Pending);
                 self.launch(id, ctx);
+                self.journal_attempt(id);
             }
         }
         self.flush_journal();

@@ -466,6 +466,7 @@ impl<R: Role> AgentActor<R> {
             self.journal_detached(vec![JournalRecord::TaskFinished {
                 task_id: id,
                 outcome: outcome.clone(),
+                attempts: Some(own.attempt),
             }]);
             self.emit(|| Event::TaskFinished {
                 task_id: id,
@@ -584,6 +585,7 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
                 .is_some_and(|t| t.attempt == attempt && matches!(t.state, TaskState::Waiting));
             if still_waiting {
                 act.launch(id, ctx);
+                act.journal_attempt(id);
             }
         });
     }

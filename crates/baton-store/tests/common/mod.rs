@@ -139,6 +139,7 @@ pub fn duplicate_completion_is_ignored(open: Opener) {
                 JournalRecord::TaskFinished {
                     task_id: TaskId::new(1),
                     outcome: first.clone(),
+                    attempts: Some(1),
                 },
             ])
             .await
@@ -150,6 +151,7 @@ pub fn duplicate_completion_is_ignored(open: Opener) {
                 outcome: TaskOutcome::Succeeded {
                     output: "report two".into(),
                 },
+                attempts: Some(2),
             }])
             .await
             .unwrap();
@@ -190,6 +192,7 @@ pub fn snapshots_replay_as_the_whole_journal(open: Opener) {
             outcome: TaskOutcome::Succeeded {
                 output: format!("{text} {id}"),
             },
+            attempts: Some(1),
         };
         for round in 0..3u64 {
             let mut records = Vec::new();
