@@ -15,6 +15,8 @@
 //!   that replays to it; `Store::replay` reads the latest snapshot and the
 //!   records after it. Journals take one every
 //!   [`snapshot::DEFAULT_SNAPSHOT_EVERY`] records.
+//! * [`tasks`]: the task table, one row per task, kept by the writer in
+//!   the same transaction as the records that change it ([`Store::tasks`]).
 //! * [`migrations`]: the versioned schema, and the checks that refuse a
 //!   corrupt or foreign file or schema without touching it.
 //! * [`error`]: the [`StoreError`] type.
@@ -35,10 +37,12 @@ pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;
 pub mod store;
+pub mod tasks;
 mod writer;
 
 pub use error::{StoreError, StoreLocation};
 pub use postgres::{PgJournal, PgOptions, PgStore};
 pub use sqlite::{Durability, SqliteJournal, SqliteStore};
 pub use store::{open, open_existing, Store, StoreSpec};
+pub use tasks::StoredTask;
 pub use writer::StoreStats;

@@ -7,9 +7,11 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{StoreError, StoreLocation};
+use crate::snapshot::decode_row;
+use crate::tasks::TaskChanges;
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The migrations, in order: entry `i` takes the schema from version `i`
 /// to version `i + 1`.
@@ -34,7 +36,28 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation, seq)
     );
 ",
+    // 3: the task table, one row per task, kept with the events (filled
+    // from the events already there by `backfill_tasks`).
+    "
+    CREATE TABLE tasks (
+        conversation TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        parent INTEGER,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        outcome TEXT,
+        PRIMARY KEY (conversation, id)
+    ) WITHOUT ROWID;
+",
 ];
+
+/// The version whose migration creates the task table.
+const TASK_TABLE_VERSION: usize = 3;
 
 fn sqlite_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Sqlite {
@@ -106,6 +129,9 @@ pub fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), Stor
         .skip(usize::try_from(from).unwrap_or(0))
     {
         tx.execute_batch(sql).map_err(|e| sqlite_error(path, e))?;
+        if i + 1 == TASK_TABLE_VERSION {
+            backfill_tasks(&tx, path)?;
+        }
         tx.execute(
             "INSERT OR REPLACE INTO baton_meta (key, value) VALUES ('schema_version', ?1)",
             [(i + 1).to_string()],
@@ -113,6 +139,31 @@ pub fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), Stor
         .map_err(|e| sqlite_error(path, e))?;
     }
     tx.commit().map_err(|e| sqlite_error(path, e))
+}
+
+/// Fills a new task table from the events already stored, row by row as
+/// the writer would have.
+fn backfill_tasks(tx: &rusqlite::Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    let location = StoreLocation::File(path.to_owned());
+    let mut stmt = tx
+        .prepare("SELECT conversation, seq, at_ms, record FROM events ORDER BY conversation, seq")
+        .map_err(|e| sqlite_error(path, e))?;
+    let mut rows = stmt.query([]).map_err(|e| sqlite_error(path, e))?;
+    while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+        let get = |e| sqlite_error(path, e);
+        let (conversation, seq, at_ms, text): (String, i64, i64, String) = (
+            row.get(0).map_err(get)?,
+            row.get(1).map_err(get)?,
+            row.get(2).map_err(get)?,
+            row.get(3).map_err(get)?,
+        );
+        let mut records = Vec::new();
+        decode_row(&location, &conversation, seq, &text, &mut records)?;
+        let mut changes = TaskChanges::default();
+        changes.add(&conversation, &records);
+        crate::sqlite::write_tasks(tx, path, &changes, at_ms)?;
+    }
+    Ok(())
 }
 
 /// The PostgreSQL migrations, numbered as the SQLite ones: entry `i` takes
@@ -135,6 +186,22 @@ const PG_MIGRATIONS: &[&str] = &[
         at_ms BIGINT NOT NULL,
         records TEXT NOT NULL,
         PRIMARY KEY (conversation, seq)
+    );
+",
+    "
+    CREATE TABLE tasks (
+        conversation TEXT NOT NULL,
+        id BIGINT NOT NULL,
+        parent BIGINT,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT,
+        outcome TEXT,
+        PRIMARY KEY (conversation, id)
     );
 ",
 ];
@@ -204,6 +271,9 @@ pub fn pg_migrate(
         .skip(usize::try_from(version).unwrap_or(0))
     {
         tx.batch_execute(sql).map_err(pg)?;
+        if i + 1 == TASK_TABLE_VERSION {
+            pg_backfill_tasks(&mut tx, location)?;
+        }
         let to = i64::try_from(i + 1).unwrap_or(i64::MAX).to_string();
         tx.execute(
             "INSERT INTO baton_meta (key, value) VALUES ('schema_version', $1) \
@@ -213,4 +283,32 @@ pub fn pg_migrate(
         .map_err(pg)?;
     }
     tx.commit().map_err(pg)
+}
+
+/// [`backfill_tasks`] for PostgreSQL.
+fn pg_backfill_tasks(
+    tx: &mut postgres::Transaction<'_>,
+    location: &StoreLocation,
+) -> Result<(), StoreError> {
+    let rows = tx
+        .query(
+            "SELECT conversation, seq, at_ms, record FROM events ORDER BY conversation, seq",
+            &[],
+        )
+        .map_err(|e| crate::postgres::pg_error(location, e))?;
+    for row in &rows {
+        let conversation: String = row.get(0);
+        let mut records = Vec::new();
+        decode_row(
+            location,
+            &conversation,
+            row.get(1),
+            row.get(3),
+            &mut records,
+        )?;
+        let mut changes = TaskChanges::default();
+        changes.add(&conversation, &records);
+        crate::postgres::write_tasks(tx, location, &changes, row.get(2))?;
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@ use crate::snapshot::{
     DEFAULT_SNAPSHOT_EVERY,
 };
 use crate::store::Store;
+use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
 use crate::writer::{await_ready, now_ms, Append, Backend, GroupWriter, StoreStats};
 
 /// How long a connection attempt may take unless the URL says otherwise.
@@ -427,6 +428,38 @@ impl PgStore {
         })
     }
 
+    /// The task table's rows for `conversation`, by task id.
+    pub fn tasks(&self, conversation: &str) -> Result<Vec<StoredTask>, StoreError> {
+        let conversation = conversation.to_owned();
+        self.on_reader(move |client, location| {
+            let rows = client
+                .query(
+                    "SELECT id, parent, owner, kind, source, status, attempts, created_at_ms, \
+                     finished_at_ms, outcome FROM tasks WHERE conversation = $1 ORDER BY id",
+                    &[&conversation],
+                )
+                .map_err(|e| pg_error(location, e))?;
+            rows.iter()
+                .map(|row| {
+                    stored_task(
+                        location,
+                        &conversation,
+                        row.get(0),
+                        row.get(1),
+                        row.get(2),
+                        row.get(3),
+                        row.get(4),
+                        row.get(5),
+                        row.get(6),
+                        row.get(7),
+                        row.get(8),
+                        row.get(9),
+                    )
+                })
+                .collect()
+        })
+    }
+
     /// The conversations in the store, sorted.
     pub fn conversations(&self) -> Result<Vec<String>, StoreError> {
         self.on_reader(|client, location| {
@@ -492,10 +525,88 @@ struct PgWriter {
     next_seq: HashMap<String, i64>,
 }
 
+/// Applies a batch's task changes, committed at `at_ms`, in `tx`: one
+/// statement for the tasks created, one for the others (each task appears
+/// once in `tasks`).
+pub(crate) fn write_tasks(
+    tx: &mut postgres::Transaction<'_>,
+    location: &StoreLocation,
+    tasks: &TaskChanges,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    // Column arrays: the tasks created, and the others.
+    let (mut c, mut i, mut parent, mut owner, mut kind) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut source, mut status, mut attempts, mut finished, mut outcome) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut uc, mut ui, mut ua, mut ustatus, mut uoutcome) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (conversation, id, change) in &tasks.changes {
+        match change {
+            TaskChange::Row(row) => {
+                c.push(conversation.as_str());
+                i.push(*id);
+                parent.push(row.parent);
+                owner.push(row.owner.as_str());
+                kind.push(row.kind);
+                source.push(row.source.as_str());
+                status.push(row.status);
+                attempts.push(row.attempts);
+                finished.push(row.finished);
+                outcome.push(row.outcome.as_deref());
+            }
+            TaskChange::Update {
+                attempts: count,
+                finish,
+            } => {
+                uc.push(conversation.as_str());
+                ui.push(*id);
+                ua.push(*count);
+                ustatus.push(finish.as_ref().map(|f| f.status));
+                uoutcome.push(finish.as_ref().map(|f| f.outcome.as_str()));
+            }
+        }
+    }
+    let pg = |e: postgres::Error| pg_error(location, e);
+    if !c.is_empty() {
+        tx.execute(
+            "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, attempts, \
+             created_at_ms, finished_at_ms, outcome) \
+             SELECT c, i, p, o, k, s, st, a, $11::bigint, CASE WHEN f THEN $11::bigint END, oc \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::bigint[], $9::bool[], $10::text[]) \
+             AS t(c, i, p, o, k, s, st, a, f, oc) \
+             ON CONFLICT (conversation, id) DO UPDATE SET parent = EXCLUDED.parent, \
+             owner = EXCLUDED.owner, kind = EXCLUDED.kind, source = EXCLUDED.source, \
+             status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+             created_at_ms = EXCLUDED.created_at_ms, finished_at_ms = EXCLUDED.finished_at_ms, \
+             outcome = EXCLUDED.outcome",
+            &[
+                &c, &i, &parent, &owner, &kind, &source, &status, &attempts, &finished, &outcome,
+                &at_ms,
+            ],
+        )
+        .map_err(pg)?;
+    }
+    if !uc.is_empty() {
+        tx.execute(
+            "UPDATE tasks SET attempts = GREATEST(tasks.attempts, u.a), \
+             status = COALESCE(u.st, tasks.status), \
+             outcome = CASE WHEN u.st IS NULL THEN tasks.outcome ELSE u.oc END, \
+             finished_at_ms = CASE WHEN u.st IS NULL THEN NULL ELSE $6::bigint END \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
+             AS u(c, i, a, st, oc) \
+             WHERE tasks.conversation = u.c AND tasks.id = u.i AND tasks.finished_at_ms IS NULL",
+            &[&uc, &ui, &ua, &ustatus, &uoutcome, &at_ms],
+        )
+        .map_err(pg)?;
+    }
+    Ok(())
+}
+
 impl Backend for PgWriter {
     /// One transaction, one `INSERT … SELECT FROM unnest(…)` for the whole
     /// batch: a single round trip however many appends are queued.
-    fn write_batch(&mut self, batch: &[Append]) -> Result<(), StoreError> {
+    fn write_batch(&mut self, batch: &[Append], tasks: &TaskChanges) -> Result<(), StoreError> {
         let location = &self.location;
         let at_ms = now_ms();
         let mut tx = self
@@ -533,6 +644,7 @@ impl Backend for PgWriter {
             &[&conversations, &seqs, &at_ms, &records],
         )
         .map_err(|e| pg_error(location, e))?;
+        write_tasks(&mut tx, location, tasks, at_ms)?;
         tx.commit().map_err(|e| pg_error(location, e))
     }
 
@@ -591,6 +703,10 @@ impl Store for PgStore {
 
     fn read(&self, conversation: &str) -> Result<Vec<JournalRecord>, StoreError> {
         PgStore::read(self, conversation)
+    }
+
+    fn tasks(&self, conversation: &str) -> Result<Vec<StoredTask>, StoreError> {
+        PgStore::tasks(self, conversation)
     }
 
     fn replay(&self, conversation: &str) -> Result<Replay, StoreError> {

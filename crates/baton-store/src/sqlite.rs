@@ -17,6 +17,7 @@ use crate::snapshot::{
     DEFAULT_SNAPSHOT_EVERY,
 };
 use crate::store::Store;
+use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
 use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
 
 /// How hard a commit waits for the disk.
@@ -254,6 +255,45 @@ impl SqliteStore {
         Ok(records)
     }
 
+    /// The task table's rows for `conversation`, by task id.
+    pub fn tasks(&self, conversation: &str) -> Result<Vec<StoredTask>, StoreError> {
+        let path = &self.inner.path;
+        let reader = self
+            .inner
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut stmt = reader
+            .prepare_cached(
+                "SELECT id, parent, owner, kind, source, status, attempts, created_at_ms, \
+                 finished_at_ms, outcome FROM tasks WHERE conversation = ?1 ORDER BY id",
+            )
+            .map_err(|e| sqlite_error(path, e))?;
+        let mut rows = stmt
+            .query([conversation])
+            .map_err(|e| sqlite_error(path, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+            let get = |e| sqlite_error(path, e);
+            let status: String = row.get(5).map_err(get)?;
+            out.push(stored_task(
+                &self.inner.location,
+                conversation,
+                row.get(0).map_err(get)?,
+                row.get(1).map_err(get)?,
+                row.get(2).map_err(get)?,
+                row.get(3).map_err(get)?,
+                row.get(4).map_err(get)?,
+                &status,
+                row.get(6).map_err(get)?,
+                row.get(7).map_err(get)?,
+                row.get(8).map_err(get)?,
+                row.get(9).map_err(get)?,
+            )?);
+        }
+        Ok(out)
+    }
+
     /// The conversations in the store.
     pub fn conversations(&self) -> Result<Vec<String>, StoreError> {
         let path = &self.inner.path;
@@ -279,8 +319,71 @@ struct SqliteWriter {
     next_seq: HashMap<String, i64>,
 }
 
+/// A task created (or created again): its whole row.
+const UPSERT_TASK: &str =
+    "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, \
+     attempts, created_at_ms, finished_at_ms, outcome) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     ON CONFLICT (conversation, id) DO UPDATE SET parent = excluded.parent, \
+     owner = excluded.owner, kind = excluded.kind, source = excluded.source, \
+     status = excluded.status, attempts = excluded.attempts, \
+     created_at_ms = excluded.created_at_ms, finished_at_ms = excluded.finished_at_ms, \
+     outcome = excluded.outcome";
+
+/// A task's later attempts and its end, while it has not ended.
+const UPDATE_TASK: &str = "UPDATE tasks SET attempts = MAX(attempts, ?3), \
+     status = COALESCE(?4, status), \
+     outcome = CASE WHEN ?4 IS NULL THEN outcome ELSE ?5 END, \
+     finished_at_ms = CASE WHEN ?4 IS NULL THEN NULL ELSE ?6 END \
+     WHERE conversation = ?1 AND id = ?2 AND finished_at_ms IS NULL";
+
+/// Applies a batch's task changes, committed at `at_ms`, in `tx`.
+pub(crate) fn write_tasks(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    tasks: &TaskChanges,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = tx
+        .prepare_cached(UPSERT_TASK)
+        .map_err(|e| sqlite_error(path, e))?;
+    let mut update = tx
+        .prepare_cached(UPDATE_TASK)
+        .map_err(|e| sqlite_error(path, e))?;
+    for (conversation, id, change) in &tasks.changes {
+        match change {
+            TaskChange::Row(row) => upsert.execute(params![
+                conversation,
+                id,
+                row.parent,
+                row.owner,
+                row.kind,
+                row.source,
+                row.status,
+                row.attempts,
+                at_ms,
+                row.finished.then_some(at_ms),
+                row.outcome,
+            ]),
+            TaskChange::Update { attempts, finish } => update.execute(params![
+                conversation,
+                id,
+                attempts,
+                finish.as_ref().map(|f| f.status),
+                finish.as_ref().map(|f| f.outcome.as_str()),
+                at_ms,
+            ]),
+        }
+        .map_err(|e| sqlite_error(path, e))?;
+    }
+    Ok(())
+}
+
 impl Backend for SqliteWriter {
-    fn write_batch(&mut self, batch: &[Append]) -> Result<(), StoreError> {
+    fn write_batch(&mut self, batch: &[Append], tasks: &TaskChanges) -> Result<(), StoreError> {
         let path = &self.path;
         let at_ms = now_ms();
         let tx = self.conn.transaction().map_err(|e| sqlite_error(path, e))?;
@@ -312,6 +415,7 @@ impl Backend for SqliteWriter {
                     .map_err(|e| sqlite_error(path, e))?;
             }
         }
+        write_tasks(&tx, path, tasks, at_ms)?;
         tx.commit().map_err(|e| sqlite_error(path, e))
     }
 
@@ -371,6 +475,10 @@ impl Store for SqliteStore {
 
     fn conversations(&self) -> Result<Vec<String>, StoreError> {
         SqliteStore::conversations(self)
+    }
+
+    fn tasks(&self, conversation: &str) -> Result<Vec<StoredTask>, StoreError> {
+        SqliteStore::tasks(self, conversation)
     }
 
     fn stats(&self) -> &StoreStats {

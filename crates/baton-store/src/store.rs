@@ -11,6 +11,7 @@ use baton_core::{Journal, JournalRecord, Replay};
 use crate::error::{StoreError, StoreLocation};
 use crate::postgres::{PgOptions, PgStore};
 use crate::sqlite::SqliteStore;
+use crate::tasks::StoredTask;
 use crate::writer::StoreStats;
 
 /// A durable store of conversations: one append-only journal per
@@ -51,6 +52,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The conversations in the store, sorted.
     fn conversations(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The task table's rows for `conversation`, by task id: every task of
+    /// the conversation's tree as its log describes it (kept by the writer
+    /// in the same transaction as the records), read without a replay.
+    fn tasks(&self, conversation: &str) -> Result<Vec<StoredTask>, StoreError>;
 
     /// The writer's counters (transactions, appends, records).
     fn stats(&self) -> &StoreStats;

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::error::{StoreError, StoreLocation};
+use crate::tasks::TaskChanges;
 
 /// Counters of the writer thread, to see group commit at work.
 #[derive(Debug, Default)]
@@ -127,8 +128,9 @@ pub(crate) struct Append {
 
 /// What a backend does on the writer thread.
 pub(crate) trait Backend: Send + 'static {
-    /// Writes `batch` in one transaction: all of it or none of it.
-    fn write_batch(&mut self, batch: &[Append]) -> Result<(), StoreError>;
+    /// Writes `batch` in one transaction, with what it does to the task
+    /// table: all of it or none of it.
+    fn write_batch(&mut self, batch: &[Append], tasks: &TaskChanges) -> Result<(), StoreError>;
     /// The transaction of a failed batch rolled back: forget whatever was
     /// cached about the stored state (sequence numbers).
     fn rolled_back(&mut self);
@@ -301,14 +303,18 @@ fn write_loop(
         }
         let answered = requests.len();
         let mut batch = Vec::with_capacity(answered);
+        let mut tasks = TaskChanges::default();
         for request in requests {
             match crate::snapshot::encode_row(&request.records) {
-                Ok(row) => batch.push(Append {
-                    conversation: request.conversation,
-                    count: request.records.len(),
-                    row,
-                    reply: request.reply,
-                }),
+                Ok(row) => {
+                    tasks.add(&request.conversation, &request.records);
+                    batch.push(Append {
+                        conversation: request.conversation,
+                        count: request.records.len(),
+                        row,
+                        reply: request.reply,
+                    });
+                }
                 Err(e) => {
                     let _ = request.reply.send(Err(StoreError::Unencodable {
                         location: location.clone(),
@@ -319,7 +325,7 @@ fn write_loop(
             }
         }
         if !batch.is_empty() {
-            let result = backend.write_batch(&batch);
+            let result = backend.write_batch(&batch, &tasks);
             if let Err(error) = &result {
                 // Callers that dropped their future hear of it only here.
                 tracing::error!(%error, appends = batch.len(), "journal commit failed");

@@ -249,7 +249,10 @@ fn a_new_schema_is_created_at_the_current_version() {
     let Some(schema) = Schema::new() else { return };
     assert!(!schema.schema_exists());
     let store = PgStore::open(&server_url(), schema.options()).unwrap();
-    assert_eq!(schema.tables(), ["baton_meta", "events", "snapshots"]);
+    assert_eq!(
+        schema.tables(),
+        ["baton_meta", "events", "snapshots", "tasks"]
+    );
     let name = schema.name.clone();
     let version: String = with_client(move |c| {
         c.query_one(
@@ -283,7 +286,10 @@ fn processes_opening_one_new_schema_at_once_migrate_it_once() {
     for o in opened {
         o.join().unwrap().unwrap();
     }
-    assert_eq!(schema.tables(), ["baton_meta", "events", "snapshots"]);
+    assert_eq!(
+        schema.tables(),
+        ["baton_meta", "events", "snapshots", "tasks"]
+    );
 }
 
 #[test]
@@ -298,11 +304,22 @@ fn a_version_1_store_is_migrated_and_keeps_its_records() {
          INSERT INTO events VALUES ('old', 1, 0, '{{\"record\":\"user_input\",\"text\":\"hello\"}}');",
         schema.name
     ));
+    for (seq, record) in common::old_task_rows() {
+        schema.execute(&format!(
+            "INSERT INTO {}.events VALUES ('old', {seq}, 0, '{record}');",
+            schema.name
+        ));
+    }
     let store = baton_store::open(&schema.spec()).unwrap();
-    assert_eq!(schema.tables(), ["baton_meta", "events", "snapshots"]);
-    assert_eq!(store.read("old").unwrap(), vec![common::input("hello")]);
-    assert_eq!(store.snapshot("old").unwrap(), Some(1));
-    assert_eq!(store.replay("old").unwrap().pending_inputs.len(), 1);
+    assert_eq!(
+        schema.tables(),
+        ["baton_meta", "events", "snapshots", "tasks"]
+    );
+    let records = store.read("old").unwrap();
+    assert_eq!((records.len(), &records[0]), (4, &common::input("hello")));
+    common::old_tasks_were_backfilled(store.as_ref());
+    assert_eq!(store.snapshot("old").unwrap(), Some(4));
+    assert_eq!(store.replay("old").unwrap().pending_inputs.len(), 2);
 }
 
 #[test]

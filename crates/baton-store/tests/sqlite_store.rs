@@ -158,11 +158,20 @@ fn a_version_1_store_is_migrated_and_keeps_its_records() {
                INSERT INTO events VALUES ('old', 1, 0, '{"record":"user_input","text":"hello"}');"#,
         )
         .unwrap();
+        for (seq, record) in common::old_task_rows() {
+            conn.execute(
+                "INSERT INTO events VALUES ('old', ?1, 0, ?2)",
+                rusqlite::params![seq, record],
+            )
+            .unwrap();
+        }
     }
     let store = baton_store::open(&path.display().to_string()).unwrap();
-    assert_eq!(store.read("old").unwrap(), vec![input("hello")]);
-    assert_eq!(store.snapshot("old").unwrap(), Some(1));
-    assert_eq!(store.replay("old").unwrap().pending_inputs.len(), 1);
+    let records = store.read("old").unwrap();
+    assert_eq!((records.len(), &records[0]), (4, &input("hello")));
+    common::old_tasks_were_backfilled(store.as_ref());
+    assert_eq!(store.snapshot("old").unwrap(), Some(4));
+    assert_eq!(store.replay("old").unwrap().pending_inputs.len(), 2);
     let version: String = rusqlite_like::open(&path)
         .query_row(
             "SELECT value FROM baton_meta WHERE key = 'schema_version'",
@@ -170,7 +179,7 @@ fn a_version_1_store_is_migrated_and_keeps_its_records() {
             |row| row.get(0),
         )
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
 }
 
 #[tokio::test]

@@ -25,6 +25,100 @@ pub fn input(text: &str) -> JournalRecord {
     JournalRecord::UserInput { text: text.into() }
 }
 
+/// Task records as a store before the task table held them, one per
+/// `events` row from `seq` 2 (after a user input at 1): task-1 created and
+/// finished (its `TaskFinished` without attempts), task-2 created.
+pub fn old_task_rows() -> Vec<(i64, String)> {
+    let finished = serde_json::json!({
+        "record": "task_finished",
+        "task_id": "task-1",
+        "outcome": {"status": "succeeded", "output": "old report"},
+    });
+    vec![
+        (
+            2,
+            serde_json::to_string(&JournalRecord::TaskCreated {
+                task: tool_task(1),
+                arguments: Some("{}".into()),
+            })
+            .unwrap(),
+        ),
+        (
+            3,
+            serde_json::to_string(&JournalRecord::TaskCreated {
+                task: tool_task(2),
+                arguments: Some("{}".into()),
+            })
+            .unwrap(),
+        ),
+        (4, finished.to_string()),
+    ]
+}
+
+/// A migrated store's task table was filled from its old records.
+pub fn old_tasks_were_backfilled(store: &dyn Store) {
+    let table = assert_task_table_agrees(store, "old");
+    let statuses: Vec<_> = table.iter().map(|t| (t.4, t.6.as_deref())).collect();
+    assert_eq!(
+        statuses,
+        [
+            (TaskStatus::Succeeded, Some("old report")),
+            (TaskStatus::Running, None)
+        ]
+    );
+}
+
+/// What the task table and the log must agree on for one task.
+type TaskFacts = (
+    TaskId,
+    Option<TaskId>,
+    String,
+    String,
+    TaskStatus,
+    u32,
+    Option<String>,
+);
+
+/// The task table of `conversation` says what its log says: every task
+/// once, as `Replay` leaves it (parent, owner, source, status, attempts,
+/// outcome), with times that make sense. Returns the rows compared.
+pub fn assert_task_table_agrees(store: &dyn Store, conversation: &str) -> Vec<TaskFacts> {
+    let replay = baton_core::Replay::from_records(store.read(conversation).unwrap());
+    let mut from_log: Vec<TaskFacts> = Vec::new();
+    for (t, _) in replay.tasks {
+        from_log.retain(|f| f.0 != t.id);
+        from_log.push((
+            t.id,
+            t.parent,
+            t.owner.to_string(),
+            t.kind.source().to_string(),
+            t.status,
+            t.attempts,
+            t.outcome.as_ref().map(baton_store::tasks::summary),
+        ));
+    }
+    from_log.sort_by_key(|f| f.0);
+    let rows = store.tasks(conversation).unwrap();
+    for row in &rows {
+        assert_eq!(
+            row.finished_at_ms.is_some(),
+            row.status.is_terminal(),
+            "{row:?}"
+        );
+        assert!(row.finished_at_ms.unwrap_or(i64::MAX) >= row.created_at_ms);
+    }
+    let from_table: Vec<TaskFacts> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.id, r.parent, r.owner, r.source, r.status, r.attempts, r.outcome,
+            )
+        })
+        .collect();
+    assert_eq!(from_table, from_log, "the task table of `{conversation}`");
+    from_table
+}
+
 /// Appends come back in order, per conversation, and survive a reopen.
 pub async fn round_trip(open: Opener) {
     {
@@ -158,6 +252,10 @@ pub fn duplicate_completion_is_ignored(open: Opener) {
         assert_eq!(store.read("dup").unwrap().len(), 5);
         let replay = store.replay("dup").unwrap();
         assert_eq!(replay.tasks[0].0.outcome, Some(first));
+        // The table kept the first completion too.
+        let table = assert_task_table_agrees(store.as_ref(), "dup");
+        assert_eq!(table[0].6.as_deref(), Some("report one"));
+        assert_eq!(table[0].5, 1);
         assert_eq!(replay.pending_inputs.len(), 1);
         let convo = Orchestrator::builder(agent(Gate::Open))
             .journal(store.journal("dup").unwrap())
@@ -364,6 +462,8 @@ pub fn resume_through_the_runtime(open: Opener) {
             "the same from a snapshot"
         );
         assert_eq!(replay.tasks.len(), 20);
+        let table = assert_task_table_agrees(store.as_ref(), "c1");
+        assert_eq!(table.len(), 20);
         assert!(
             replay.tasks.iter().all(|(t, _)| !t.status.is_terminal()),
             "every task was in flight at the crash: {:?}",
@@ -403,6 +503,14 @@ pub fn resume_through_the_runtime(open: Opener) {
         let again = store.replay("c1").unwrap();
         assert_eq!(again.history, history.messages());
         assert!(again.pending_inputs.is_empty());
+        // The task table followed: every task ended, as a second attempt.
+        let table = assert_task_table_agrees(store.as_ref(), "c1");
+        assert!(
+            table
+                .iter()
+                .all(|t| t.4 == TaskStatus::Succeeded && t.5 == 2),
+            "{table:?}"
+        );
         assert!(again
             .tasks
             .iter()
@@ -494,9 +602,18 @@ pub fn replay_through_the_store_equals_live(open: Opener, cases: u32) {
                 let mut tasks: Vec<_> = convo
                     .tasks()
                     .into_iter()
-                    .map(|t| (t.id, t.status))
+                    .map(|t| (t.id, t.status, t.attempts))
                     .collect();
-                tasks.sort_by_key(|(id, _)| *id);
+                tasks.sort_by_key(|(id, _, _)| *id);
+                let table: Vec<_> = assert_task_table_agrees(store.as_ref(), &id)
+                    .into_iter()
+                    .map(|t| (t.0, t.4, t.5))
+                    .collect();
+                assert_eq!(table, tasks, "the task table is the live registry");
+                let tasks = tasks
+                    .into_iter()
+                    .map(|(id, s, _)| (id, s))
+                    .collect::<Vec<_>>();
                 (live, tasks, store.replay(&id).unwrap())
             });
             prop_assert_eq!(&replay.history, &live);

@@ -1,0 +1,264 @@
+//! The task table: one row per task of each conversation, kept by the
+//! writer in the same transaction as the events that change it, so it always
+//! agrees with the log (what `Replay` makes of it). Reading it answers "what
+//! are the tasks, where are they" without replaying a conversation.
+
+use std::collections::HashMap;
+
+use baton_core::{JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus};
+
+use crate::error::StoreError;
+
+/// How much of a task's result or error the table keeps.
+pub const OUTCOME_SUMMARY_CHARS: usize = 200;
+
+/// One row of the task table ([`crate::Store::tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTask {
+    /// The task.
+    pub id: TaskId,
+    /// The task that created it; `None` for the conversation's own tasks.
+    pub parent: Option<TaskId>,
+    /// The agent that created it.
+    pub owner: String,
+    /// `tool` or `delegation`.
+    pub kind: String,
+    /// The tool or sub-agent it runs.
+    pub source: String,
+    /// Where it is, as the log says.
+    pub status: TaskStatus,
+    /// Attempts started.
+    pub attempts: u32,
+    /// When its creation was committed (ms since the Unix epoch).
+    pub created_at_ms: i64,
+    /// When its end was committed, once it ended.
+    pub finished_at_ms: Option<i64>,
+    /// Its result or error, cut to [`OUTCOME_SUMMARY_CHARS`] characters.
+    pub outcome: Option<String>,
+}
+
+/// A task's result or error as the table keeps it.
+pub fn summary(outcome: &TaskOutcome) -> String {
+    let detail = outcome.detail();
+    match detail.char_indices().nth(OUTCOME_SUMMARY_CHARS) {
+        Some((cut, _)) => format!("{}…", &detail[..cut]),
+        None => detail,
+    }
+}
+
+/// A new row, as a `TaskCreated` record writes it.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskRow {
+    pub(crate) parent: Option<i64>,
+    pub(crate) owner: String,
+    pub(crate) kind: &'static str,
+    pub(crate) source: String,
+    pub(crate) status: &'static str,
+    pub(crate) attempts: i64,
+    /// Whether it was created already ended (then `finished_at_ms` is the
+    /// commit's time).
+    pub(crate) finished: bool,
+    pub(crate) outcome: Option<String>,
+}
+
+/// How a task ends, as a `TaskFinished` record writes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Finish {
+    pub(crate) status: &'static str,
+    pub(crate) outcome: String,
+}
+
+/// What one batch does to one task: written once, whatever the number of
+/// its records in the batch.
+#[derive(Debug, Clone)]
+pub(crate) enum TaskChange {
+    /// Created (or created again) in the batch: the whole row.
+    Row(TaskRow),
+    /// Changed in the batch, created before: applied only while the stored
+    /// row has not ended (as `Replay` ignores a second completion).
+    Update {
+        /// The highest attempt count the batch gives it (0: none).
+        attempts: i64,
+        finish: Option<Finish>,
+    },
+}
+
+/// The task changes of a batch, per conversation and task, in the order of
+/// first appearance.
+#[derive(Debug, Default)]
+pub(crate) struct TaskChanges {
+    pub(crate) changes: Vec<(String, i64, TaskChange)>,
+    index: HashMap<(String, i64), usize>,
+}
+
+fn task_number(id: TaskId) -> i64 {
+    i64::try_from(id.get()).unwrap_or(i64::MAX)
+}
+
+impl TaskChanges {
+    /// Folds one append's records in, in order, as `Replay` would.
+    pub(crate) fn add(&mut self, conversation: &str, records: &[JournalRecord]) {
+        for record in records {
+            match record {
+                JournalRecord::TaskCreated { task, .. } => {
+                    let (kind, source) = match &task.kind {
+                        TaskKind::Tool { tool } => ("tool", tool.to_string()),
+                        TaskKind::Delegation { agent, .. } => ("delegation", agent.to_string()),
+                    };
+                    let row = TaskRow {
+                        parent: task.parent.map(task_number),
+                        owner: task.owner.to_string(),
+                        kind,
+                        source,
+                        status: task.status.as_str(),
+                        attempts: i64::from(task.attempts),
+                        finished: task.status.is_terminal(),
+                        outcome: task.outcome.as_ref().map(summary),
+                    };
+                    // Created again: the new row replaces the old, as in `Replay`.
+                    *self.entry(conversation, task.id, empty_update()) = TaskChange::Row(row);
+                }
+                JournalRecord::TaskStarted { task_id, attempt } => {
+                    let attempt = i64::from(*attempt);
+                    match self.entry(conversation, *task_id, empty_update()) {
+                        TaskChange::Row(row) if !row.finished => {
+                            row.attempts = row.attempts.max(attempt);
+                        }
+                        TaskChange::Update {
+                            attempts,
+                            finish: None,
+                        } => *attempts = (*attempts).max(attempt),
+                        _ => {}
+                    }
+                }
+                JournalRecord::TaskFinished {
+                    task_id,
+                    outcome,
+                    attempts: count,
+                } => {
+                    let count = count.map_or(0, i64::from);
+                    let status = outcome.status_word();
+                    match self.entry(conversation, *task_id, empty_update()) {
+                        TaskChange::Row(row) if !row.finished => {
+                            row.finished = true;
+                            row.status = status;
+                            row.outcome = Some(summary(outcome));
+                            row.attempts = row.attempts.max(count);
+                        }
+                        TaskChange::Update { attempts, finish } if finish.is_none() => {
+                            *attempts = (*attempts).max(count);
+                            *finish = Some(Finish {
+                                status,
+                                outcome: summary(outcome),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                JournalRecord::UserInput { .. } | JournalRecord::Appended { .. } => {}
+            }
+        }
+    }
+
+    /// The change recorded for a task, made `fresh` if there is none.
+    fn entry(&mut self, conversation: &str, id: TaskId, fresh: TaskChange) -> &mut TaskChange {
+        let key = (conversation.to_owned(), task_number(id));
+        let i = *self.index.entry(key.clone()).or_insert_with(|| {
+            self.changes.push((key.0, key.1, fresh));
+            self.changes.len() - 1
+        });
+        &mut self.changes[i].2
+    }
+
+    /// Whether the batch changes no task.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+fn empty_update() -> TaskChange {
+    TaskChange::Update {
+        attempts: 0,
+        finish: None,
+    }
+}
+
+/// Reads a status as the table spells it.
+pub(crate) fn parse_status(text: &str) -> Result<TaskStatus, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("unknown task status `{text}`"))
+}
+
+/// Builds a [`StoredTask`] from a row's columns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stored_task(
+    location: &crate::StoreLocation,
+    conversation: &str,
+    id: i64,
+    parent: Option<i64>,
+    owner: String,
+    kind: String,
+    source: String,
+    status: &str,
+    attempts: i64,
+    created_at_ms: i64,
+    finished_at_ms: Option<i64>,
+    outcome: Option<String>,
+) -> Result<StoredTask, StoreError> {
+    let bad = |message: String| StoreError::Malformed {
+        location: location.clone(),
+        conversation: conversation.to_owned(),
+        seq: 0,
+        message: format!("task-{id} in the task table: {message}"),
+    };
+    let number = |n: i64| u64::try_from(n).map(TaskId::new);
+    Ok(StoredTask {
+        id: number(id).map_err(|e| bad(e.to_string()))?,
+        parent: parent
+            .map(number)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?,
+        owner,
+        kind,
+        source,
+        status: parse_status(status).map_err(bad)?,
+        attempts: u32::try_from(attempts).map_err(|e| bad(e.to_string()))?,
+        created_at_ms,
+        finished_at_ms,
+        outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_back() {
+        for s in [
+            TaskStatus::Pending,
+            TaskStatus::AwaitingApproval,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+            TaskStatus::TimedOut,
+            TaskStatus::Interrupted,
+        ] {
+            assert_eq!(parse_status(s.as_str()), Ok(s));
+        }
+        assert!(parse_status("bogus").is_err());
+    }
+
+    #[test]
+    fn summaries_are_cut() {
+        let long = TaskOutcome::Succeeded {
+            output: "é".repeat(500),
+        };
+        let s = summary(&long);
+        assert_eq!(s.chars().count(), OUTCOME_SUMMARY_CHARS + 1);
+        assert!(s.ends_with('…'));
+        let short = TaskOutcome::Failed { error: "no".into() };
+        assert_eq!(summary(&short), "no");
+    }
+}
