@@ -344,7 +344,7 @@ pub(crate) fn write_tasks(
     tasks: &TaskChanges,
     at_ms: i64,
 ) -> Result<(), StoreError> {
-    if tasks.is_empty() {
+    if tasks.changes.is_empty() {
         return Ok(());
     }
     let mut upsert = tx

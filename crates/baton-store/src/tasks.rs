@@ -169,11 +169,6 @@ impl TaskChanges {
         });
         &mut self.changes[i].2
     }
-
-    /// Whether the batch changes no task.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
 }
 
 fn empty_update() -> TaskChange {
