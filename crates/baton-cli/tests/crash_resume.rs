@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use baton_core::{Message, Replay};
+use baton_core::{Message, Replay, TaskId, TaskStatus};
 use baton_testkit::PgSchema;
 
 const TASKS: usize = 100;
@@ -66,6 +66,25 @@ fn replay(store: &str) -> Replay {
         .unwrap_or_else(|e| panic!("{store}: {e}"))
 }
 
+/// The store's task table says what its log says: each task's status and
+/// attempts as the replay has them. Returns them.
+fn task_table_agrees(store: &str, replay: &Replay) -> Vec<(TaskId, TaskStatus, u32)> {
+    let table: Vec<_> = baton_store::open_existing(store)
+        .and_then(|s| s.tasks("crash"))
+        .unwrap_or_else(|e| panic!("{store}: {e}"))
+        .into_iter()
+        .map(|t| (t.id, t.status, t.attempts))
+        .collect();
+    let mut logged: Vec<_> = replay
+        .tasks
+        .iter()
+        .map(|(t, _)| (t.id, t.status, t.attempts))
+        .collect();
+    logged.sort_by_key(|t| t.0);
+    assert_eq!(table, logged, "the task table agrees with the log");
+    table
+}
+
 #[test]
 fn a_killed_run_resumes_with_every_result_and_input_exactly_once_sqlite() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -117,6 +136,7 @@ fn kill_and_resume(dir: &Path, store: &str) {
         (20..TASKS).contains(&done_before),
         "the kill should land with tasks in flight: {done_before} of {TASKS} done"
     );
+    let table_before = task_table_agrees(store, &before);
 
     // Second run on the same store: it resumes and settles.
     let out = baton_run(&file, store)
@@ -154,4 +174,13 @@ fn kill_and_resume(dir: &Path, store: &str) {
     let twice: Vec<_> = results.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "results counted twice: {twice:?}");
     assert_eq!(inputs, ["go", "how is it going?"]);
+    // The task table followed the resume: every task succeeded, those in
+    // flight at the kill on a second attempt.
+    let table = task_table_agrees(store, &replay);
+    assert_eq!(table.len(), TASKS);
+    for ((id, status, attempts), (_, was, _)) in table.iter().zip(&table_before) {
+        assert_eq!(*status, TaskStatus::Succeeded, "{id}");
+        let expected = if was.is_terminal() { 1 } else { 2 };
+        assert_eq!(*attempts, expected, "{id} was {was:?} at the kill");
+    }
 }

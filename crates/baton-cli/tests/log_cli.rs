@@ -98,6 +98,23 @@ fn a_retried_task_shows_its_attempts() {
         "{tree}"
     );
     assert!(tree.contains("worker [succeeded] attempts=1"), "{tree}");
+
+    // The task table says the same, without a replay.
+    let output = baton().arg("log").arg(&db).arg("--tasks").output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = stdout(&output);
+    assert!(table.starts_with("tasks of flaky in "), "{table}");
+    assert!(
+        table.contains("task-1 parent=- owner=lead delegation worker [succeeded] attempts=1"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "task-2 parent=task-1 owner=worker tool flaky_fetch [succeeded] attempts=3 took="
+        ),
+        "{table}"
+    );
+    assert!(table.contains("revenue up 12%"), "the outcome: {table}");
 }
 
 #[test]
@@ -112,6 +129,7 @@ fn several_conversations_are_listed_and_each_can_be_picked() {
     assert!(text.contains("2 conversations"), "{text}");
     assert!(text.contains("  first  "), "{text}");
     assert!(text.contains("  second  "), "{text}");
+    assert!(text.contains(" tasks (0 not ended)"), "{text}");
 
     let output = baton()
         .arg("log")

@@ -25,6 +25,10 @@ pub struct Args {
     /// Print whole messages instead of one shortened line each.
     #[arg(long)]
     pub full: bool,
+    /// Print only the conversation's task table (one line per task, as the
+    /// store keeps it), without replaying its log.
+    #[arg(long)]
+    pub tasks: bool,
 }
 
 /// How long a message's line may get before it is shortened.
@@ -60,11 +64,44 @@ fn render(args: &Args) -> anyhow::Result<String> {
         (None, [only]) => only.clone(),
         (None, _) => return list(store.as_ref(), &conversations),
     };
+    if args.tasks {
+        return task_table(store.as_ref(), &id);
+    }
     let records = store.read(&id)?;
     Ok(conversation(store.as_ref(), &id, records, args.full))
 }
 
-/// The conversations of a store, one a line with its record count.
+/// A conversation's task table, one task a line: id, parent, owner, what it
+/// runs, status, attempts, how long it took, and its outcome's summary.
+fn task_table(store: &dyn Store, id: &str) -> anyhow::Result<String> {
+    let tasks = store.tasks(id)?;
+    let mut out = format!("tasks of {id} in {}: {}\n", store.location(), tasks.len());
+    for t in tasks {
+        let parent = t.parent.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let took = t
+            .finished_at_ms
+            .map(|end| format!(" took={} ms", end - t.created_at_ms))
+            .unwrap_or_default();
+        let outcome = t
+            .outcome
+            .map(|o| format!(": {}", shorten(&o)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} parent={parent} owner={} {} {} [{}] attempts={}{took}{outcome}",
+            t.id,
+            t.owner,
+            t.kind,
+            t.source,
+            t.status.as_str(),
+            t.attempts
+        );
+    }
+    Ok(out)
+}
+
+/// The conversations of a store, one a line with its record count and its
+/// tasks (from the task table).
 fn list(store: &dyn Store, conversations: &[String]) -> anyhow::Result<String> {
     let mut out = format!(
         "{}: {} conversations (pick one with --conversation ID)\n",
@@ -73,7 +110,13 @@ fn list(store: &dyn Store, conversations: &[String]) -> anyhow::Result<String> {
     );
     for id in conversations {
         let records = store.read(id)?.len();
-        let _ = writeln!(out, "  {id}  {records} records");
+        let tasks = store.tasks(id)?;
+        let open = tasks.iter().filter(|t| !t.status.is_terminal()).count();
+        let _ = writeln!(
+            out,
+            "  {id}  {records} records, {} tasks ({open} not ended)",
+            tasks.len()
+        );
     }
     Ok(out)
 }
