@@ -26,7 +26,7 @@ use crate::snapshot::{
 };
 use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
-use crate::writer::{await_ready, now_ms, Append, Backend, GroupWriter, StoreStats};
+use crate::writer::{await_ready, now_ms, Backend, Encoded, GroupWriter, StoreStats};
 
 /// How long a connection attempt may take unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -606,18 +606,22 @@ pub(crate) fn write_tasks(
 impl Backend for PgWriter {
     /// One transaction, one `INSERT … SELECT FROM unnest(…)` for the whole
     /// batch: a single round trip however many appends are queued.
-    fn write_batch(&mut self, batch: &[Append], tasks: &TaskChanges) -> Result<(), StoreError> {
+    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
         let location = &self.location;
         let at_ms = now_ms();
         let mut tx = self
             .client
             .transaction()
             .map_err(|e| pg_error(location, e))?;
-        let total = batch.len();
+        let total = batch.iter().map(|e| e.appends.len()).sum();
         let mut conversations: Vec<&str> = Vec::with_capacity(total);
         let mut seqs: Vec<i64> = Vec::with_capacity(total);
         let mut records: Vec<&str> = Vec::with_capacity(total);
-        for append in batch.iter().filter(|a| a.count > 0) {
+        for append in batch
+            .iter()
+            .flat_map(|e| &e.appends)
+            .filter(|a| a.count > 0)
+        {
             let seq = match self.next_seq.get_mut(&append.conversation) {
                 Some(seq) => seq,
                 None => {
@@ -644,7 +648,9 @@ impl Backend for PgWriter {
             &[&conversations, &seqs, &at_ms, &records],
         )
         .map_err(|e| pg_error(location, e))?;
-        write_tasks(&mut tx, location, tasks, at_ms)?;
+        for part in batch {
+            write_tasks(&mut tx, location, &part.tasks, at_ms)?;
+        }
         tx.commit().map_err(|e| pg_error(location, e))
     }
 

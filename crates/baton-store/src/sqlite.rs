@@ -18,7 +18,7 @@ use crate::snapshot::{
 };
 use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
-use crate::writer::{now_ms, Append, Backend, GroupWriter, StoreStats};
+use crate::writer::{now_ms, Backend, Encoded, GroupWriter, StoreStats};
 
 /// The page size of a new store's file.
 const PAGE_SIZE: u32 = 16 * 1024;
@@ -391,7 +391,7 @@ pub(crate) fn write_tasks(
 }
 
 impl Backend for SqliteWriter {
-    fn write_batch(&mut self, batch: &[Append], tasks: &TaskChanges) -> Result<(), StoreError> {
+    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
         let path = &self.path;
         let at_ms = now_ms();
         let tx = self.conn.transaction().map_err(|e| sqlite_error(path, e))?;
@@ -401,7 +401,8 @@ impl Backend for SqliteWriter {
                     "INSERT INTO events (conversation, seq, at_ms, record) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(|e| sqlite_error(path, e))?;
-            for append in batch.iter().filter(|a| a.count > 0) {
+            let appends = batch.iter().flat_map(|e| &e.appends);
+            for append in appends.filter(|a| a.count > 0) {
                 let seq = match self.next_seq.get_mut(&append.conversation) {
                     Some(seq) => seq,
                     None => {
@@ -423,7 +424,9 @@ impl Backend for SqliteWriter {
                     .map_err(|e| sqlite_error(path, e))?;
             }
         }
-        write_tasks(&tx, path, tasks, at_ms)?;
+        for part in batch {
+            write_tasks(&tx, path, &part.tasks, at_ms)?;
+        }
         tx.commit().map_err(|e| sqlite_error(path, e))
     }
 

@@ -1,6 +1,8 @@
-//! The writer thread both backends share: appends are queued in call order,
-//! and the thread commits whatever is queued in one transaction (group
-//! commit), then answers every append of the batch.
+//! The writer both backends share: appends are queued in call order; an
+//! encoder thread encodes whatever is queued, and the writer thread commits
+//! whatever is encoded in one transaction (group commit), then answers every
+//! append of the batch. The two threads work at once: one batch is encoded
+//! while the one before it is written.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -126,22 +128,34 @@ pub(crate) struct Append {
     pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// Appends encoded together, on their way to the writer thread.
+pub(crate) struct Encoded {
+    /// The appends whose records encoded, in call order.
+    pub(crate) appends: Vec<Append>,
+    /// What they do to the task table.
+    pub(crate) tasks: TaskChanges,
+    /// How many appends this answers (those refused included).
+    answered: usize,
+}
+
 /// What a backend does on the writer thread.
 pub(crate) trait Backend: Send + 'static {
     /// Writes `batch` in one transaction, with what it does to the task
-    /// table: all of it or none of it.
-    fn write_batch(&mut self, batch: &[Append], tasks: &TaskChanges) -> Result<(), StoreError>;
+    /// table (each part's changes after the part before): all of it or none
+    /// of it.
+    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError>;
     /// The transaction of a failed batch rolled back: forget whatever was
     /// cached about the stored state (sequence numbers).
     fn rolled_back(&mut self);
 }
 
-/// The queue and the writer thread. Dropping it commits what is queued and
-/// joins the thread.
+/// The queue, the encoder thread and the writer thread. Dropping it commits
+/// what is queued and joins the threads.
 pub(crate) struct GroupWriter {
     location: StoreLocation,
     sender: Mutex<Option<mpsc::Sender<Request>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The encoder, then the writer: joined in that order.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stats: Arc<StoreStats>,
     in_flight: Arc<InFlight>,
 }
@@ -175,34 +189,40 @@ impl GroupWriter {
         location: StoreLocation,
         make: impl FnOnce() -> Result<B, StoreError> + Send + 'static,
     ) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<Request>();
+        let (encoded_tx, encoded_rx) = mpsc::channel::<Encoded>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let stats = Arc::new(StoreStats::default());
         let writer_stats = Arc::clone(&stats);
         let in_flight = Arc::new(InFlight::default());
         let writer_in_flight = Arc::clone(&in_flight);
-        let writer_location = location.clone();
-        let thread = std::thread::Builder::new()
+        let cannot_start = |what: &str, e: std::io::Error| StoreError::Io {
+            location: location.clone(),
+            message: format!("cannot start the {what} thread: {e}"),
+        };
+        let writer = std::thread::Builder::new()
             .name("baton-store-writer".into())
             .spawn(move || match make() {
                 Ok(backend) => {
                     let _ = ready_tx.send(Ok(()));
                     let in_flight = ClearOnExit(writer_in_flight);
-                    write_loop(backend, &rx, &writer_stats, &in_flight.0, &writer_location);
+                    write_loop(backend, &encoded_rx, &writer_stats, &in_flight.0);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                 }
             })
-            .map_err(|e| StoreError::Io {
-                location: location.clone(),
-                message: format!("cannot start the writer thread: {e}"),
-            })?;
-        let thread = await_ready(&ready_rx, thread, &location)?;
+            .map_err(|e| cannot_start("writer", e))?;
+        let writer = await_ready(&ready_rx, writer, &location)?;
+        let encoder_location = location.clone();
+        let encoder = std::thread::Builder::new()
+            .name("baton-store-encoder".into())
+            .spawn(move || encode_loop(&rx, &encoded_tx, &encoder_location))
+            .map_err(|e| cannot_start("encoder", e))?;
         Ok(Self {
             location,
             sender: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![encoder, writer]),
             stats,
             in_flight,
         })
@@ -275,40 +295,34 @@ impl Drop for GroupWriter {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
         );
-        if let Some(thread) = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
             let _ = thread.join();
         }
     }
 }
 
-/// The writer thread: takes whatever appends are queued, encodes each as
-/// one row, writes them in one transaction, then answers them all. An append whose
-/// records do not encode is refused alone.
-fn write_loop(
-    mut backend: impl Backend,
-    rx: &mpsc::Receiver<Request>,
-    stats: &StoreStats,
-    in_flight: &InFlight,
-    location: &StoreLocation,
-) {
+/// The encoder thread: takes whatever appends are queued, encodes each as
+/// one row, folds what they do to the task table, and hands them on to the
+/// writer together. An append whose records do not encode is refused
+/// alone.
+fn encode_loop(rx: &mpsc::Receiver<Request>, tx: &mpsc::Sender<Encoded>, location: &StoreLocation) {
     while let Ok(first) = rx.recv() {
         let mut requests = vec![first];
         while let Ok(more) = rx.try_recv() {
             requests.push(more);
         }
-        let answered = requests.len();
-        let mut batch = Vec::with_capacity(answered);
-        let mut tasks = TaskChanges::default();
+        let mut encoded = Encoded {
+            appends: Vec::with_capacity(requests.len()),
+            tasks: TaskChanges::default(),
+            answered: requests.len(),
+        };
         for request in requests {
             match crate::snapshot::encode_row(&request.records) {
                 Ok(row) => {
-                    tasks.add(&request.conversation, &request.records);
-                    batch.push(Append {
+                    encoded.tasks.add(&request.conversation, &request.records);
+                    encoded.appends.push(Append {
                         conversation: request.conversation,
                         count: request.records.len(),
                         row,
@@ -324,18 +338,37 @@ fn write_loop(
                 }
             }
         }
-        if !batch.is_empty() {
-            let result = backend.write_batch(&batch, &tasks);
+        if tx.send(encoded).is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer thread: takes whatever is encoded, writes it in one
+/// transaction, then answers every append of it.
+fn write_loop(
+    mut backend: impl Backend,
+    rx: &mpsc::Receiver<Encoded>,
+    stats: &StoreStats,
+    in_flight: &InFlight,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let answered: usize = batch.iter().map(|e| e.answered).sum();
+        let appends = batch.iter().map(|e| e.appends.len()).sum::<usize>();
+        if appends > 0 {
+            let result = backend.write_batch(&batch);
             if let Err(error) = &result {
                 // Callers that dropped their future hear of it only here.
-                tracing::error!(%error, appends = batch.len(), "journal commit failed");
+                tracing::error!(%error, appends, "journal commit failed");
                 backend.rolled_back();
             }
             stats.transactions.fetch_add(1, Ordering::Relaxed);
-            stats
-                .appends
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for append in batch {
+            stats.appends.fetch_add(appends as u64, Ordering::Relaxed);
+            for append in batch.into_iter().flat_map(|e| e.appends) {
                 stats
                     .records
                     .fetch_add(append.count as u64, Ordering::Relaxed);
