@@ -283,6 +283,11 @@ fn cancelling_a_middle_node_cancels_its_subtree_and_nothing_else() {
             convo.cancel_task(TaskId::new(1)).await,
             Ok(TaskStatus::Cancelled)
         );
+        // The subtree reads cancelled as soon as the cancel returns, before
+        // its workers have stopped.
+        for r in convo.registry().children_of(Some(TaskId::new(1))) {
+            assert_eq!(r.status, TaskStatus::Cancelled, "{}", convo.tree().render());
+        }
         convo.settled().await.unwrap();
         for (_, node) in convo.tree().walk() {
             let r = &node.record;
@@ -961,5 +966,85 @@ fn user_input_interrupts_a_reply_that_is_still_being_dispatched() {
         convo.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(convo.live_agents(), 0);
+    });
+}
+
+/// A tool that blocks its thread until released: it holds an arbiter
+/// still, so whatever else is on that arbiter waits.
+struct HoldThread {
+    holding: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Tool for HoldThread {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "hold_thread"
+    }
+    fn description(&self) -> &str {
+        "Blocks its thread until released."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        if let Some(holding) = self.holding.lock().unwrap().take() {
+            let _ = holding.send(());
+        }
+        let _ = self.release.lock().unwrap().recv();
+        Ok("released".into())
+    }
+}
+
+#[test]
+fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
+    // Real threads: the only arbiter is held still by a tool, so the middle
+    // worker cannot handle its shutdown while the test looks at the tree.
+    actix_rt::System::new().block_on(async {
+        let (holding_tx, holding_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let model = ScriptedModel::from_fn(|req: &ChatRequest| {
+            match (req.agent.as_str(), req.messages.last()) {
+                ("lead", Some(Message::User { .. })) => {
+                    ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
+                }
+                ("mid", Some(Message::User { .. })) => {
+                    ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "l"}))
+                        .and_call("hold_thread", json!({}))
+                }
+                ("leaf", _) => ScriptedTurn::hang(),
+                _ => ScriptedTurn::text("ok"),
+            }
+        });
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        let mid = Agent::builder("mid")
+            .model(model.clone())
+            .delegates_to([leaf])
+            .tool(HoldThread {
+                holding: std::sync::Mutex::new(Some(holding_tx)),
+                release: std::sync::Mutex::new(release_rx),
+            })
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([mid])
+            .build();
+        let convo = Orchestrator::builder(lead).worker_threads(1).spawn();
+        convo.send_user("go").await.unwrap();
+        tokio::task::spawn_blocking(move || holding_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // task-1: mid (its arbiter is held); task-2: the leaf it created.
+        assert_eq!(convo.registry().len(), 2);
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        assert_eq!(
+            convo.check_task(TaskId::new(2)).unwrap().status,
+            TaskStatus::Cancelled,
+            "the leaf is cancelled with its parent, though nothing on its arbiter has run"
+        );
+        release_tx.send(()).unwrap();
+        convo.settled().await.unwrap();
+        convo.shutdown().await.unwrap();
     });
 }

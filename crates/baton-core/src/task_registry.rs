@@ -4,6 +4,7 @@
 //! `check_all_tasks` read it directly from any thread, without a mailbox
 //! round trip, and answer at once even while the conversation actor is busy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -301,6 +302,27 @@ impl TaskRegistry {
         v
     }
 
+    /// Every task under `id` (its children, theirs, …) that has not ended,
+    /// with its attempt count, parents before children. One pass over the
+    /// registry, whatever the depth.
+    pub fn unfinished_descendants(&self, id: TaskId) -> Vec<(TaskId, u32)> {
+        let mut children: HashMap<TaskId, Vec<(TaskId, u32)>> = HashMap::new();
+        for r in self.inner.tasks.iter() {
+            if let (Some(parent), false) = (r.parent, r.status.is_terminal()) {
+                children.entry(parent).or_default().push((r.id, r.attempts));
+            }
+        }
+        let mut out = Vec::new();
+        let mut next = vec![id];
+        while let Some(parent) = next.pop() {
+            for (child, attempts) in children.remove(&parent).unwrap_or_default() {
+                out.push((child, attempts));
+                next.push(child);
+            }
+        }
+        out
+    }
+
     /// How many tasks have not ended yet.
     pub fn running_count(&self) -> usize {
         self.inner
@@ -331,6 +353,31 @@ mod tests {
 
     fn tool(name: &str) -> TaskKind {
         TaskKind::Tool { tool: name.into() }
+    }
+
+    #[test]
+    fn unfinished_descendants_are_the_whole_subtree_still_running() {
+        let reg = TaskRegistry::new();
+        let a = reg.create(None, "lead".into(), tool("a"));
+        let b = reg.create(Some(a), "x".into(), tool("b"));
+        let c = reg.create(Some(b), "y".into(), tool("c"));
+        let done = reg.create(Some(b), "y".into(), tool("d"));
+        let other = reg.create(None, "lead".into(), tool("e"));
+        let _other_child = reg.create(Some(other), "z".into(), tool("f"));
+        assert!(reg.finish(
+            done,
+            TaskOutcome::Succeeded {
+                output: "ok".into()
+            }
+        ));
+        let mut under: Vec<TaskId> = reg
+            .unfinished_descendants(a)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        under.sort();
+        assert_eq!(under, [b, c]);
+        assert!(reg.unfinished_descendants(c).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -400,8 +400,9 @@ impl<R: Role> AgentActor<R> {
     /// once, and starts the inline tools concurrently. A reply with many
     /// calls is handled [`DISPATCH_BATCH`] calls at a time, yielding to the
     /// mailbox and the thread's other actors in between: a reply that
-    /// delegates 100,000 subtasks neither keeps user input waiting nor
-    /// holds back the sub-agents it has started.
+    /// delegates 100,000 subtasks neither stalls the mailbox (cancels,
+    /// approvals, user input under [`InputPolicy::Interrupt`]) nor holds
+    /// back the sub-agents it has started.
     fn dispatch_calls(&mut self, turn: u64, calls: Vec<ToolCall>, ctx: &mut Context<Self>) {
         // The calls are in the journal before any of their tasks.
         self.journal_history();
@@ -521,7 +522,7 @@ impl<R: Role> AgentActor<R> {
             )),
             TaskToolCall::Cancel(id) => {
                 let reason = format!("cancelled by {}", self.agent.spec.name);
-                match self.cancel(id, &reason) {
+                match self.cancel_tree(id, &reason) {
                     Ok(status) => Ok(task_answer(id, status)),
                     Err(e) => Err(ToolError::Failed(e.to_string())),
                 }

@@ -43,6 +43,11 @@ pub(super) struct WorkerSeed {
     agent: Agent,
     prompt: Arc<str>,
     worker: Worker,
+    /// The delegating agent's span and the turn that created the task:
+    /// held (not just their ids) until the worker's own span is made, so
+    /// neither can close in between, even if the delegating agent stops.
+    parent_span: tracing::Span,
+    started_by: tracing::Span,
     shared: Arc<super::Shared>,
     timeout: Option<Duration>,
 }
@@ -50,14 +55,19 @@ pub(super) struct WorkerSeed {
 impl WorkerSeed {
     /// The worker, with its prompt queued for its first turn.
     pub(super) fn build(self) -> ModelActor {
+        let mut worker = self.worker;
+        worker.parent_span = self.parent_span.id();
+        worker.started_by = self.started_by.id();
         let mut actor = ModelActor::new(
             self.agent,
-            self.worker,
+            worker,
             self.shared,
             InputPolicy::Queue,
             self.timeout,
         );
         actor.turns.enqueue(Message::user(&*self.prompt));
+        // Only now may the spans close: the worker's span is made.
+        drop((self.parent_span, self.started_by));
         actor
     }
 }
@@ -204,9 +214,11 @@ impl<R: Role> AgentActor<R> {
                         depth: self.role.depth() + 1,
                         attempt,
                         report_to: Some(Arc::clone(&self.handles(ctx).report)),
-                        parent_span: self.span.id(),
-                        started_by: started_by.id(),
+                        parent_span: None,
+                        started_by: None,
                     },
+                    parent_span: self.span.clone(),
+                    started_by,
                     shared: Arc::clone(&self.shared),
                     timeout,
                 };
@@ -484,6 +496,36 @@ impl<R: Role> AgentActor<R> {
         Ok(TaskStatus::Cancelled)
     }
 
+    /// Cancels one of this agent's own tasks on request (the model's
+    /// `cancel_task`, the user's): the task and, at once, every task under
+    /// it in the registry, so the tree reads cancelled as soon as this
+    /// returns. The workers that own those tasks stop in their own time
+    /// and find them ended already.
+    pub(super) fn cancel_tree(
+        &mut self,
+        id: TaskId,
+        reason: &str,
+    ) -> Result<TaskStatus, RuntimeError> {
+        let owned = self.tasks.contains_key(&id);
+        let status = self.cancel(id, reason)?;
+        if owned {
+            for (task_id, attempts) in self.shared.registry.unfinished_descendants(id) {
+                let outcome = TaskOutcome::Cancelled {
+                    reason: reason.to_owned(),
+                };
+                if self.shared.registry.finish(task_id, outcome.clone()) {
+                    self.journal_detached(vec![JournalRecord::TaskFinished {
+                        task_id,
+                        outcome: outcome.clone(),
+                        attempts: Some(attempts),
+                    }]);
+                    self.emit(|| Event::TaskFinished { task_id, outcome });
+                }
+            }
+        }
+        Ok(status)
+    }
+
     pub(super) fn cancel_all(&mut self, reason: &str) {
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
@@ -639,7 +681,7 @@ impl<R: Role> Handler<CancelTask> for AgentActor<R> {
     fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> Self::Result {
         let _guard = self.span.clone().entered();
         let was_running = self.tasks.contains_key(&msg.task_id);
-        let status = self.cancel(msg.task_id, &msg.reason)?;
+        let status = self.cancel_tree(msg.task_id, &msg.reason)?;
         if was_running {
             // The model did not ask for this: tell it.
             let source = self
@@ -655,5 +697,55 @@ impl<R: Role> Handler<CancelTask> for AgentActor<R> {
             self.advance(ctx);
         }
         Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_core::{Limits, TaskId};
+    use baton_llm::ScriptedModel;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// A layer that wants every span, so spans are really recorded.
+    struct Listening;
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Listening {}
+
+    #[test]
+    fn a_worker_is_built_under_its_parents_spans_even_after_they_were_dropped() {
+        let subscriber = tracing_subscriber::registry().with(Listening);
+        tracing::subscriber::with_default(subscriber, || {
+            let parent = tracing::info_span!("agent");
+            let turn = tracing::info_span!("turn");
+            let agent = Agent::builder("worker").model(ScriptedModel::new()).build();
+            let seed = WorkerSeed {
+                agent,
+                prompt: "p".into(),
+                worker: Worker {
+                    task_id: TaskId::new(1),
+                    parent: None,
+                    depth: 1,
+                    attempt: 1,
+                    report_to: None,
+                    parent_span: None,
+                    started_by: None,
+                },
+                parent_span: parent.clone(),
+                started_by: turn.clone(),
+                shared: Arc::new(super::super::Shared::new(Limits::default(), 16, 0, None)),
+                timeout: None,
+            };
+            let (parent_id, turn_id) = (parent.id(), turn.id());
+            // The delegating agent stopped before the worker's arbiter got
+            // to the seed: only the seed holds the spans now.
+            drop((parent, turn));
+            let actor = seed.build();
+            assert_eq!(actor.role.parent_span, parent_id);
+            assert_eq!(actor.role.started_by, turn_id);
+            assert!(
+                actor.span.id().is_some(),
+                "the worker's own span is recorded"
+            );
+        });
     }
 }
