@@ -262,3 +262,94 @@ fn retries_reach_the_journal_and_a_resume_counts_on() {
         )));
     });
 }
+
+#[test]
+fn a_crash_while_a_wide_reply_is_dispatched_answers_each_started_call_with_its_task() {
+    // A reply of 1,000 delegations is dispatched in batches; the "crash"
+    // comes after the first batch is journaled, before the calls are
+    // answered in history.
+    let n = 1_000;
+    let wide = move || {
+        let mut all = ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "0"}));
+        for i in 1..n {
+            all = all.and_call(
+                "create_task",
+                json!({"agent": "leaf", "prompt": i.to_string()}),
+            );
+        }
+        // The lead delegates when the user speaks, and only then (the
+        // resumed run must not delegate again).
+        let model = ScriptedModel::from_fn(move |req: &baton::ChatRequest| {
+            match (req.agent.as_str(), req.messages.last()) {
+                ("leaf", _) => ScriptedTurn::text("leaf done").after(Duration::from_secs(1)),
+                (_, Some(Message::User { .. })) => all.clone(),
+                _ => ScriptedTurn::text("ok"),
+            }
+        });
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        Agent::builder("lead")
+            .model(model)
+            .delegates_to([leaf])
+            .build()
+    };
+    let records = block_on_paused(async move {
+        let journal = MemoryJournal::new();
+        let convo = Orchestrator::builder(wide())
+            .journal(Arc::new(journal.clone()))
+            .event_capacity(16 * n)
+            .spawn();
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        loop {
+            let e = events.recv().await.unwrap();
+            if matches!(e.event, baton::Event::TaskCreated { .. }) {
+                break;
+            }
+        }
+        // Let the first batch's records reach the journal, not the rest.
+        tokio::task::yield_now().await;
+        journal.records()
+    });
+    let created = records
+        .iter()
+        .filter(|r| matches!(r, JournalRecord::TaskCreated { .. }))
+        .count();
+    assert!(
+        (1..n).contains(&created),
+        "the crash falls inside the dispatch ({created} of {n} tasks journaled)"
+    );
+
+    block_on_paused(async move {
+        let convo = Orchestrator::builder(wide())
+            .resume(Replay::from_records(records))
+            .spawn();
+        convo.settled().await.unwrap();
+        let history = convo.history().await.unwrap();
+        assert_eq!(history.check_tool_protocol(), Ok(()));
+        let answers: Vec<&Message> = history
+            .messages()
+            .iter()
+            .filter(|m| matches!(m, Message::Tool { .. }))
+            .collect();
+        assert_eq!(answers.len(), n, "every call answered once");
+        let (started, interrupted): (Vec<&Message>, Vec<&Message>) = answers
+            .into_iter()
+            .partition(|m| m.text().is_some_and(|t| t.contains("task_id")));
+        assert_eq!(
+            started.len(),
+            created,
+            "each call whose task was created is answered with that task"
+        );
+        assert!(interrupted
+            .iter()
+            .all(|m| m.text().is_some_and(|t| t.contains("restarted"))));
+        // Those tasks ran to the end, once each.
+        let results = history
+            .messages()
+            .iter()
+            .filter(|m| matches!(m, Message::TaskResult { .. }))
+            .count();
+        assert_eq!(results, created);
+        assert_eq!(convo.tasks().len(), created, "nothing started twice");
+    });
+}

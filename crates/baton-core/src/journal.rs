@@ -225,6 +225,7 @@ mod tests {
             outcome: None,
             attempts: 1,
             tokens: 0,
+            call: None,
         }
     }
 

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::ids::{AgentName, TaskId, TaskIdGen};
+use crate::ids::{AgentName, CallId, TaskId, TaskIdGen};
 use crate::message::TaskOutcome;
 
 /// Where a task is in its life.
@@ -125,6 +125,11 @@ pub struct TaskRecord {
     pub attempts: u32,
     /// Tokens its sub-agent used, over all attempts.
     pub tokens: u64,
+    /// The model's tool call that created it (`create_task` or a
+    /// background tool), if a model did: a resumed conversation answers
+    /// that call with the task rather than as interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallId>,
 }
 
 impl TaskRecord {
@@ -187,17 +192,19 @@ impl TaskRegistry {
 
     /// Records a new task, running its first attempt, and returns its id.
     pub fn create(&self, parent: Option<TaskId>, owner: AgentName, kind: TaskKind) -> TaskId {
-        self.create_with(parent, owner, kind, TaskStatus::Running)
+        self.create_with(parent, owner, kind, TaskStatus::Running, None)
     }
 
     /// Records a new task in `status` (`Pending`, `AwaitingApproval` or
     /// `Running`) and returns its id. A `Running` task counts one attempt.
+    /// `call` is the model's tool call that created it, if any.
     pub fn create_with(
         &self,
         parent: Option<TaskId>,
         owner: AgentName,
         kind: TaskKind,
         status: TaskStatus,
+        call: Option<CallId>,
     ) -> TaskId {
         let id = self.inner.ids.next_id();
         let record = TaskRecord {
@@ -211,6 +218,7 @@ impl TaskRegistry {
             outcome: None,
             attempts: u32::from(status == TaskStatus::Running),
             tokens: 0,
+            call,
         };
         self.inner.tasks.insert(id, record);
         id

@@ -11,9 +11,9 @@
 //! * a reply for a turn that is no longer current (it was interrupted) is
 //!   ignored.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use baton_core::{History, Message, ToolCall, ToolError, Usage};
+use baton_core::{CallId, History, Message, ToolCall, ToolError, Usage};
 use baton_llm::ChatResponse;
 
 /// Where the loop is.
@@ -66,28 +66,49 @@ impl TurnLoop {
 
     /// A loop resumed from a journal's history. A turn cut short by the
     /// stop (an assistant message whose tool calls were not all answered)
-    /// has its open calls answered as interrupted, so history stays valid.
-    /// Returns the loop and how many messages that added.
-    pub fn resume(messages: Vec<Message>) -> (Self, usize) {
+    /// has its open calls answered, so history stays valid: a call that
+    /// created a task before the stop with the task's answer from
+    /// `created` (by call id), any other as interrupted. Returns the loop
+    /// and how many messages that added.
+    pub fn resume(messages: Vec<Message>, created: &HashMap<CallId, String>) -> (Self, usize) {
         let mut this = Self::new(None);
         this.history = History::from(messages);
-        let mut open: Vec<ToolCall> = Vec::new();
-        for m in this.history.messages() {
-            match m {
-                Message::Tool { call_id, .. } => open.retain(|c| &c.id != call_id),
-                Message::Assistant { tool_calls, .. } => open = tool_calls.clone(),
-                _ => open.clear(),
+        let open: Vec<ToolCall> = {
+            let mut open: &[ToolCall] = &[];
+            let mut answered: HashSet<&CallId> = HashSet::new();
+            for m in this.history.messages() {
+                match m {
+                    Message::Tool { call_id, .. } => {
+                        answered.insert(call_id);
+                    }
+                    Message::Assistant { tool_calls, .. } => {
+                        open = tool_calls;
+                        answered.clear();
+                    }
+                    _ => {
+                        open = &[];
+                        answered.clear();
+                    }
+                }
             }
-        }
+            open.iter()
+                .filter(|c| !answered.contains(&c.id))
+                .cloned()
+                .collect()
+        };
         let added = open.len();
         for call in open {
-            this.history.push(error_answer(
-                &call,
-                &ToolError::Interrupted {
-                    tool: call.name.clone(),
-                    reason: "the conversation was restarted".into(),
-                },
-            ));
+            let answer = match created.get(&call.id) {
+                Some(text) => ok_answer(&call, text.clone()),
+                None => error_answer(
+                    &call,
+                    &ToolError::Interrupted {
+                        tool: call.name.clone(),
+                        reason: "the conversation was restarted".into(),
+                    },
+                ),
+            };
+            this.history.push(answer);
         }
         this.owes_reply = matches!(
             this.history.messages().last(),
@@ -378,11 +399,14 @@ mod tests {
             },
             ok_answer(&calls[0], "r0"),
         ];
-        let (l, added) = TurnLoop::resume(history);
+        let (l, added) = TurnLoop::resume(history, &HashMap::new());
         assert_eq!(added, 1);
         assert_eq!(l.history().len(), 4);
         assert_eq!(l.history().check_tool_protocol(), Ok(()));
-        let (l, added) = TurnLoop::resume(vec![Message::user("q"), Message::assistant("a")]);
+        let (l, added) = TurnLoop::resume(
+            vec![Message::user("q"), Message::assistant("a")],
+            &HashMap::new(),
+        );
         assert_eq!((added, l.history().len()), (0, 2));
     }
 
@@ -404,17 +428,23 @@ mod tests {
 
     #[test]
     fn a_resumed_history_that_awaits_a_reply_is_due_a_turn() {
-        let (l, _) = TurnLoop::resume(vec![Message::user("go")]);
+        let (l, _) = TurnLoop::resume(vec![Message::user("go")], &HashMap::new());
         assert!(l.has_queued(), "the user message was never answered");
-        let (mut l, _) = TurnLoop::resume(vec![Message::user("go"), Message::assistant("ok")]);
+        let (mut l, _) = TurnLoop::resume(
+            vec![Message::user("go"), Message::assistant("ok")],
+            &HashMap::new(),
+        );
         assert!(!l.has_queued(), "the last message is the answer");
-        let (mut cut, added) = TurnLoop::resume(vec![
-            Message::user("go"),
-            Message::Assistant {
-                content: None,
-                tool_calls: vec![ToolCall::new("c1", "slow", serde_json::json!({}))],
-            },
-        ]);
+        let (mut cut, added) = TurnLoop::resume(
+            vec![
+                Message::user("go"),
+                Message::Assistant {
+                    content: None,
+                    tool_calls: vec![ToolCall::new("c1", "slow", serde_json::json!({}))],
+                },
+            ],
+            &HashMap::new(),
+        );
         assert_eq!(added, 1);
         assert!(
             cut.has_queued(),

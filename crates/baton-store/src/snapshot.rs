@@ -303,6 +303,7 @@ mod tests {
             outcome: None,
             attempts: 1,
             tokens: 0,
+            call: None,
         }
     }
 

@@ -1,19 +1,19 @@
 //! Durability: what an agent writes to the conversation's journal, and how
 //! a conversation picks up from a journal's replay.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
 use actix::{ActorFuture, AsyncContext, Context};
 use baton_core::{
-    DynTool, JournalError, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus, ToolError,
-    ToolOutput,
+    CallId, DynTool, JournalError, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus,
+    ToolError, ToolOutput,
 };
 use futures::future::BoxFuture;
 
-use super::tasks::{OwnTask, TaskState, TaskWork};
+use super::tasks::{task_answer, OwnTask, TaskState, TaskWork};
 use super::{find_tool, AgentActor};
 use crate::role::Role;
 use crate::turn_loop::TurnLoop;
@@ -135,7 +135,22 @@ impl<R: Role> AgentActor<R> {
     pub(crate) fn resume_from(&mut self, replay: baton_core::Replay) {
         if !replay.history.is_empty() {
             let journaled = replay.history.len();
-            let (turns, _) = TurnLoop::resume(replay.history);
+            // A call whose task was created before the stop is answered
+            // with that task, as it would have been: the task goes on.
+            let created: HashMap<CallId, String> = replay
+                .tasks
+                .iter()
+                .filter(|(r, _)| r.parent.is_none())
+                .filter_map(|(r, _)| {
+                    let status = match r.status {
+                        s if s.is_terminal() => s,
+                        TaskStatus::AwaitingApproval => TaskStatus::AwaitingApproval,
+                        _ => TaskStatus::Pending,
+                    };
+                    Some((r.call.clone()?, task_answer(r.id, status)))
+                })
+                .collect();
+            let (turns, _) = TurnLoop::resume(replay.history, &created);
             self.turns = turns;
             self.journaled = journaled;
         }

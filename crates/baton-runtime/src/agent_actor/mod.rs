@@ -24,8 +24,8 @@ use actix::{
     SpawnHandle, WrapFuture,
 };
 use baton_core::{
-    AgentName, DynTool, Event, EventBus, Journal, Limits, Message, TaskId, TaskKind, TaskRecord,
-    TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput,
+    AgentName, CallId, DynTool, Event, EventBus, Journal, Limits, Message, TaskId, TaskKind,
+    TaskRecord, TaskRegistry, TaskStatus, ToolCall, ToolError, ToolOutput,
 };
 use baton_llm::ChatRequest;
 use dashmap::DashMap;
@@ -459,7 +459,7 @@ impl<R: Role> AgentActor<R> {
         if let Some(parsed) =
             task_tools::parse(&call.name, &call.arguments, &self.agent.spec.delegate_names)
         {
-            let answer = parsed.and_then(|c| self.run_task_tool(c, ctx));
+            let answer = parsed.and_then(|c| self.run_task_tool(c, &call.id, ctx));
             return CallPlan::Answer(match answer {
                 Ok(text) => ok_answer(call, text),
                 Err(e) => error_answer(call, &e),
@@ -484,6 +484,7 @@ impl<R: Role> AgentActor<R> {
                         tool,
                         arguments: call.arguments.clone(),
                     },
+                    &call.id,
                     ctx,
                 )
             });
@@ -511,10 +512,11 @@ impl<R: Role> AgentActor<R> {
     fn run_task_tool(
         &mut self,
         call: TaskToolCall,
+        call_id: &CallId,
         ctx: &mut Context<Self>,
     ) -> Result<String, ToolError> {
         match call {
-            TaskToolCall::Create { agent, prompt } => self.delegate(agent, prompt, ctx),
+            TaskToolCall::Create { agent, prompt } => self.delegate(agent, prompt, call_id, ctx),
             TaskToolCall::Check(id) => task_tools::check_task(&self.shared.registry, id),
             TaskToolCall::CheckAll => Ok(task_tools::check_all_tasks(
                 &self.shared.registry,

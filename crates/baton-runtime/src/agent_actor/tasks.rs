@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext, Context, Handler};
 use actix::{ActorFutureExt, WrapFuture};
 use baton_core::{
-    AgentName, BudgetExceeded, DynTool, Event, JournalRecord, Message, TaskId, TaskKind,
+    AgentName, BudgetExceeded, CallId, DynTool, Event, JournalRecord, Message, TaskId, TaskKind,
     TaskOutcome, TaskStatus, ToolError, ToolOutput,
 };
 use futures::future::BoxFuture;
@@ -120,6 +120,7 @@ impl<R: Role> AgentActor<R> {
         &mut self,
         kind: TaskKind,
         work: TaskWork,
+        call: &CallId,
         ctx: &mut Context<Self>,
     ) -> Result<String, ToolError> {
         let limits = self.shared.limits;
@@ -144,10 +145,13 @@ impl<R: Role> AgentActor<R> {
         };
         // The registry keeps the kind; a listener gets a copy.
         let event_kind = self.shared.events.is_observed().then(|| kind.clone());
-        let id = self
-            .shared
-            .registry
-            .create_with(self.role.task(), self.name(), kind, status);
+        let id = self.shared.registry.create_with(
+            self.role.task(),
+            self.name(),
+            kind,
+            status,
+            Some(call.clone()),
+        );
         self.handles(ctx);
         if let Some(kind) = event_kind {
             self.emit(|| Event::TaskCreated {
@@ -399,6 +403,7 @@ impl<R: Role> AgentActor<R> {
         &mut self,
         agent: AgentName,
         prompt: Arc<str>,
+        call: &CallId,
         ctx: &mut Context<Self>,
     ) -> Result<String, ToolError> {
         let spec = self
@@ -418,6 +423,7 @@ impl<R: Role> AgentActor<R> {
                 agent: spec,
                 prompt,
             },
+            call,
             ctx,
         )
     }

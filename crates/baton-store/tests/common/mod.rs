@@ -207,6 +207,7 @@ fn tool_task(id: u64) -> TaskRecord {
         outcome: None,
         attempts: 1,
         tokens: 0,
+        call: None,
     }
 }
 
