@@ -117,14 +117,10 @@ fn model(n: usize, leaf: Leaf) -> ScriptedModel {
         Leaf::After(d) => (d, false),
         Leaf::Hang => (Duration::ZERO, true),
     };
-    let mut delegate_all =
-        ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "0"}));
-    for i in 1..n {
-        delegate_all = delegate_all.and_call(
-            "create_task",
-            json!({"agent": "leaf", "prompt": i.to_string()}),
-        );
-    }
+    let delegate_all = ScriptedTurn::calls(
+        "create_task",
+        (0..n).map(|i| json!({"agent": "leaf", "prompt": i.to_string()})),
+    );
     ScriptedModel::from_fn(move |req: &ChatRequest| match req.agent.as_str() {
         "lead" => match req.messages.last() {
             Some(Message::User { .. }) => unreachable!("the lead's first turn is scripted"),

@@ -54,11 +54,10 @@ fn busy_model() -> ScriptedModel {
     ScriptedModel::from_fn(|req: &ChatRequest| match req.messages.last() {
         Some(Message::User { content }) if content.starts_with("spawn ") => {
             let n: u64 = content[6..].parse().unwrap_or(0);
-            let mut turn = ScriptedTurn::call("sleep", json!({"ms": 1000}));
-            for i in 1..n {
-                turn = turn.and_call("sleep", json!({"ms": 1000 + (i * 7919) % 19_000}));
-            }
-            turn
+            ScriptedTurn::calls(
+                "sleep",
+                (0..n).map(|i| json!({"ms": 1000 + (i * 7919) % 19_000})),
+            )
         }
         _ => ScriptedTurn::text("ok"),
     })
@@ -148,17 +147,10 @@ fn delegated_round_trip(c: &mut Criterion) {
     group.throughput(criterion::Throughput::Elements(N as u64));
     let model = ScriptedModel::from_fn(|req: &ChatRequest| {
         match (req.agent.as_str(), req.messages.last()) {
-            ("lead", Some(Message::User { .. })) => {
-                let mut turn =
-                    ScriptedTurn::call("create_task", json!({"agent": "w", "prompt": "0"}));
-                for i in 1..N {
-                    turn = turn.and_call(
-                        "create_task",
-                        json!({"agent": "w", "prompt": i.to_string()}),
-                    );
-                }
-                turn
-            }
+            ("lead", Some(Message::User { .. })) => ScriptedTurn::calls(
+                "create_task",
+                (0..N).map(|i| json!({"agent": "w", "prompt": i.to_string()})),
+            ),
             _ => ScriptedTurn::text("done"),
         }
     });

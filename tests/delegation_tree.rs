@@ -390,10 +390,10 @@ fn depth_and_children_budgets_refuse_with_a_tool_error_and_an_event() {
 #[test]
 fn the_concurrency_budget_queues_excess_tasks_as_pending() {
     block_on_paused(async {
-        let mut turn = ScriptedTurn::call("deep_research", json!({"topic": "t0"}));
-        for i in 1..5 {
-            turn = turn.and_call("deep_research", json!({ "topic": format!("t{i}") }));
-        }
+        let turn = ScriptedTurn::calls(
+            "deep_research",
+            (0..5).map(|i| json!({ "topic": format!("t{i}") })),
+        );
         let model = ScriptedModel::new().script(
             "lead",
             [
@@ -671,17 +671,10 @@ fn workers_are_spread_over_the_arbiter_pool() {
         let threads = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
         let model = ScriptedModel::from_fn(|req: &ChatRequest| {
             match (req.agent.as_str(), req.messages.last()) {
-                ("lead", Some(Message::User { .. })) => {
-                    let mut t =
-                        ScriptedTurn::call("create_task", json!({"agent": "w", "prompt": "0"}));
-                    for i in 1..4 {
-                        t = t.and_call(
-                            "create_task",
-                            json!({"agent": "w", "prompt": i.to_string()}),
-                        );
-                    }
-                    t
-                }
+                ("lead", Some(Message::User { .. })) => ScriptedTurn::calls(
+                    "create_task",
+                    (0..4).map(|i| json!({"agent": "w", "prompt": i.to_string()})),
+                ),
                 ("w", Some(Message::User { .. })) => ScriptedTurn::call("where_am_i", json!({})),
                 _ => ScriptedTurn::text("ok"),
             }
@@ -861,13 +854,10 @@ fn remote_sub_agents_report_like_local_ones_and_time_out_on_the_parent_clock() {
 
 /// A lead whose first reply delegates `n` subtasks to `leaf` in one go.
 fn wide_model(n: usize, leaf: ScriptedTurn) -> ScriptedModel {
-    let mut all = ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "0"}));
-    for i in 1..n {
-        all = all.and_call(
-            "create_task",
-            json!({"agent": "leaf", "prompt": i.to_string()}),
-        );
-    }
+    let all = ScriptedTurn::calls(
+        "create_task",
+        (0..n).map(|i| json!({"agent": "leaf", "prompt": i.to_string()})),
+    );
     ScriptedModel::from_fn(move |req: &ChatRequest| match req.agent.as_str() {
         "lead" => ScriptedTurn::text("ok"),
         _ => leaf.clone(),

@@ -48,13 +48,11 @@ fn agent(model: ScriptedModel) -> Agent {
 
 fn model() -> ScriptedModel {
     ScriptedModel::from_fn(|req| match req.messages.last() {
-        Some(Message::User { content }) if content == "start" => {
-            let mut t = ScriptedTurn::call("deep_research", json!({"topic": "t0"}));
-            for i in 1..5 {
-                t = t.and_call("deep_research", json!({ "topic": format!("t{i}") }));
-            }
-            t.and_call("pay", json!({}))
-        }
+        Some(Message::User { content }) if content == "start" => ScriptedTurn::calls(
+            "deep_research",
+            (0..5).map(|i| json!({ "topic": format!("t{i}") })),
+        )
+        .and_call("pay", json!({})),
         Some(Message::User { content }) => {
             ScriptedTurn::text(format!("re: {content}")).after(Duration::from_secs(1))
         }
@@ -270,13 +268,10 @@ fn a_crash_while_a_wide_reply_is_dispatched_answers_each_started_call_with_its_t
     // answered in history.
     let n = 1_000;
     let wide = move || {
-        let mut all = ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "0"}));
-        for i in 1..n {
-            all = all.and_call(
-                "create_task",
-                json!({"agent": "leaf", "prompt": i.to_string()}),
-            );
-        }
+        let all = ScriptedTurn::calls(
+            "create_task",
+            (0..n).map(|i| json!({"agent": "leaf", "prompt": i.to_string()})),
+        );
         // The lead delegates when the user speaks, and only then (the
         // resumed run must not delegate again).
         let model = ScriptedModel::from_fn(move |req: &baton::ChatRequest| {

@@ -70,6 +70,31 @@ impl ScriptedTurn {
         Self::respond(None, Vec::new()).and_call(tool, arguments)
     }
 
+    /// A reply that calls `tool` once for each of `arguments`, in order:
+    /// e.g. a lead delegating many subtasks in one turn.
+    ///
+    /// ```
+    /// use baton_llm::ScriptedTurn;
+    /// use serde_json::json;
+    ///
+    /// let fan_out = ScriptedTurn::calls(
+    ///     "create_task",
+    ///     (0..3).map(|i| json!({"agent": "leaf", "prompt": i.to_string()})),
+    /// );
+    /// # let _ = fan_out;
+    /// ```
+    pub fn calls(
+        tool: impl Into<String>,
+        arguments: impl IntoIterator<Item = serde_json::Value>,
+    ) -> Self {
+        let tool = tool.into();
+        let mut turn = Self::respond(None, Vec::new());
+        for a in arguments {
+            turn.push_call(None, tool.clone(), a.to_string());
+        }
+        turn
+    }
+
     /// A reply that calls one tool with raw argument text, which may be
     /// invalid JSON (to test how invalid arguments are handled).
     pub fn call_raw(tool: impl Into<String>, arguments: impl Into<String>) -> Self {

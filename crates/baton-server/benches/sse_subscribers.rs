@@ -73,14 +73,10 @@ fn model(branches: usize, leaves: usize, seen: Seen) -> ScriptedModel {
 }
 
 fn fan_out(agent: &str, n: usize) -> ScriptedTurn {
-    let mut turn = ScriptedTurn::call("create_task", json!({"agent": agent, "prompt": "0"}));
-    for i in 1..n {
-        turn = turn.and_call(
-            "create_task",
-            json!({"agent": agent, "prompt": i.to_string()}),
-        );
-    }
-    turn
+    ScriptedTurn::calls(
+        "create_task",
+        (0..n).map(|i| json!({"agent": agent, "prompt": i.to_string()})),
+    )
 }
 
 fn factory(tasks: usize, seen: Seen) -> ConversationFactory {

@@ -32,19 +32,10 @@ fn input(i: usize) -> JournalRecord {
 fn fanout_lead(n: usize) -> Agent {
     let model = ScriptedModel::from_fn(move |req: &ChatRequest| {
         match (req.agent.as_str(), req.messages.last()) {
-            ("lead", Some(Message::User { .. })) => {
-                let mut turn = ScriptedTurn::call(
-                    "create_task",
-                    serde_json::json!({"agent": "w", "prompt": "0"}),
-                );
-                for i in 1..n {
-                    turn = turn.and_call(
-                        "create_task",
-                        serde_json::json!({"agent": "w", "prompt": i.to_string()}),
-                    );
-                }
-                turn
-            }
+            ("lead", Some(Message::User { .. })) => ScriptedTurn::calls(
+                "create_task",
+                (0..n).map(|i| serde_json::json!({"agent": "w", "prompt": i.to_string()})),
+            ),
             _ => ScriptedTurn::text("done"),
         }
     });
