@@ -560,29 +560,6 @@ fn two_approvals_wait_while_a_third_branch_finishes() {
     });
 }
 
-/// A background tool that fails on its first `failures` attempts.
-struct Flaky {
-    calls: Arc<AtomicU32>,
-    failures: u32,
-}
-
-impl Tool for Flaky {
-    type Args = NoArgs;
-    fn name(&self) -> &str {
-        "flaky"
-    }
-    fn description(&self) -> &str {
-        "Fails at first."
-    }
-    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if n <= self.failures {
-            return Err(ToolError::Failed(format!("attempt {n} failed")));
-        }
-        Ok("finally".into())
-    }
-}
-
 #[test]
 fn background_tools_are_supervised_too() {
     block_on_paused(async {
@@ -600,6 +577,7 @@ fn background_tools_are_supervised_too() {
             .background_tool(Flaky {
                 calls: Arc::clone(&calls),
                 failures: 2,
+                takes: Duration::ZERO,
             })
             .supervision(Supervision::retry(2).backoff_ms(10))
             .build();
@@ -924,12 +902,7 @@ fn user_input_interrupts_a_reply_that_is_still_being_dispatched() {
         let mut events = convo.subscribe();
         convo.send_user("go").await.unwrap();
         // The lead yields between batches of calls: speak at the first chance.
-        loop {
-            let e = events.recv().await.unwrap();
-            if matches!(e.event, Event::TaskCreated { .. }) {
-                break;
-            }
-        }
+        wait_for(&mut events, |e| matches!(e, Event::TaskCreated { .. })).await;
         convo.send_user("stop, never mind").await.unwrap();
         // The leaves hang, so the conversation never settles: let it run on.
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,31 +159,6 @@ fn a_result_logged_twice_across_a_crash_is_folded_once() {
     });
 }
 
-/// A background tool that takes a second and fails on its first `failures`
-/// calls.
-struct SlowFlaky {
-    calls: Arc<AtomicU32>,
-    failures: u32,
-}
-
-impl Tool for SlowFlaky {
-    type Args = NoArgs;
-    fn name(&self) -> &str {
-        "flaky"
-    }
-    fn description(&self) -> &str {
-        "Fails at first."
-    }
-    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if n <= self.failures {
-            return Err(ToolError::Failed(format!("call {n} failed")));
-        }
-        Ok("finally".into())
-    }
-}
-
 fn flaky_agent(failures: u32) -> Agent {
     let model = ScriptedModel::from_fn(|req| match req.messages.last() {
         Some(Message::User { .. }) => ScriptedTurn::call("flaky", json!({})),
@@ -193,9 +167,10 @@ fn flaky_agent(failures: u32) -> Agent {
     });
     Agent::builder("lead")
         .model(model)
-        .background_tool(SlowFlaky {
+        .background_tool(Flaky {
             calls: Arc::default(),
             failures,
+            takes: Duration::from_secs(1),
         })
         .supervision(Supervision::retry(2).backoff_ms(10))
         .build()
@@ -295,12 +270,10 @@ fn a_crash_while_a_wide_reply_is_dispatched_answers_each_started_call_with_its_t
             .spawn();
         let mut events = convo.subscribe();
         convo.send_user("go").await.unwrap();
-        loop {
-            let e = events.recv().await.unwrap();
-            if matches!(e.event, baton::Event::TaskCreated { .. }) {
-                break;
-            }
-        }
+        wait_for(&mut events, |e| {
+            matches!(e, baton::Event::TaskCreated { .. })
+        })
+        .await;
         // Let the first batch's records reach the journal, not the rest.
         tokio::task::yield_now().await;
         journal.records()

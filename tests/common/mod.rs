@@ -91,6 +91,47 @@ impl Tool for Forever {
     }
 }
 
+/// Waits for the first event that matches `pred` (the bus must not lag).
+pub async fn wait_for(
+    rx: &mut broadcast::Receiver<EventEnvelope>,
+    pred: impl Fn(&Event) -> bool,
+) -> EventEnvelope {
+    loop {
+        let e = rx.recv().await.expect("the event bus is open");
+        if pred(&e.event) {
+            return e;
+        }
+    }
+}
+
+/// A background tool that takes `takes` and fails on its first `failures`
+/// calls (counted in `calls`), then answers "finally".
+pub struct Flaky {
+    pub calls: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub failures: u32,
+    pub takes: Duration,
+}
+
+impl Tool for Flaky {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn description(&self) -> &str {
+        "Fails at first."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        if !self.takes.is_zero() {
+            tokio::time::sleep(self.takes).await;
+        }
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n <= self.failures {
+            return Err(ToolError::Failed(format!("call {n} failed")));
+        }
+        Ok("finally".into())
+    }
+}
+
 /// Every event received so far, without waiting.
 pub fn drain(rx: &mut broadcast::Receiver<EventEnvelope>) -> Vec<EventEnvelope> {
     let mut out = Vec::new();
