@@ -321,3 +321,89 @@ fn a_crash_while_a_wide_reply_is_dispatched_answers_each_started_call_with_its_t
         assert_eq!(convo.tasks().len(), created, "nothing started twice");
     });
 }
+
+/// A journal over a `MemoryJournal` whose first `failures` appends that
+/// carry a `TaskFinished` record fail (and keep nothing), like a full disk.
+#[derive(Clone)]
+struct FailingAtFirst {
+    inner: MemoryJournal,
+    failures: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl baton::core::Journal for FailingAtFirst {
+    fn append(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> futures::future::BoxFuture<'static, Result<(), baton::core::JournalError>> {
+        let finishes = records
+            .iter()
+            .any(|r| matches!(r, JournalRecord::TaskFinished { .. }));
+        let fail = finishes
+            && self
+                .failures
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+        if fail {
+            return Box::pin(async { Err(baton::core::JournalError("the disk is full".into())) });
+        }
+        self.inner.append(records)
+    }
+}
+
+#[test]
+fn a_result_whose_record_could_not_be_written_waits_until_it_is() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req: &baton::ChatRequest| {
+            match (req.agent.as_str(), req.messages.last()) {
+                ("leaf", _) => ScriptedTurn::text("leaf done").after(Duration::from_secs(1)),
+                (_, Some(Message::User { .. })) => ScriptedTurn::calls(
+                    "create_task",
+                    (0..3).map(|i| json!({"agent": "leaf", "prompt": i.to_string()})),
+                ),
+                _ => ScriptedTurn::text("ok"),
+            }
+        });
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([leaf])
+            .build();
+        let journal = FailingAtFirst {
+            inner: MemoryJournal::new(),
+            failures: Arc::new(2.into()),
+        };
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        let start = tokio::time::Instant::now();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        // The leaves are done, but their records were refused: no result yet.
+        let history = convo.history().await.unwrap();
+        let folded = |h: &baton::History| {
+            h.messages()
+                .iter()
+                .filter(|m| matches!(m, Message::TaskResult { .. }))
+                .count()
+        };
+        assert_eq!(folded(&history), 0, "no result without its record");
+        convo.settled().await.unwrap();
+        // Two refusals: the records went again after 200 ms, then 400 ms.
+        assert_eq!(start.elapsed(), Duration::from_millis(1_000 + 200 + 400));
+        let history = convo.history().await.unwrap();
+        assert_eq!(folded(&history), 3);
+        let records = journal.inner.records();
+        let finished = records
+            .iter()
+            .filter(|r| matches!(r, JournalRecord::TaskFinished { .. }))
+            .count();
+        assert_eq!(finished, 3, "each result's record is in the log once");
+        // And the log alone gives the same history back.
+        let replay = Replay::from_records(records);
+        assert_eq!(replay.history, history.messages().to_vec());
+    });
+}

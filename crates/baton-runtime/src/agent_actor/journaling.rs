@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use actix::{ActorFuture, AsyncContext, Context};
 use baton_core::{
@@ -29,17 +30,34 @@ const JOURNAL_SLICE: usize = 1024;
 /// agent handled a burst of messages go to the journal in one append, and
 /// every result whose append is durable is folded in one go (one turn
 /// reads them all), rather than a future, a wake-up and a turn per result.
+///
+/// If an append fails, its results are not folded: their records are
+/// appended again after a pause (doubling up to [`RETRY_MAX`]), and results
+/// that end meanwhile wait behind them, so history never shows a result
+/// the journal does not have.
 #[derive(Default)]
 pub(super) struct Concluding {
-    /// Results ended since the last append; their records are in the
-    /// journal buffer (or were appended with something else).
-    unsealed: Vec<Ended>,
+    /// Results ended since the last append, in order.
+    unsealed: VecDeque<Ended>,
+    /// Their `TaskFinished` records, kept apart from the journal buffer so
+    /// that the append that makes them durable is the one that carries them.
+    records: VecDeque<JournalRecord>,
     /// Appends in flight, oldest first, each with the results it makes
     /// durable: everything appended before it is durable when it is.
     in_flight: VecDeque<(Durable, Vec<Ended>)>,
     /// Whether the [`WhenDurable`] future is running.
     running: bool,
+    /// The pause before the next try after a failed append; `None` while
+    /// appends succeed.
+    retry: Option<Duration>,
+    /// Whether a retry is scheduled (no append goes out until then).
+    waiting_to_retry: bool,
 }
+
+/// The first pause before appending a failed append's results again.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+/// The longest pause between tries.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// An append's future: resolves once its records are durable.
 type Durable = BoxFuture<'static, Result<(), JournalError>>;
@@ -68,15 +86,19 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
         loop {
-            if !act.concluding.unsealed.is_empty() {
-                let results = std::mem::take(&mut act.concluding.unsealed);
-                let records = std::mem::take(&mut act.journal_buffer);
+            let concluding = &mut act.concluding;
+            if !concluding.unsealed.is_empty() && !concluding.waiting_to_retry {
+                let results: Vec<Ended> = concluding.unsealed.drain(..).collect();
+                // Whatever else waits goes first, in the order it was made.
+                let mut records = std::mem::take(&mut act.journal_buffer);
+                records.extend(act.concluding.records.drain(..));
                 let durable = act
                     .journal(records)
                     .unwrap_or_else(|| Box::pin(futures::future::ready(Ok(()))));
                 act.concluding.in_flight.push_back((durable, results));
             }
             let mut folded = false;
+            let mut failed: Option<(JournalError, Vec<Ended>)> = None;
             while let Some((durable, _)) = act.concluding.in_flight.front_mut() {
                 let Poll::Ready(result) = durable.as_mut().poll(task) else {
                     break;
@@ -85,12 +107,22 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
                     break;
                 };
                 if let Err(error) = result {
-                    tracing::error!(%error, results = results.len(), "journal append failed");
+                    match &mut failed {
+                        Some((_, waiting)) => waiting.extend(results),
+                        None => failed = Some((error, results)),
+                    }
+                    continue;
+                }
+                if act.concluding.in_flight.is_empty() && !act.concluding.waiting_to_retry {
+                    act.concluding.retry = None;
                 }
                 for ended in results {
                     let _guard = ended.span.entered();
                     folded |= act.fold_result(ended.id, ended.outcome);
                 }
+            }
+            if let Some((error, results)) = failed {
+                act.retry_results(results, &error, ctx);
             }
             if folded {
                 // Folding may have ended more tasks: go round again.
@@ -115,20 +147,71 @@ impl<R: Role> AgentActor<R> {
         outcome: TaskOutcome,
         ctx: &mut Context<Self>,
     ) {
-        self.journal_buffer.push(JournalRecord::TaskFinished {
-            task_id: id,
-            outcome: outcome.clone(),
-            attempts: self.tasks.get(&id).map(|t| t.attempt),
-        });
-        self.concluding.unsealed.push(Ended {
+        let record = self.finished_record(id, &outcome);
+        self.concluding.records.push_back(record);
+        self.concluding.unsealed.push_back(Ended {
             id,
             outcome,
             span: tracing::Span::current(),
         });
+        self.when_durable(ctx);
+    }
+
+    fn finished_record(&self, id: TaskId, outcome: &TaskOutcome) -> JournalRecord {
+        JournalRecord::TaskFinished {
+            task_id: id,
+            outcome: outcome.clone(),
+            attempts: self.tasks.get(&id).map(|t| t.attempt),
+        }
+    }
+
+    /// On stop: the records of results still waiting to be folded go to the
+    /// journal with the rest, so a resumed conversation folds them.
+    pub(super) fn seal_waiting_results(&mut self) {
+        self.journal_buffer
+            .extend(self.concluding.records.drain(..));
+    }
+
+    /// Starts the [`WhenDurable`] future unless it runs.
+    fn when_durable(&mut self, ctx: &mut Context<Self>) {
         if !self.concluding.running {
             self.concluding.running = true;
             ctx.spawn(WhenDurable);
         }
+    }
+
+    /// An append carrying `results`' records failed: they wait, ahead of
+    /// any result ended since, and their records go out again after a pause.
+    fn retry_results(
+        &mut self,
+        results: Vec<Ended>,
+        error: &JournalError,
+        ctx: &mut Context<Self>,
+    ) {
+        let pause = self
+            .concluding
+            .retry
+            .map_or(RETRY_FIRST, |p| (p * 2).min(RETRY_MAX));
+        tracing::error!(
+            %error,
+            results = results.len(),
+            retry_in_ms = super::duration_ms(pause),
+            "journal append failed; the results wait until their records are durable"
+        );
+        for ended in results.into_iter().rev() {
+            let record = self.finished_record(ended.id, &ended.outcome);
+            self.concluding.records.push_front(record);
+            self.concluding.unsealed.push_front(ended);
+        }
+        if self.concluding.waiting_to_retry {
+            return;
+        }
+        self.concluding.retry = Some(pause);
+        self.concluding.waiting_to_retry = true;
+        ctx.run_later(pause, |act, ctx| {
+            act.concluding.waiting_to_retry = false;
+            act.when_durable(ctx);
+        });
     }
 
     /// Replaces the fresh state with one read back from a journal.

@@ -642,6 +642,10 @@ impl<R: Role> Actor for AgentActor<R> {
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
         self.abort_in_flight(ctx);
+        // First the results that ended but wait to be folded: they are
+        // the truth about their tasks, which `cancel_all` would otherwise
+        // journal as cancelled first.
+        self.seal_waiting_results();
         if !self.tasks.is_empty() {
             self.cancel_all(&format!("{} stopped", self.agent.spec.name));
         }
