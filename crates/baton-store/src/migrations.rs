@@ -85,6 +85,9 @@ pub fn inspect(path: &Path) -> Result<i64, StoreError> {
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| sqlite_error(path, e))?;
+    // Another process may be creating or migrating the file this moment.
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| sqlite_error(path, e))?;
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .map_err(|e| sqlite_error(path, e))?;
@@ -120,9 +123,32 @@ pub fn inspect(path: &Path) -> Result<i64, StoreError> {
     Ok(version)
 }
 
-/// Applies the migrations after `from`, in one transaction.
+/// Applies the migrations after the file's version, in one transaction
+/// that holds the write lock from its start: another process opening the
+/// same file at the same moment waits, then finds it migrated (`from`, read
+/// before the lock, is only a lower bound).
 pub fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StoreError> {
-    let tx = conn.transaction().map_err(|e| sqlite_error(path, e))?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| sqlite_error(path, e))?;
+    let has_meta: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'baton_meta')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+    let current: i64 = if has_meta {
+        tx.query_row(
+            "SELECT CAST(value AS INTEGER) FROM baton_meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| sqlite_error(path, e))?
+    } else {
+        0
+    };
+    let from = from.max(current);
     for (i, sql) in MIGRATIONS
         .iter()
         .enumerate()

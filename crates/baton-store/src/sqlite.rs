@@ -86,11 +86,13 @@ impl SqliteStore {
         // append is one row of up to megabytes, written through the WAL a
         // page at a time; larger pages measured ≈ 15 % faster on the
         // fan-out benchmark.
-        conn.execute_batch(&format!(
-            "PRAGMA page_size = {PAGE_SIZE}; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
-        ))
-        .map_err(|e| sqlite_error(&path, e))?;
+        // The busy timeout first: switching a new file to WAL takes a lock
+        // that another process opening it at the same moment may hold.
+        let pragmas = format!(
+            "PRAGMA busy_timeout = 5000; PRAGMA page_size = {PAGE_SIZE}; \
+             PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};"
+        );
+        retry_while_busy(|| conn.execute_batch(&pragmas)).map_err(|e| sqlite_error(&path, e))?;
         migrations::migrate(&mut conn, &path, version)?;
         let reader = Connection::open(&path).map_err(|e| sqlite_error(&path, e))?;
         reader
@@ -495,4 +497,23 @@ impl Store for SqliteStore {
     fn stats(&self) -> &StoreStats {
         SqliteStore::stats(self)
     }
+}
+
+/// Runs `f` again while SQLite answers "busy" without waiting: switching a
+/// new file to WAL does, when another process opens the file at the same
+/// moment (its busy handler is not consulted). Up to about 2.5 s in all.
+fn retry_while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut pause = std::time::Duration::from_millis(5);
+    for _ in 0..9 {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    f()
 }

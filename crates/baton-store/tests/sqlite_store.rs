@@ -233,3 +233,27 @@ mod rusqlite_like {
         rusqlite::Connection::open(path).unwrap()
     }
 }
+
+#[test]
+fn processes_opening_one_new_file_at_once_migrate_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    for round in 0..5 {
+        let path = path.with_extension(format!("{round}.db"));
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || SqliteStore::open(&path).map(|_| ()))
+            })
+            .collect();
+        for o in opened {
+            o.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        assert_eq!(
+            baton_store::migrations::inspect(&path).unwrap(),
+            baton_store::migrations::SCHEMA_VERSION
+        );
+    }
+}
