@@ -162,11 +162,7 @@ impl SqliteStore {
     fn stored(&self, conversation: &str) -> Result<Stored, StoreError> {
         let path = &self.inner.path;
         let location = &self.inner.location;
-        let reader = self
-            .inner
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let reader = self.reader();
         let mut stored = Stored::default();
         let latest: Option<(i64, String)> = reader
             .query_row(
@@ -221,11 +217,7 @@ impl SqliteStore {
             return Ok(None);
         };
         // The new snapshot replaces the older ones, in one transaction.
-        let mut reader = self
-            .inner
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut reader = self.reader();
         let tx = reader.transaction().map_err(|e| sqlite_error(path, e))?;
         tx.execute(
             "INSERT OR REPLACE INTO snapshots (conversation, seq, at_ms, records) VALUES (?1, ?2, ?3, ?4)",
@@ -242,15 +234,19 @@ impl SqliteStore {
         Ok(Some((seq, size)))
     }
 
+    /// The reader connection (reads never wait behind the writer).
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.inner
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Every record of `conversation`, in order (feed it to
     /// `baton_core::Replay::from_records`).
     pub fn read(&self, conversation: &str) -> Result<Vec<JournalRecord>, StoreError> {
         let path = &self.inner.path;
-        let reader = self
-            .inner
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let reader = self.reader();
         let mut stmt = reader
             .prepare("SELECT seq, record FROM events WHERE conversation = ?1 ORDER BY seq")
             .map_err(|e| sqlite_error(path, e))?;
@@ -268,11 +264,7 @@ impl SqliteStore {
     /// The task table's rows for `conversation`, by task id.
     pub fn tasks(&self, conversation: &str) -> Result<Vec<StoredTask>, StoreError> {
         let path = &self.inner.path;
-        let reader = self
-            .inner
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let reader = self.reader();
         let mut stmt = reader
             .prepare_cached(
                 "SELECT id, parent, owner, kind, source, status, attempts, created_at_ms, \
@@ -307,11 +299,7 @@ impl SqliteStore {
     /// The conversations in the store.
     pub fn conversations(&self) -> Result<Vec<String>, StoreError> {
         let path = &self.inner.path;
-        let reader = self
-            .inner
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let reader = self.reader();
         let mut stmt = reader
             .prepare("SELECT DISTINCT conversation FROM events ORDER BY conversation")
             .map_err(|e| sqlite_error(path, e))?;
