@@ -477,20 +477,7 @@ impl<R: Role> AgentActor<R> {
         let Some(own) = self.tasks.remove(&id) else {
             return Ok(record.status);
         };
-        let outcome = TaskOutcome::Cancelled {
-            reason: reason.to_owned(),
-        };
-        if self.shared.registry.finish(id, outcome.clone()) {
-            self.journal_detached(vec![JournalRecord::TaskFinished {
-                task_id: id,
-                outcome: outcome.clone(),
-                attempts: Some(own.attempt),
-            }]);
-            self.emit(|| Event::TaskFinished {
-                task_id: id,
-                outcome,
-            });
-        }
+        self.end_cancelled(id, reason, own.attempt);
         match own.state {
             TaskState::Tool(handle) => handle.abort(),
             TaskState::Worker(addr) => addr.do_send(Shutdown {
@@ -516,20 +503,26 @@ impl<R: Role> AgentActor<R> {
         let status = self.cancel(id, reason)?;
         if owned {
             for (task_id, attempts) in self.shared.registry.unfinished_descendants(id) {
-                let outcome = TaskOutcome::Cancelled {
-                    reason: reason.to_owned(),
-                };
-                if self.shared.registry.finish(task_id, outcome.clone()) {
-                    self.journal_detached(vec![JournalRecord::TaskFinished {
-                        task_id,
-                        outcome: outcome.clone(),
-                        attempts: Some(attempts),
-                    }]);
-                    self.emit(|| Event::TaskFinished { task_id, outcome });
-                }
+                self.end_cancelled(task_id, reason, attempts);
             }
         }
         Ok(status)
+    }
+
+    /// Ends a task as cancelled in the registry, unless it has ended
+    /// already; the one who ends it journals and announces it, once.
+    fn end_cancelled(&mut self, task_id: TaskId, reason: &str, attempts: u32) {
+        let outcome = TaskOutcome::Cancelled {
+            reason: reason.to_owned(),
+        };
+        if self.shared.registry.finish(task_id, outcome.clone()) {
+            self.journal_detached(vec![JournalRecord::TaskFinished {
+                task_id,
+                outcome: outcome.clone(),
+                attempts: Some(attempts),
+            }]);
+            self.emit(|| Event::TaskFinished { task_id, outcome });
+        }
     }
 
     pub(super) fn cancel_all(&mut self, reason: &str) {
