@@ -129,4 +129,16 @@ pub enum StoreError {
         /// The store.
         location: StoreLocation,
     },
+    /// The store's writer or encoder thread died (it panicked, or ended on
+    /// an error): the appends it held, and every later one, fail with this.
+    /// Reopen the store to write again.
+    #[error(
+        "{location}: the store's writer has stopped ({reason}); nothing more is written to it"
+    )]
+    WriterStopped {
+        /// The store.
+        location: StoreLocation,
+        /// Why it stopped.
+        reason: String,
+    },
 }

@@ -2,15 +2,18 @@
 //! encoder thread encodes whatever is queued, and the writer thread commits
 //! whatever is encoded in one transaction (group commit), then answers every
 //! append of the batch. The two threads work at once: one batch is encoded
-//! while the one before it is written.
+//! while the one before it is written. Should either thread die (a panic),
+//! the appends it held and every later one fail at once with
+//! [`StoreError::WriterStopped`], saying why.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use baton_core::{JournalError, JournalRecord};
 use futures::future::BoxFuture;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{StoreError, StoreLocation};
 use crate::tasks::TaskChanges;
@@ -100,13 +103,67 @@ impl InFlight {
     }
 }
 
-/// Clears [`InFlight`] when the writer thread ends, however it ends.
-struct ClearOnExit(Arc<InFlight>);
+/// Why the store's threads stopped, once one has died: what the appends
+/// it leaves unanswered, and every later one, fail with. Set by the thread
+/// as it ends, however it ends.
+pub(crate) struct Stopped {
+    location: StoreLocation,
+    reason: watch::Sender<Option<String>>,
+}
 
-impl Drop for ClearOnExit {
-    fn drop(&mut self) {
-        self.0.clear();
+impl Stopped {
+    fn new(location: StoreLocation) -> Self {
+        Self {
+            location,
+            reason: watch::channel(None).0,
+        }
     }
+
+    /// Records why (the first reason given stays).
+    fn set(&self, reason: String) {
+        self.reason.send_if_modified(|r| {
+            let first = r.is_none();
+            r.get_or_insert(reason);
+            first
+        });
+    }
+
+    /// Waits until a thread has said why it stopped: an append dropped
+    /// unanswered was dropped by a thread that is ending (unwinding from a
+    /// panic), which says why once it is done.
+    async fn reason_given(&self) {
+        let _ = self.reason.subscribe().wait_for(Option::is_some).await;
+    }
+
+    /// The error an append that cannot be written gets: why the writer
+    /// stopped if it died, [`StoreError::Closed`] otherwise.
+    fn error(&self) -> StoreError {
+        let reason = self.reason.borrow().clone();
+        match reason {
+            Some(reason) => StoreError::WriterStopped {
+                location: self.location.clone(),
+                reason,
+            },
+            None => StoreError::Closed {
+                location: self.location.clone(),
+            },
+        }
+    }
+}
+
+/// Runs a thread's loop and says how it ended: `None` when it returned,
+/// the panic's message when it panicked (the panic is caught, so the
+/// thread can still answer for what it leaves behind).
+fn run_caught(thread: &str, body: impl FnOnce()) -> Option<String> {
+    let payload = catch_unwind(AssertUnwindSafe(body)).err()?;
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    let reason = format!("its {thread} thread panicked: {message}");
+    tracing::error!(%reason, "the store's {thread} thread died; appends fail from now on");
+    Some(reason)
 }
 
 /// One `append` call as queued: a conversation's records, in order. They
@@ -152,12 +209,12 @@ pub(crate) trait Backend: Send + 'static {
 /// The queue, the encoder thread and the writer thread. Dropping it commits
 /// what is queued and joins the threads.
 pub(crate) struct GroupWriter {
-    location: StoreLocation,
     sender: Mutex<Option<mpsc::Sender<Request>>>,
     /// The encoder, then the writer: joined in that order.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stats: Arc<StoreStats>,
     in_flight: Arc<InFlight>,
+    stopped: Arc<Stopped>,
 }
 
 /// Waits for a thread just started to report whether it got ready (opened
@@ -196,6 +253,8 @@ impl GroupWriter {
         let writer_stats = Arc::clone(&stats);
         let in_flight = Arc::new(InFlight::default());
         let writer_in_flight = Arc::clone(&in_flight);
+        let stopped = Arc::new(Stopped::new(location.clone()));
+        let writer_stopped = Arc::clone(&stopped);
         let cannot_start = |what: &str, e: std::io::Error| StoreError::Io {
             location: location.clone(),
             message: format!("cannot start the {what} thread: {e}"),
@@ -205,8 +264,17 @@ impl GroupWriter {
             .spawn(move || match make() {
                 Ok(backend) => {
                     let _ = ready_tx.send(Ok(()));
-                    let in_flight = ClearOnExit(writer_in_flight);
-                    write_loop(backend, &encoded_rx, &writer_stats, &in_flight.0);
+                    let panicked = run_caught("writer", || {
+                        write_loop(backend, &encoded_rx, &writer_stats, &writer_in_flight);
+                    });
+                    // However it ended: the reason first, so the encoder
+                    // (whose next hand-over now fails) and the callers of
+                    // the appends dropped with the queue can give it; then
+                    // the count, for the appends that are never answered.
+                    writer_stopped
+                        .set(panicked.unwrap_or_else(|| "its writer thread ended".to_owned()));
+                    drop(encoded_rx);
+                    writer_in_flight.clear();
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -215,16 +283,31 @@ impl GroupWriter {
             .map_err(|e| cannot_start("writer", e))?;
         let writer = await_ready(&ready_rx, writer, &location)?;
         let encoder_location = location.clone();
+        let encoder_in_flight = Arc::clone(&in_flight);
+        let encoder_stopped = Arc::clone(&stopped);
         let encoder = std::thread::Builder::new()
             .name("baton-store-encoder".into())
-            .spawn(move || encode_loop(&rx, &encoded_tx, &encoder_location))
+            .spawn(move || {
+                let ended = EncoderEnd {
+                    in_flight: &encoder_in_flight,
+                    stopped: &encoder_stopped,
+                };
+                if let Some(reason) = run_caught("encoder", || {
+                    encode_loop(&rx, &encoded_tx, &encoder_location, ended);
+                }) {
+                    // The reason before the writer sees the queue close.
+                    encoder_stopped.set(reason);
+                    drop((rx, encoded_tx));
+                    encoder_in_flight.clear();
+                }
+            })
             .map_err(|e| cannot_start("encoder", e))?;
         Ok(Self {
-            location,
             sender: Mutex::new(Some(tx)),
             threads: Mutex::new(vec![encoder, writer]),
             stats,
             in_flight,
+            stopped,
         })
     }
 
@@ -254,9 +337,7 @@ impl GroupWriter {
         };
         if let Some(append) = unsent {
             self.in_flight.end(1);
-            let _ = append.reply.send(Err(StoreError::Closed {
-                location: self.location.clone(),
-            }));
+            let _ = append.reply.send(Err(self.stopped.error()));
         } else if first {
             // The first append in flight: hold the runtime's clock (see
             // `InFlight`) until the writer has answered every one.
@@ -276,11 +357,16 @@ impl GroupWriter {
         records: Vec<JournalRecord>,
     ) -> BoxFuture<'static, Result<(), JournalError>> {
         let done = self.append(conversation, records);
+        let stopped = Arc::clone(&self.stopped);
         Box::pin(async move {
             match done.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(JournalError(e.to_string())),
-                Err(_) => Err(JournalError("the store's writer has stopped".into())),
+                // Dropped unanswered: a thread of the writer died with it.
+                Err(_) => {
+                    stopped.reason_given().await;
+                    Err(JournalError(stopped.error().to_string()))
+                }
             }
         })
     }
@@ -303,15 +389,49 @@ impl Drop for GroupWriter {
     }
 }
 
+/// What the encoder answers appends with once the writer thread is gone.
+struct EncoderEnd<'a> {
+    in_flight: &'a InFlight,
+    stopped: &'a Stopped,
+}
+
+impl EncoderEnd<'_> {
+    /// Fails `replies` (the writer is gone), and counts `answered` appends
+    /// answered.
+    fn fail(
+        &self,
+        replies: impl IntoIterator<Item = oneshot::Sender<Result<(), StoreError>>>,
+        answered: usize,
+    ) {
+        let error = self.stopped.error();
+        for reply in replies {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.in_flight.end(answered);
+    }
+}
+
 /// The encoder thread: takes whatever appends are queued, encodes each as
 /// one row, folds what they do to the task table, and hands them on to the
 /// writer together. An append whose records do not encode is refused
-/// alone.
-fn encode_loop(rx: &mpsc::Receiver<Request>, tx: &mpsc::Sender<Encoded>, location: &StoreLocation) {
+/// alone. Once the writer thread is gone (it died), every append is failed
+/// at once with why, until the store is closed.
+fn encode_loop(
+    rx: &mpsc::Receiver<Request>,
+    tx: &mpsc::Sender<Encoded>,
+    location: &StoreLocation,
+    ended: EncoderEnd<'_>,
+) {
+    let mut writer_gone = false;
     while let Ok(first) = rx.recv() {
         let mut requests = vec![first];
         while let Ok(more) = rx.try_recv() {
             requests.push(more);
+        }
+        if writer_gone {
+            let answered = requests.len();
+            ended.fail(requests.into_iter().map(|r| r.reply), answered);
+            continue;
         }
         let mut encoded = Encoded {
             appends: Vec::with_capacity(requests.len()),
@@ -338,8 +458,12 @@ fn encode_loop(rx: &mpsc::Receiver<Request>, tx: &mpsc::Sender<Encoded>, locatio
                 }
             }
         }
-        if tx.send(encoded).is_err() {
-            return;
+        if let Err(mpsc::SendError(encoded)) = tx.send(encoded) {
+            writer_gone = true;
+            ended.fail(
+                encoded.appends.into_iter().map(|a| a.reply),
+                encoded.answered,
+            );
         }
     }
 }
@@ -384,4 +508,74 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend whose first write waits to be told to go, then panics.
+    struct Panicking {
+        entered: mpsc::Sender<()>,
+        go: mpsc::Receiver<()>,
+    }
+
+    impl Backend for Panicking {
+        fn write_batch(&mut self, _: &[Encoded]) -> Result<(), StoreError> {
+            let _ = self.entered.send(());
+            let _ = self.go.recv();
+            panic!("disk on fire");
+        }
+
+        fn rolled_back(&mut self) {}
+    }
+
+    fn input(text: &str) -> Vec<JournalRecord> {
+        vec![JournalRecord::UserInput { text: text.into() }]
+    }
+
+    /// The writer thread panics with one append in its hands and more
+    /// queued behind it: each of them, and every later one, fails at once
+    /// saying why; none is left counted in flight (what the clock holds of
+    /// a runtime, and dropping the runtime, wait for).
+    #[test]
+    fn a_writer_that_panics_fails_every_append_with_why() {
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let location = StoreLocation::File("panics.db".into());
+        let writer = GroupWriter::spawn(location, move || {
+            Ok(Panicking {
+                entered: entered_tx,
+                go: go_rx,
+            })
+        })
+        .unwrap();
+        let mut pending = vec![writer.journal_append("c", input("first"))];
+        entered.recv().unwrap();
+        pending.extend((0..3).map(|i| writer.journal_append("c", input(&format!("queued {i}")))));
+        go.send(()).unwrap();
+        let check = |result: Result<(), JournalError>| {
+            let JournalError(message) = result.unwrap_err();
+            assert!(
+                message.contains("panics.db: the store's writer has stopped")
+                    && message.contains("its writer thread panicked: disk on fire"),
+                "{message}"
+            );
+        };
+        for p in pending {
+            check(futures::executor::block_on(p));
+        }
+        for i in 0..3 {
+            check(futures::executor::block_on(
+                writer.journal_append("c", input(&format!("later {i}"))),
+            ));
+        }
+        let in_flight = Arc::clone(&writer.in_flight);
+        drop(writer);
+        assert_eq!(
+            *in_flight.count.lock().unwrap(),
+            0,
+            "appends left counted in flight"
+        );
+    }
 }
