@@ -613,7 +613,11 @@ impl Backend for PgWriter {
             .client
             .transaction()
             .map_err(|e| pg_error(location, e))?;
-        let total = batch.iter().map(|e| e.appends.len()).sum();
+        let total = batch
+            .iter()
+            .flat_map(|e| &e.appends)
+            .map(|a| a.rows.len())
+            .sum();
         let mut conversations: Vec<&str> = Vec::with_capacity(total);
         let mut seqs: Vec<i64> = Vec::with_capacity(total);
         let mut records: Vec<&str> = Vec::with_capacity(total);
@@ -637,10 +641,12 @@ impl Backend for PgWriter {
                         .or_insert(max)
                 }
             };
-            *seq += i64::try_from(append.count).unwrap_or(i64::MAX);
-            conversations.push(&append.conversation);
-            seqs.push(*seq);
-            records.push(&append.row);
+            for row in &append.rows {
+                *seq += i64::try_from(row.count).unwrap_or(i64::MAX);
+                conversations.push(&append.conversation);
+                seqs.push(*seq);
+                records.push(&row.text);
+            }
         }
         tx.execute(
             "INSERT INTO events (conversation, seq, at_ms, record) \

@@ -64,18 +64,84 @@ impl Stored {
     }
 }
 
-/// Encodes one append's records as the text of one `events` row: a JSON
+/// The most JSON an `events` row holds, in bytes (1 MiB): an append whose
+/// records encode to more is split over several rows, so a burst of
+/// thousands of task results does not become one huge row (which every
+/// read, and the writer's transaction, would have to hold whole). A single
+/// record larger than this is a row of its own.
+pub const MAX_ROW_BYTES: usize = 1 << 20;
+
+/// One `events` row as encoded: its JSON text and how many records it
+/// holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub(crate) count: usize,
+    pub(crate) text: String,
+}
+
+/// Encodes one append's records as the text of `events` rows, in order:
+/// one row unless they pass `max` bytes, then as many as needed, each
+/// holding the next records that fit (at least one). A row's text is a JSON
 /// object for one record (as rows were before appends shared a row), a
-/// JSON array for more. The row's `seq` is its last record's number, so
+/// JSON array for more. Each row's `seq` is its last record's number, so
 /// sequence numbers still count records.
-pub(crate) fn encode_row(records: &[JournalRecord]) -> Result<String, serde_json::Error> {
+pub(crate) fn encode_rows(
+    records: &[JournalRecord],
+    max: usize,
+) -> Result<Vec<Row>, serde_json::Error> {
     match records {
-        [one] => serde_json::to_string(one),
-        _ => serde_json::to_string(records),
+        [] => return Ok(Vec::new()),
+        [one] => {
+            return Ok(vec![Row {
+                count: 1,
+                text: serde_json::to_string(one)?,
+            }])
+        }
+        _ => {}
+    }
+    let mut rows = Vec::new();
+    let mut json = Vec::with_capacity(records.len().saturating_mul(128).min(max) + 2);
+    json.push(b'[');
+    let mut count = 0;
+    for record in records {
+        let start = json.len();
+        if count > 0 {
+            json.push(b',');
+        }
+        serde_json::to_writer(&mut json, record)?;
+        count += 1;
+        // With its closing bracket, the row would pass the limit: it ends
+        // before this record, which starts the next one.
+        if count > 1 && json.len() + 1 > max {
+            let mut next = Vec::with_capacity(json.len() - start + 1);
+            next.push(b'[');
+            next.extend_from_slice(&json[start + 1..]);
+            json.truncate(start);
+            rows.push(finish_row(json, count - 1));
+            json = next;
+            count = 1;
+        }
+    }
+    rows.push(finish_row(json, count));
+    Ok(rows)
+}
+
+/// Closes a row's JSON array: an object instead for a single record.
+fn finish_row(mut json: Vec<u8>, count: usize) -> Row {
+    if count == 1 {
+        json.remove(0);
+    } else {
+        json.push(b']');
+    }
+    Row {
+        count,
+        // serde_json writes UTF-8 only.
+        text: String::from_utf8(json)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     }
 }
 
-/// Decodes one `events` row (see [`encode_row`]) onto `out`.
+/// Decodes one `events` row (see [`encode_rows`]) onto `out`.
 pub(crate) fn decode_row(
     location: &StoreLocation,
     conversation: &str,
@@ -447,6 +513,55 @@ mod tests {
                 Replay::from_records(resumed),
                 Replay::from_records(records)
             );
+        }
+    }
+
+    proptest! {
+        /// However an append's records are sized, its rows hold them all,
+        /// in order, each within the limit unless it holds one record (an
+        /// object then, as a one-record row always was), and a row ends
+        /// only where the next record would not have fit.
+        #[test]
+        fn rows_hold_an_append_in_order_within_the_limit(
+            sizes in proptest::collection::vec(0usize..300, 0..40),
+            max in 1usize..1200,
+        ) {
+            let records: Vec<JournalRecord> = sizes
+                .iter()
+                .map(|n| JournalRecord::UserInput { text: "é".repeat(*n) })
+                .collect();
+            let rows = encode_rows(&records, max).unwrap();
+            let location = StoreLocation::File("rows.db".into());
+            let mut back = Vec::new();
+            let mut seq = 0;
+            for (i, row) in rows.iter().enumerate() {
+                prop_assert!(row.count >= 1);
+                seq += row.count;
+                let before = back.len();
+                decode_row(&location, "c", seq as i64, &row.text, &mut back).unwrap();
+                prop_assert_eq!(back.len() - before, row.count);
+                prop_assert!(row.count == 1 || row.text.len() <= max, "{} > {}", row.text.len(), max);
+                prop_assert_eq!(row.count == 1, row.text.starts_with('{'));
+                if let Some(next) = rows.get(i + 1) {
+                    let first = serde_json::to_string(&records[seq]).unwrap();
+                    // As an array (brackets added to a lone record's
+                    // object), with a comma and the next record.
+                    let array = row.text.len() + if row.count == 1 { 2 } else { 0 };
+                    prop_assert!(array + 1 + first.len() > max);
+                    prop_assert!(next.count >= 1);
+                }
+            }
+            prop_assert_eq!(back, records.clone());
+            if let [one] = records.as_slice() {
+                prop_assert_eq!(&rows[0].text, &serde_json::to_string(one).unwrap());
+            }
+            prop_assert_eq!(
+                rows.len() == 1 && rows[0].count > 1,
+                records.len() > 1 && serde_json::to_string(&records).unwrap().len() <= max
+            );
+            if rows.len() == 1 && rows[0].count > 1 {
+                prop_assert_eq!(&rows[0].text, &serde_json::to_string(&records).unwrap());
+            }
         }
     }
 

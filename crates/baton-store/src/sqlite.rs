@@ -408,10 +408,12 @@ impl Backend for SqliteWriter {
                             .or_insert(max)
                     }
                 };
-                *seq += i64::try_from(append.count).unwrap_or(i64::MAX);
-                insert
-                    .execute(params![append.conversation, *seq, at_ms, append.row])
-                    .map_err(|e| sqlite_error(path, e))?;
+                for row in &append.rows {
+                    *seq += i64::try_from(row.count).unwrap_or(i64::MAX);
+                    insert
+                        .execute(params![append.conversation, *seq, at_ms, row.text])
+                        .map_err(|e| sqlite_error(path, e))?;
+                }
             }
         }
         for part in batch {

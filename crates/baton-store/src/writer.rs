@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{StoreError, StoreLocation};
+use crate::snapshot::{Row, MAX_ROW_BYTES};
 use crate::tasks::TaskChanges;
 
 /// Counters of the writer thread, to see group commit at work.
@@ -174,14 +175,15 @@ struct Request {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// One `append` call as the backend writes it: one row holding its
-/// records, encoded by [`crate::snapshot::encode_row`].
+/// One `append` call as the backend writes it: its records as rows of at
+/// most [`MAX_ROW_BYTES`] (one, unless they are larger), encoded by
+/// [`crate::snapshot::encode_rows`].
 pub(crate) struct Append {
     pub(crate) conversation: String,
-    /// How many records `row` holds (0: nothing to write, only to answer).
+    /// How many records `rows` hold (0: nothing to write, only to answer).
     pub(crate) count: usize,
-    /// The records as one JSON text.
-    pub(crate) row: String,
+    /// The records as JSON texts, in order, each with its number of records.
+    pub(crate) rows: Vec<Row>,
     pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -412,10 +414,11 @@ impl EncoderEnd<'_> {
 }
 
 /// The encoder thread: takes whatever appends are queued, encodes each as
-/// one row, folds what they do to the task table, and hands them on to the
-/// writer together. An append whose records do not encode is refused
-/// alone. Once the writer thread is gone (it died), every append is failed
-/// at once with why, until the store is closed.
+/// one row (more if it is larger than [`MAX_ROW_BYTES`]), folds what they
+/// do to the task table, and hands them on to the writer together. An
+/// append whose records do not encode is refused alone. Once the writer
+/// thread is gone (it died), every append is failed at once with why, until
+/// the store is closed.
 fn encode_loop(
     rx: &mpsc::Receiver<Request>,
     tx: &mpsc::Sender<Encoded>,
@@ -439,13 +442,13 @@ fn encode_loop(
             answered: requests.len(),
         };
         for request in requests {
-            match crate::snapshot::encode_row(&request.records) {
-                Ok(row) => {
+            match crate::snapshot::encode_rows(&request.records, MAX_ROW_BYTES) {
+                Ok(rows) => {
                     encoded.tasks.add(&request.conversation, &request.records);
                     encoded.appends.push(Append {
                         conversation: request.conversation,
                         count: request.records.len(),
-                        row,
+                        rows,
                         reply: request.reply,
                     });
                 }

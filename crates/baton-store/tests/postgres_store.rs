@@ -222,6 +222,32 @@ async fn the_store_recovers_when_the_server_drops_its_connections() {
 }
 
 #[tokio::test]
+async fn a_burst_larger_than_a_row_is_split_over_rows() {
+    let Some(schema) = Schema::new() else { return };
+    let name = schema.name.clone();
+    let rows_of: common::RowsOf = Box::new(move |conversation| {
+        let (name, conversation) = (name.clone(), conversation.to_owned());
+        with_client(move |c| {
+            c.query(
+                &format!(
+                    "SELECT seq, octet_length(record) FROM {name}.events \
+                     WHERE conversation = $1 ORDER BY seq"
+                ),
+                &[&conversation],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), usize::try_from(r.get::<_, i32>(1)).unwrap()))
+                    .collect()
+            })
+        })
+        .and_then(|r| r)
+        .unwrap()
+    });
+    common::a_burst_larger_than_a_row_is_split(schema.opener(), rows_of).await;
+}
+
+#[tokio::test]
 async fn a_new_snapshot_replaces_the_older_ones() {
     let Some(schema) = Schema::new() else { return };
     let store = baton_store::open(&schema.spec()).unwrap();

@@ -227,6 +227,24 @@ async fn a_new_snapshot_replaces_the_older_ones() {
     assert_eq!(store.replay("s").unwrap().pending_inputs.len(), 3);
 }
 
+#[tokio::test]
+async fn a_burst_larger_than_a_row_is_split_over_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burst.db");
+    let rows_path = path.clone();
+    let rows_of: common::RowsOf = Box::new(move |conversation| {
+        let conn = rusqlite_like::open(&rows_path);
+        let mut stmt = conn
+            .prepare("SELECT seq, length(CAST(record AS BLOB)) FROM events WHERE conversation = ?1 ORDER BY seq")
+            .unwrap();
+        let rows = stmt
+            .query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    });
+    common::a_burst_larger_than_a_row_is_split(opener(&path), rows_of).await;
+}
+
 /// Plain rusqlite, to make files the way another program would.
 mod rusqlite_like {
     pub fn open(path: &std::path::Path) -> rusqlite::Connection {

@@ -626,3 +626,73 @@ pub fn replay_through_the_store_equals_live(open: Opener, cases: u32) {
         })
         .unwrap();
 }
+
+/// The `events` rows of a conversation, as (seq, length of its JSON text),
+/// by seq, read straight from the backend.
+pub type RowsOf = Box<dyn Fn(&str) -> Vec<(i64, usize)>>;
+
+/// One append larger than a row may be (`MAX_ROW_BYTES`): 1,500 tasks
+/// created and finished with long results, and an input larger than a row
+/// on its own, in the middle. It lands in several rows, each within the
+/// limit but for the one holding only the large input, numbered by their
+/// last record; it reads back, replays and fills the task table as the
+/// records say, from a snapshot too, and later appends number on from it.
+pub async fn a_burst_larger_than_a_row_is_split(open: Opener, rows_of: RowsOf) {
+    let limit = baton_store::snapshot::MAX_ROW_BYTES;
+    let finish = |id: u64| JournalRecord::TaskFinished {
+        task_id: TaskId::new(id),
+        outcome: TaskOutcome::Succeeded {
+            output: format!("{id}: {}", "result ".repeat(150)),
+        },
+        attempts: Some(1),
+    };
+    let mut records = Vec::new();
+    for id in 1..=1500 {
+        records.push(JournalRecord::TaskCreated {
+            task: tool_task(id),
+            arguments: Some(format!("{{\"n\":{id}}}")),
+        });
+        records.push(finish(id));
+        if id == 700 {
+            records.push(input(&"large ".repeat(limit / 5)));
+        }
+    }
+    let total = records.len() as i64;
+    let store = open();
+    store.set_snapshot_every(0);
+    store
+        .journal("burst")
+        .unwrap()
+        .append(records.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.stats().records(), total as u64);
+    let rows = rows_of("burst");
+    assert!(rows.len() >= 4, "{} rows", rows.len());
+    assert_eq!(rows.last().unwrap().0, total, "the last row's seq");
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
+    let large: Vec<_> = rows.iter().filter(|(_, len)| *len > limit).collect();
+    assert_eq!(large.len(), 1, "only the large input's row: {large:?}");
+    assert_eq!(store.read("burst").unwrap(), records);
+    let replay = baton_core::Replay::from_records(records.clone());
+    assert_eq!(store.replay("burst").unwrap(), replay);
+    let table = assert_task_table_agrees(store.as_ref(), "burst");
+    assert_eq!(table.len(), 1500);
+    assert_eq!(store.snapshot("burst").unwrap(), Some(total));
+    assert_eq!(store.replay("burst").unwrap(), replay);
+    drop(store);
+    let store = open();
+    store
+        .journal("burst")
+        .unwrap()
+        .append(vec![input("after")])
+        .await
+        .unwrap();
+    assert_eq!(rows_of("burst").last().unwrap().0, total + 1);
+    records.push(input("after"));
+    assert_eq!(store.read("burst").unwrap(), records);
+    assert_eq!(
+        store.replay("burst").unwrap(),
+        baton_core::Replay::from_records(records)
+    );
+}
