@@ -105,6 +105,19 @@ pub enum StoreError {
         /// The parser's message.
         message: String,
     },
+    /// A column of the store's tables holds a type this baton does not read
+    /// there (a table changed by hand, or made by something else).
+    #[error("{location}: column `{column}` of table `{table}` cannot be read: {message}")]
+    BadColumn {
+        /// The store.
+        location: StoreLocation,
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What it holds, and the client's message.
+        message: String,
+    },
     /// A record could not be encoded (nothing of its append was written).
     #[error("{location}: a record of `{conversation}` could not be encoded: {message}")]
     Unencodable {

@@ -59,6 +59,11 @@ const MIGRATIONS: &[&str] = &[
 /// The version whose migration creates the task table.
 const TASK_TABLE_VERSION: usize = 3;
 
+/// How many `events` rows the task-table backfill reads at a time: its
+/// memory is bounded by a page, and on PostgreSQL each page is one round
+/// trip to read it and two to write what it does to the task table.
+pub const BACKFILL_PAGE_ROWS: usize = 2_000;
+
 fn sqlite_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Sqlite {
         path: path.to_owned(),
@@ -167,29 +172,35 @@ pub fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), Stor
     tx.commit().map_err(|e| sqlite_error(path, e))
 }
 
-/// Fills a new task table from the events already stored, row by row as
-/// the writer would have.
+/// Fills a new task table from the events already stored, as the writer
+/// would have, row after row, each at its own commit time: the rows are
+/// read one at a time and their changes written [`BACKFILL_PAGE_ROWS`]
+/// rows at a time.
 fn backfill_tasks(tx: &rusqlite::Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    use crate::sqlite::column;
     let location = StoreLocation::File(path.to_owned());
     let mut stmt = tx
         .prepare("SELECT conversation, seq, at_ms, record FROM events ORDER BY conversation, seq")
         .map_err(|e| sqlite_error(path, e))?;
     let mut rows = stmt.query([]).map_err(|e| sqlite_error(path, e))?;
+    let mut changes = TaskChanges::default();
+    let mut folded = 0;
     while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
-        let get = |e| sqlite_error(path, e);
-        let (conversation, seq, at_ms, text): (String, i64, i64, String) = (
-            row.get(0).map_err(get)?,
-            row.get(1).map_err(get)?,
-            row.get(2).map_err(get)?,
-            row.get(3).map_err(get)?,
-        );
+        let conversation: String = column(&location, "events", row, 0)?;
+        let seq: i64 = column(&location, "events", row, 1)?;
+        let at_ms: i64 = column(&location, "events", row, 2)?;
+        let text: String = column(&location, "events", row, 3)?;
         let mut records = Vec::new();
         decode_row(&location, &conversation, seq, &text, &mut records)?;
-        let mut changes = TaskChanges::default();
-        changes.add(&conversation, &records);
-        crate::sqlite::write_tasks(tx, path, &changes, at_ms)?;
+        changes.add_at(&conversation, &records, at_ms);
+        folded += 1;
+        if folded == BACKFILL_PAGE_ROWS {
+            crate::sqlite::write_tasks(tx, path, &std::mem::take(&mut changes), 0)?;
+            folded = 0;
+        }
     }
-    Ok(())
+    // Every change carries its own time: the 0 is never used.
+    crate::sqlite::write_tasks(tx, path, &changes, 0)
 }
 
 /// The PostgreSQL migrations, numbered as the SQLite ones: entry `i` takes
@@ -258,8 +269,8 @@ pub fn pg_migrate(
         )
         .map_err(pg)?
         .iter()
-        .map(|row| row.get(0))
-        .collect();
+        .map(|row| crate::postgres::column(location, "pg_tables", row, 0))
+        .collect::<Result<_, _>>()?;
     let version = if tables.is_empty() {
         if !create {
             return Err(StoreError::Missing {
@@ -277,12 +288,13 @@ pub fn pg_migrate(
             tables: tables.join(", "),
         });
     } else {
-        tx.query_one(
-            "SELECT CAST(value AS BIGINT) FROM baton_meta WHERE key = 'schema_version'",
-            &[],
-        )
-        .map_err(pg)?
-        .get(0)
+        let row = tx
+            .query_one(
+                "SELECT CAST(value AS BIGINT) AS value FROM baton_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .map_err(pg)?;
+        crate::postgres::column(location, "baton_meta", &row, 0)?
     };
     if version > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
@@ -311,30 +323,38 @@ pub fn pg_migrate(
     tx.commit().map_err(pg)
 }
 
-/// [`backfill_tasks`] for PostgreSQL.
+/// [`backfill_tasks`] for PostgreSQL: the events are read through a
+/// portal, [`BACKFILL_PAGE_ROWS`] rows a round trip, and each page's
+/// changes are written in two statements.
 fn pg_backfill_tasks(
     tx: &mut postgres::Transaction<'_>,
     location: &StoreLocation,
 ) -> Result<(), StoreError> {
-    let rows = tx
-        .query(
+    use crate::postgres::column;
+    let pg = |e: postgres::Error| crate::postgres::pg_error(location, e);
+    let page = i32::try_from(BACKFILL_PAGE_ROWS).unwrap_or(i32::MAX);
+    let portal = tx
+        .bind(
             "SELECT conversation, seq, at_ms, record FROM events ORDER BY conversation, seq",
             &[],
         )
-        .map_err(|e| crate::postgres::pg_error(location, e))?;
-    for row in &rows {
-        let conversation: String = row.get(0);
-        let mut records = Vec::new();
-        decode_row(
-            location,
-            &conversation,
-            row.get(1),
-            row.get(3),
-            &mut records,
-        )?;
+        .map_err(pg)?;
+    loop {
+        let rows = tx.query_portal(&portal, page).map_err(pg)?;
         let mut changes = TaskChanges::default();
-        changes.add(&conversation, &records);
-        crate::postgres::write_tasks(tx, location, &changes, row.get(2))?;
+        for row in &rows {
+            let conversation: &str = column(location, "events", row, 0)?;
+            let seq: i64 = column(location, "events", row, 1)?;
+            let at_ms: i64 = column(location, "events", row, 2)?;
+            let text: &str = column(location, "events", row, 3)?;
+            let mut records = Vec::new();
+            decode_row(location, conversation, seq, text, &mut records)?;
+            changes.add_at(conversation, &records, at_ms);
+        }
+        // Every change carries its own time: the 0 is never used.
+        crate::postgres::write_tasks(tx, location, &changes, 0)?;
+        if rows.len() < BACKFILL_PAGE_ROWS {
+            return Ok(());
+        }
     }
-    Ok(())
 }

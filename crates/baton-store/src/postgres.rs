@@ -88,6 +88,29 @@ pub(crate) fn pg_error(location: &StoreLocation, e: postgres::Error) -> StoreErr
     }
 }
 
+/// Column `idx` of a row read from `table`: [`StoreError::BadColumn`],
+/// naming the table and the column, where it holds a type this baton does
+/// not read there (a table changed by hand) or an unexpected NULL.
+pub(crate) fn column<'a, T: postgres::types::FromSql<'a>>(
+    location: &StoreLocation,
+    table: &str,
+    row: &'a postgres::Row,
+    idx: usize,
+) -> Result<T, StoreError> {
+    row.try_get(idx).map_err(|e| {
+        let (name, type_name) = row
+            .columns()
+            .get(idx)
+            .map_or(("?", "?"), |c| (c.name(), c.type_().name()));
+        StoreError::BadColumn {
+            location: location.clone(),
+            table: table.to_owned(),
+            column: name.to_owned(),
+            message: format!("it is {type_name}: {}", chain(&e)),
+        }
+    })
+}
+
 /// An error with its causes, `outer: inner: …`.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -408,8 +431,8 @@ impl PgStore {
                 decode_row(
                     location,
                     &conversation,
-                    row.get(0),
-                    row.get(1),
+                    column(location, "events", row, 0)?,
+                    column(location, "events", row, 1)?,
                     &mut records,
                 )?;
             }
@@ -444,16 +467,16 @@ impl PgStore {
                     stored_task(
                         location,
                         &conversation,
-                        row.get(0),
-                        row.get(1),
-                        row.get(2),
-                        row.get(3),
-                        row.get(4),
-                        row.get(5),
-                        row.get(6),
-                        row.get(7),
-                        row.get(8),
-                        row.get(9),
+                        column(location, "tasks", row, 0)?,
+                        column(location, "tasks", row, 1)?,
+                        column(location, "tasks", row, 2)?,
+                        column(location, "tasks", row, 3)?,
+                        column(location, "tasks", row, 4)?,
+                        column(location, "tasks", row, 5)?,
+                        column(location, "tasks", row, 6)?,
+                        column(location, "tasks", row, 7)?,
+                        column(location, "tasks", row, 8)?,
+                        column(location, "tasks", row, 9)?,
                     )
                 })
                 .collect()
@@ -469,7 +492,9 @@ impl PgStore {
                     &[],
                 )
                 .map_err(|e| pg_error(location, e))?;
-            Ok(rows.iter().map(|row| row.get(0)).collect())
+            rows.iter()
+                .map(|row| column(location, "events", row, 0))
+                .collect()
         })
     }
 }
@@ -495,8 +520,9 @@ fn stored(
         )
         .map_err(|e| pg_error(location, e))?;
     if let Some(row) = latest {
-        let seq: i64 = row.get(0);
-        stored.snapshot = decode_snapshot(location, conversation, seq, row.get(1))?;
+        let seq: i64 = column(location, "snapshots", &row, 0)?;
+        let text = column(location, "snapshots", &row, 1)?;
+        stored.snapshot = decode_snapshot(location, conversation, seq, text)?;
         stored.snapshot_seq = seq;
         stored.last_seq = seq;
     }
@@ -507,8 +533,9 @@ fn stored(
         )
         .map_err(|e| pg_error(location, e))?;
     for row in &rows {
-        let seq: i64 = row.get(0);
-        decode_row(location, conversation, seq, row.get(1), &mut stored.tail)?;
+        let seq: i64 = column(location, "events", row, 0)?;
+        let text = column(location, "events", row, 1)?;
+        decode_row(location, conversation, seq, text, &mut stored.tail)?;
         stored.last_seq = seq;
     }
     tx.commit().map_err(|e| pg_error(location, e))?;
@@ -525,9 +552,9 @@ struct PgWriter {
     next_seq: HashMap<String, i64>,
 }
 
-/// Applies a batch's task changes, committed at `at_ms`, in `tx`: one
-/// statement for the tasks created, one for the others (each task appears
-/// once in `tasks`).
+/// Applies a batch's task changes, committed at `at_ms` (unless they carry
+/// times of their own), in `tx`: one statement for the tasks created, one
+/// for the others (each task appears once in `tasks`).
 pub(crate) fn write_tasks(
     tx: &mut postgres::Transaction<'_>,
     location: &StoreLocation,
@@ -536,10 +563,10 @@ pub(crate) fn write_tasks(
 ) -> Result<(), StoreError> {
     // Column arrays: the tasks created, and the others.
     let (mut c, mut i, mut parent, mut owner, mut kind) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut source, mut status, mut attempts, mut finished, mut outcome) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut uc, mut ui, mut ua, mut ustatus, mut uoutcome) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut source, mut status, mut attempts, mut outcome) = (vec![], vec![], vec![], vec![]);
+    let (mut created, mut finished) = (vec![], vec![]);
+    let (mut uc, mut ui, mut ua, mut ustatus, mut uoutcome, mut ufinished) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (conversation, id, change) in &tasks.changes {
         match change {
             TaskChange::Row(row) => {
@@ -551,7 +578,8 @@ pub(crate) fn write_tasks(
                 source.push(row.source.as_str());
                 status.push(row.status);
                 attempts.push(row.attempts);
-                finished.push(row.finished);
+                created.push(row.created_at.unwrap_or(at_ms));
+                finished.push(row.finished_at.map(|at| at.unwrap_or(at_ms)));
                 outcome.push(row.outcome.as_deref());
             }
             TaskChange::Update {
@@ -563,6 +591,7 @@ pub(crate) fn write_tasks(
                 ua.push(*count);
                 ustatus.push(finish.as_ref().map(|f| f.status));
                 uoutcome.push(finish.as_ref().map(|f| f.outcome.as_str()));
+                ufinished.push(finish.as_ref().map(|f| f.at.unwrap_or(at_ms)));
             }
         }
     }
@@ -571,18 +600,18 @@ pub(crate) fn write_tasks(
         tx.execute(
             "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, attempts, \
              created_at_ms, finished_at_ms, outcome) \
-             SELECT c, i, p, o, k, s, st, a, $11::bigint, CASE WHEN f THEN $11::bigint END, oc \
+             SELECT c, i, p, o, k, s, st, a, ca, fa, oc \
              FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::bigint[], $9::bool[], $10::text[]) \
-             AS t(c, i, p, o, k, s, st, a, f, oc) \
+             $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[]) \
+             AS t(c, i, p, o, k, s, st, a, ca, fa, oc) \
              ON CONFLICT (conversation, id) DO UPDATE SET parent = EXCLUDED.parent, \
              owner = EXCLUDED.owner, kind = EXCLUDED.kind, source = EXCLUDED.source, \
              status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
              created_at_ms = EXCLUDED.created_at_ms, finished_at_ms = EXCLUDED.finished_at_ms, \
              outcome = EXCLUDED.outcome",
             &[
-                &c, &i, &parent, &owner, &kind, &source, &status, &attempts, &finished, &outcome,
-                &at_ms,
+                &c, &i, &parent, &owner, &kind, &source, &status, &attempts, &created, &finished,
+                &outcome,
             ],
         )
         .map_err(pg)?;
@@ -592,11 +621,11 @@ pub(crate) fn write_tasks(
             "UPDATE tasks SET attempts = GREATEST(tasks.attempts, u.a), \
              status = COALESCE(u.st, tasks.status), \
              outcome = CASE WHEN u.st IS NULL THEN tasks.outcome ELSE u.oc END, \
-             finished_at_ms = CASE WHEN u.st IS NULL THEN NULL ELSE $6::bigint END \
-             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
-             AS u(c, i, a, st, oc) \
+             finished_at_ms = CASE WHEN u.st IS NULL THEN NULL ELSE u.fa END \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+             $6::bigint[]) AS u(c, i, a, st, oc, fa) \
              WHERE tasks.conversation = u.c AND tasks.id = u.i AND tasks.finished_at_ms IS NULL",
-            &[&uc, &ui, &ua, &ustatus, &uoutcome, &at_ms],
+            &[&uc, &ui, &ua, &ustatus, &uoutcome, &ufinished],
         )
         .map_err(pg)?;
     }
@@ -629,13 +658,13 @@ impl Backend for PgWriter {
             let seq = match self.next_seq.get_mut(&append.conversation) {
                 Some(seq) => seq,
                 None => {
-                    let max: i64 = tx
+                    let row = tx
                         .query_one(
-                            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE conversation = $1",
+                            "SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE conversation = $1",
                             &[&append.conversation],
                         )
-                        .map_err(|e| pg_error(location, e))?
-                        .get(0);
+                        .map_err(|e| pg_error(location, e))?;
+                    let max: i64 = column(location, "events", &row, 0)?;
                     self.next_seq
                         .entry(append.conversation.clone())
                         .or_insert(max)

@@ -65,6 +65,23 @@ fn sqlite_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Column `idx` of a row read from `table`: [`StoreError::BadColumn`],
+/// naming the table and the column, where it holds a type this baton does
+/// not read there (a file changed by hand).
+pub(crate) fn column<T: rusqlite::types::FromSql>(
+    location: &StoreLocation,
+    table: &str,
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+) -> Result<T, StoreError> {
+    row.get(idx).map_err(|e| StoreError::BadColumn {
+        location: location.clone(),
+        table: table.to_owned(),
+        column: row.as_ref().column_name(idx).unwrap_or("?").to_owned(),
+        message: e.to_string(),
+    })
+}
+
 impl SqliteStore {
     /// Opens (or creates) the store at `path` with [`Durability::Full`].
     /// A file that is not SQLite, or is another program's database, or was
@@ -186,8 +203,8 @@ impl SqliteStore {
             .query(params![conversation, stored.snapshot_seq])
             .map_err(|e| sqlite_error(path, e))?;
         while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
-            let seq: i64 = row.get(0).map_err(|e| sqlite_error(path, e))?;
-            let text: String = row.get(1).map_err(|e| sqlite_error(path, e))?;
+            let seq: i64 = column(location, "events", row, 0)?;
+            let text: String = column(location, "events", row, 1)?;
             decode_row(location, conversation, seq, &text, &mut stored.tail)?;
             stored.last_seq = seq;
         }
@@ -250,13 +267,15 @@ impl SqliteStore {
         let mut stmt = reader
             .prepare("SELECT seq, record FROM events WHERE conversation = ?1 ORDER BY seq")
             .map_err(|e| sqlite_error(path, e))?;
-        let rows: Vec<(i64, String)> = stmt
-            .query_map([conversation], |row| Ok((row.get(0)?, row.get(1)?)))
-            .and_then(Iterator::collect)
+        let mut rows = stmt
+            .query([conversation])
             .map_err(|e| sqlite_error(path, e))?;
-        let mut records = Vec::with_capacity(rows.len());
-        for (seq, text) in rows {
-            decode_row(&self.inner.location, conversation, seq, &text, &mut records)?;
+        let location = &self.inner.location;
+        let mut records = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+            let seq: i64 = column(location, "events", row, 0)?;
+            let text: String = column(location, "events", row, 1)?;
+            decode_row(location, conversation, seq, &text, &mut records)?;
         }
         Ok(records)
     }
@@ -276,21 +295,21 @@ impl SqliteStore {
             .map_err(|e| sqlite_error(path, e))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
-            let get = |e| sqlite_error(path, e);
-            let status: String = row.get(5).map_err(get)?;
+            let location = &self.inner.location;
+            let status: String = column(location, "tasks", row, 5)?;
             out.push(stored_task(
-                &self.inner.location,
+                location,
                 conversation,
-                row.get(0).map_err(get)?,
-                row.get(1).map_err(get)?,
-                row.get(2).map_err(get)?,
-                row.get(3).map_err(get)?,
-                row.get(4).map_err(get)?,
+                column(location, "tasks", row, 0)?,
+                column(location, "tasks", row, 1)?,
+                column(location, "tasks", row, 2)?,
+                column(location, "tasks", row, 3)?,
+                column(location, "tasks", row, 4)?,
                 &status,
-                row.get(6).map_err(get)?,
-                row.get(7).map_err(get)?,
-                row.get(8).map_err(get)?,
-                row.get(9).map_err(get)?,
+                column(location, "tasks", row, 6)?,
+                column(location, "tasks", row, 7)?,
+                column(location, "tasks", row, 8)?,
+                column(location, "tasks", row, 9)?,
             )?);
         }
         Ok(out)
@@ -335,7 +354,8 @@ const UPDATE_TASK: &str = "UPDATE tasks SET attempts = MAX(attempts, ?3), \
      finished_at_ms = CASE WHEN ?4 IS NULL THEN NULL ELSE ?6 END \
      WHERE conversation = ?1 AND id = ?2 AND finished_at_ms IS NULL";
 
-/// Applies a batch's task changes, committed at `at_ms`, in `tx`.
+/// Applies a batch's task changes, committed at `at_ms` (unless they carry
+/// times of their own), in `tx`.
 pub(crate) fn write_tasks(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
@@ -362,8 +382,8 @@ pub(crate) fn write_tasks(
                 row.source,
                 row.status,
                 row.attempts,
-                at_ms,
-                row.finished.then_some(at_ms),
+                row.created_at.unwrap_or(at_ms),
+                row.finished_at.map(|at| at.unwrap_or(at_ms)),
                 row.outcome,
             ]),
             TaskChange::Update { attempts, finish } => update.execute(params![
@@ -372,7 +392,7 @@ pub(crate) fn write_tasks(
                 attempts,
                 finish.as_ref().map(|f| f.status),
                 finish.as_ref().map(|f| f.outcome.as_str()),
-                at_ms,
+                finish.as_ref().map(|f| f.at.unwrap_or(at_ms)),
             ]),
         }
         .map_err(|e| sqlite_error(path, e))?;

@@ -46,6 +46,12 @@ pub fn summary(outcome: &TaskOutcome) -> String {
     }
 }
 
+/// When a change was committed (ms since the Unix epoch): `None` for the
+/// commit that writes it (the writer folds a batch's records before its
+/// commit time is known); a time of its own when one batch of changes
+/// spans several commits (the backfill of old events, row by row).
+pub(crate) type At = Option<i64>;
+
 /// A new row, as a `TaskCreated` record writes it.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskRow {
@@ -55,10 +61,19 @@ pub(crate) struct TaskRow {
     pub(crate) source: String,
     pub(crate) status: &'static str,
     pub(crate) attempts: i64,
-    /// Whether it was created already ended (then `finished_at_ms` is the
-    /// commit's time).
-    pub(crate) finished: bool,
+    /// When it was created.
+    pub(crate) created_at: At,
+    /// Once it has ended (it was created ended, or ended later in the
+    /// batch): when.
+    pub(crate) finished_at: Option<At>,
     pub(crate) outcome: Option<String>,
+}
+
+impl TaskRow {
+    /// Whether it has ended.
+    pub(crate) fn finished(&self) -> bool {
+        self.finished_at.is_some()
+    }
 }
 
 /// How a task ends, as a `TaskFinished` record writes it.
@@ -66,6 +81,8 @@ pub(crate) struct TaskRow {
 pub(crate) struct Finish {
     pub(crate) status: &'static str,
     pub(crate) outcome: String,
+    /// When.
+    pub(crate) at: At,
 }
 
 /// What one batch does to one task: written once, whatever the number of
@@ -96,8 +113,20 @@ fn task_number(id: TaskId) -> i64 {
 }
 
 impl TaskChanges {
-    /// Folds one append's records in, in order, as `Replay` would.
+    /// Folds one append's records in, in order, as `Replay` would; they
+    /// take the time of the commit that writes the changes.
     pub(crate) fn add(&mut self, conversation: &str, records: &[JournalRecord]) {
+        self.fold(conversation, records, None);
+    }
+
+    /// Folds in records committed at `at_ms` (an old `events` row), in
+    /// order, after those folded before: written together, the changes
+    /// leave the task table as writing them one row at a time would.
+    pub(crate) fn add_at(&mut self, conversation: &str, records: &[JournalRecord], at_ms: i64) {
+        self.fold(conversation, records, Some(at_ms));
+    }
+
+    fn fold(&mut self, conversation: &str, records: &[JournalRecord], at: At) {
         for record in records {
             match record {
                 JournalRecord::TaskCreated { task, .. } => {
@@ -112,7 +141,8 @@ impl TaskChanges {
                         source,
                         status: task.status.as_str(),
                         attempts: i64::from(task.attempts),
-                        finished: task.status.is_terminal(),
+                        created_at: at,
+                        finished_at: task.status.is_terminal().then_some(at),
                         outcome: task.outcome.as_ref().map(summary),
                     };
                     // Created again: the new row replaces the old, as in `Replay`.
@@ -121,7 +151,7 @@ impl TaskChanges {
                 JournalRecord::TaskStarted { task_id, attempt } => {
                     let attempt = i64::from(*attempt);
                     match self.entry(conversation, *task_id, empty_update()) {
-                        TaskChange::Row(row) if !row.finished => {
+                        TaskChange::Row(row) if !row.finished() => {
                             row.attempts = row.attempts.max(attempt);
                         }
                         TaskChange::Update {
@@ -139,8 +169,8 @@ impl TaskChanges {
                     let count = count.map_or(0, i64::from);
                     let status = outcome.status_word();
                     match self.entry(conversation, *task_id, empty_update()) {
-                        TaskChange::Row(row) if !row.finished => {
-                            row.finished = true;
+                        TaskChange::Row(row) if !row.finished() => {
+                            row.finished_at = Some(at);
                             row.status = status;
                             row.outcome = Some(summary(outcome));
                             row.attempts = row.attempts.max(count);
@@ -150,6 +180,7 @@ impl TaskChanges {
                             *finish = Some(Finish {
                                 status,
                                 outcome: summary(outcome),
+                                at,
                             });
                         }
                         _ => {}

@@ -348,6 +348,74 @@ fn a_version_1_store_is_migrated_and_keeps_its_records() {
     assert_eq!(store.replay("old").unwrap().pending_inputs.len(), 2);
 }
 
+/// A version-2 schema (`events` with `columns`, and `snapshots`) holding
+/// `rows`.
+fn version_2_schema(schema: &Schema, columns: &str, rows: Vec<(String, i64, i64, String)>) {
+    schema.execute(&format!(
+        "CREATE SCHEMA {0}; SET search_path TO {0};
+         CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE events ({columns}, PRIMARY KEY (conversation, seq));
+         CREATE TABLE snapshots (conversation TEXT NOT NULL, seq BIGINT NOT NULL,
+             at_ms BIGINT NOT NULL, records TEXT NOT NULL, PRIMARY KEY (conversation, seq));
+         INSERT INTO baton_meta VALUES ('schema_version', '2');",
+        schema.name
+    ));
+    let insert = format!(
+        "INSERT INTO {}.events SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])",
+        schema.name
+    );
+    with_client(move |c| {
+        let (mut conversations, mut seqs, mut times, mut records) =
+            (vec![], vec![], vec![], vec![]);
+        for (conversation, seq, at_ms, record) in rows {
+            conversations.push(conversation);
+            seqs.push(seq);
+            times.push(at_ms);
+            records.push(record);
+        }
+        c.execute(&insert, &[&conversations, &seqs, &times, &records])
+    })
+    .and_then(|r| r)
+    .unwrap();
+}
+
+const EVENTS_V1: &str = "conversation TEXT NOT NULL, seq BIGINT NOT NULL, \
+                         at_ms BIGINT NOT NULL, record TEXT NOT NULL";
+
+#[test]
+fn a_large_old_store_has_its_task_table_filled_page_by_page() {
+    let Some(schema) = Schema::new() else { return };
+    let old = common::many_old_events(1_200);
+    assert!(old.rows.len() > 3 * baton_store::migrations::BACKFILL_PAGE_ROWS);
+    version_2_schema(&schema, EVENTS_V1, old.rows.clone());
+    let store = baton_store::open(&schema.spec()).unwrap();
+    common::many_old_events_were_backfilled(store.as_ref(), &old);
+}
+
+#[test]
+fn a_column_of_an_unexpected_type_is_a_clear_error_not_a_panic() {
+    let Some(schema) = Schema::new() else { return };
+    let rows = common::many_old_events(3).rows;
+    let columns = "conversation TEXT NOT NULL, seq INTEGER NOT NULL, \
+                   at_ms BIGINT NOT NULL, record TEXT NOT NULL";
+    version_2_schema(&schema, columns, rows);
+    let err = PgStore::open(&server_url(), schema.options()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::BadColumn { table, column, .. } if table == "events" && column == "seq"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("column `seq` of table `events` cannot be read: it is int4"),
+        "{err}"
+    );
+    assert_eq!(
+        schema.tables(),
+        ["baton_meta", "events", "snapshots"],
+        "left as it was"
+    );
+}
+
 #[test]
 fn another_programs_schema_is_refused_and_left_untouched() {
     let Some(schema) = Schema::new() else { return };

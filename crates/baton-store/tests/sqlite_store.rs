@@ -182,6 +182,67 @@ fn a_version_1_store_is_migrated_and_keeps_its_records() {
     assert_eq!(version, "3");
 }
 
+/// A version-1 file: `baton_meta` and `events` (`columns`), with `rows`.
+fn version_1_file(path: &Path, columns: &str, rows: &[(String, i64, i64, String)]) {
+    let mut conn = rusqlite_like::open(path);
+    let tx = conn.transaction().unwrap();
+    tx.execute_batch(&format!(
+        "CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE events ({columns}, PRIMARY KEY (conversation, seq));
+         INSERT INTO baton_meta VALUES ('schema_version', '1');"
+    ))
+    .unwrap();
+    for (conversation, seq, at_ms, record) in rows {
+        tx.execute(
+            "INSERT INTO events VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![conversation, seq, at_ms, record],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+const EVENTS_V1: &str = "conversation TEXT NOT NULL, seq INTEGER NOT NULL, \
+                         at_ms INTEGER NOT NULL, record TEXT NOT NULL";
+
+#[test]
+fn a_large_old_store_has_its_task_table_filled_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.db");
+    let old = common::many_old_events(1_200);
+    assert!(old.rows.len() > 3 * baton_store::migrations::BACKFILL_PAGE_ROWS);
+    version_1_file(&path, EVENTS_V1, &old.rows);
+    let store = baton_store::open(&path.display().to_string()).unwrap();
+    common::many_old_events_were_backfilled(store.as_ref(), &old);
+}
+
+#[test]
+fn a_column_of_an_unexpected_type_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typed.db");
+    let mut rows = common::many_old_events(3).rows;
+    rows[4].2 = 0;
+    version_1_file(&path, EVENTS_V1, &rows);
+    rusqlite_like::open(&path)
+        .execute("UPDATE events SET at_ms = 'yesterday' WHERE at_ms = 0", [])
+        .unwrap();
+    let err = baton_store::open(&path.display().to_string()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::BadColumn { table, column, .. } if table == "events" && column == "at_ms"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("column `at_ms` of table `events` cannot be read"),
+        "{err}"
+    );
+    assert_eq!(
+        baton_store::migrations::inspect(&path).unwrap(),
+        1,
+        "left as it was"
+    );
+}
+
 #[test]
 fn a_new_file_has_16_kib_pages_and_an_old_one_keeps_its_own() {
     let dir = tempfile::tempdir().unwrap();

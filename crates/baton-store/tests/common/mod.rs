@@ -696,3 +696,82 @@ pub async fn a_burst_larger_than_a_row_is_split(open: Opener, rows_of: RowsOf) {
         baton_core::Replay::from_records(records)
     );
 }
+
+/// Old events (one record a row, each at a time of its own) of two
+/// conversations, `a` and `b`, with `tasks` tasks each: created, started
+/// again, and (all but every 7th) finished, every 5th of those twice. Over
+/// three rows a task, more than one page of the task-table backfill.
+pub struct OldEvents {
+    /// `(conversation, seq, at_ms, record)`, in order.
+    pub rows: Vec<(String, i64, i64, String)>,
+    /// `(conversation, task, created_at_ms, finished_at_ms)` as a writer
+    /// committing the rows one at a time would have left the task table.
+    pub times: Vec<(String, u64, i64, Option<i64>)>,
+}
+
+pub fn many_old_events(tasks: u64) -> OldEvents {
+    let mut out = OldEvents {
+        rows: Vec::new(),
+        times: Vec::new(),
+    };
+    let mut at_ms = 1_000_000;
+    for conversation in ["a", "b"] {
+        let mut seq = 0;
+        let mut push = |record: JournalRecord| {
+            seq += 1;
+            at_ms += 1;
+            let text = serde_json::to_string(&record).unwrap();
+            out.rows.push((conversation.to_owned(), seq, at_ms, text));
+            at_ms
+        };
+        for id in 1..=tasks {
+            let created = push(JournalRecord::TaskCreated {
+                task: tool_task(id),
+                arguments: None,
+            });
+            push(JournalRecord::TaskStarted {
+                task_id: TaskId::new(id),
+                attempt: 2,
+            });
+            let mut finished = None;
+            if id % 7 != 0 {
+                let finish = |text: &str| JournalRecord::TaskFinished {
+                    task_id: TaskId::new(id),
+                    outcome: TaskOutcome::Succeeded {
+                        output: format!("{text} {conversation} {id}"),
+                    },
+                    attempts: None,
+                };
+                finished = Some(push(finish("report")));
+                if id % 5 == 0 {
+                    push(finish("again"));
+                }
+            }
+            out.times
+                .push((conversation.to_owned(), id, created, finished));
+        }
+    }
+    out
+}
+
+/// The task table of a store migrated from [`many_old_events`] agrees
+/// with the log, and each task's times are those of its rows.
+pub fn many_old_events_were_backfilled(store: &dyn Store, old: &OldEvents) {
+    let mut times = Vec::new();
+    for conversation in ["a", "b"] {
+        let table = assert_task_table_agrees(store, conversation);
+        assert!(table.iter().all(|t| t.5 == 2), "two attempts each");
+        assert!(table
+            .iter()
+            .all(|t| t.6.as_deref().is_none_or(|o| o.starts_with("report"))));
+        times.extend(store.tasks(conversation).unwrap().into_iter().map(|t| {
+            (
+                conversation.to_owned(),
+                t.id.get(),
+                t.created_at_ms,
+                t.finished_at_ms,
+            )
+        }));
+    }
+    assert_eq!(times, old.times);
+}
