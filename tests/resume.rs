@@ -322,38 +322,6 @@ fn a_crash_while_a_wide_reply_is_dispatched_answers_each_started_call_with_its_t
     });
 }
 
-/// A journal over a `MemoryJournal` whose first `failures` appends that
-/// carry a `TaskFinished` record fail (and keep nothing), like a full disk.
-#[derive(Clone)]
-struct FailingAtFirst {
-    inner: MemoryJournal,
-    failures: Arc<std::sync::atomic::AtomicU32>,
-}
-
-impl baton::core::Journal for FailingAtFirst {
-    fn append(
-        &self,
-        records: Vec<JournalRecord>,
-    ) -> futures::future::BoxFuture<'static, Result<(), baton::core::JournalError>> {
-        let finishes = records
-            .iter()
-            .any(|r| matches!(r, JournalRecord::TaskFinished { .. }));
-        let fail = finishes
-            && self
-                .failures
-                .fetch_update(
-                    std::sync::atomic::Ordering::SeqCst,
-                    std::sync::atomic::Ordering::SeqCst,
-                    |n| n.checked_sub(1),
-                )
-                .is_ok();
-        if fail {
-            return Box::pin(async { Err(baton::core::JournalError("the disk is full".into())) });
-        }
-        self.inner.append(records)
-    }
-}
-
 #[test]
 fn a_result_whose_record_could_not_be_written_waits_until_it_is() {
     block_on_paused(async {
@@ -372,10 +340,7 @@ fn a_result_whose_record_could_not_be_written_waits_until_it_is() {
             .model(model)
             .delegates_to([leaf])
             .build();
-        let journal = FailingAtFirst {
-            inner: MemoryJournal::new(),
-            failures: Arc::new(2.into()),
-        };
+        let journal = Unreliable::failing_from_first_result(2);
         let convo = Orchestrator::builder(lead)
             .journal(Arc::new(journal.clone()))
             .spawn();
@@ -392,11 +357,12 @@ fn a_result_whose_record_could_not_be_written_waits_until_it_is() {
         };
         assert_eq!(folded(&history), 0, "no result without its record");
         convo.settled().await.unwrap();
-        // Two refusals: the records went again after 200 ms, then 400 ms.
+        // Two refusals: appends went again after 200 ms, then 400 ms.
+        assert_eq!(journal.refused(), 2);
         assert_eq!(start.elapsed(), Duration::from_millis(1_000 + 200 + 400));
         let history = convo.history().await.unwrap();
         assert_eq!(folded(&history), 3);
-        let records = journal.inner.records();
+        let records = journal.durable();
         let finished = records
             .iter()
             .filter(|r| matches!(r, JournalRecord::TaskFinished { .. }))
@@ -405,5 +371,134 @@ fn a_result_whose_record_could_not_be_written_waits_until_it_is() {
         // And the log alone gives the same history back.
         let replay = Replay::from_records(records);
         assert_eq!(replay.history, history.messages().to_vec());
+    });
+}
+
+/// Each task's records in `records`, counted by kind: (created, finished).
+fn record_counts(records: &[JournalRecord]) -> std::collections::BTreeMap<TaskId, (u32, u32)> {
+    let mut counts = std::collections::BTreeMap::<TaskId, (u32, u32)>::new();
+    for r in records {
+        match r {
+            JournalRecord::TaskCreated { task, .. } => counts.entry(task.id).or_default().0 += 1,
+            JournalRecord::TaskFinished { task_id, .. } => {
+                counts.entry(*task_id).or_default().1 += 1;
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_journal_down_for_a_while_loses_nothing_and_doubles_nothing() {
+    block_on_paused(async {
+        // "start" makes a reply (after 1 s) that starts three tasks of 2 s.
+        let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+            Some(Message::User { .. }) => ScriptedTurn::calls(
+                "deep_research",
+                (0..3).map(|i| json!({ "topic": format!("t{i}") })),
+            )
+            .after(Duration::from_secs(1)),
+            Some(Message::TaskResult { task_id, .. }) => {
+                ScriptedTurn::text(format!("noted {task_id}"))
+            }
+            _ => ScriptedTurn::text("started"),
+        });
+        let lead = Agent::builder("lead")
+            .model(model)
+            .background_tool(DeepResearch { secs: 2 })
+            .build();
+        let journal = Unreliable::new();
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("start").await.unwrap();
+        // The journal fails from before the reply until t = 5 s: the reply,
+        // the tasks' creations, their answers and their results are all
+        // handed to it while it fails.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        journal.go_down();
+        tokio::time::sleep(Duration::from_millis(4_400)).await;
+        assert!(journal.refused() > 2, "appends failed meanwhile");
+        let history = convo.history().await.unwrap();
+        assert_eq!(
+            history.len(),
+            6,
+            "the user, the calls, three answers, \"started\""
+        );
+        assert!(
+            !history
+                .messages()
+                .iter()
+                .any(|m| matches!(m, Message::TaskResult { .. })),
+            "no result before its record is durable"
+        );
+        journal.recover();
+        convo.settled().await.unwrap();
+
+        let history = convo.history().await.unwrap();
+        let records = journal.durable();
+        let appended = records
+            .iter()
+            .filter(|r| matches!(r, JournalRecord::Appended { .. }))
+            .count();
+        assert_eq!(appended, history.len(), "each message in the log once");
+        for (id, counts) in record_counts(&records) {
+            assert_eq!(counts, (1, 1), "{id}: created and finished once each");
+        }
+        let replay = Replay::from_records(records);
+        assert_eq!(replay.history, history.messages().to_vec());
+        assert!(
+            replay.pending_inputs.is_empty(),
+            "{:?}",
+            replay.pending_inputs
+        );
+        let logged: Vec<_> = replay.tasks.into_iter().map(|(t, _)| t).collect();
+        let live = convo.tasks();
+        assert_eq!(logged.len(), 3);
+        assert_eq!(
+            logged
+                .iter()
+                .map(|t| (t.id, t.status, t.attempts, t.outcome.clone()))
+                .collect::<Vec<_>>(),
+            live.iter()
+                .map(|t| (t.id, t.status, t.attempts, t.outcome.clone()))
+                .collect::<Vec<_>>()
+        );
+        assert!(live.iter().all(|t| t.status == TaskStatus::Succeeded));
+    });
+}
+
+#[test]
+fn an_input_sent_while_the_journal_is_down_is_delivered_once_durable() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+            Some(Message::User { content }) => ScriptedTurn::text(format!("re: {content}")),
+            _ => ScriptedTurn::text("?"),
+        });
+        let journal = Unreliable::new();
+        let convo = Orchestrator::builder(Agent::builder("lead").model(model).build())
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        journal.go_down();
+        let start = tokio::time::Instant::now();
+        let sending = {
+            let convo = convo.clone();
+            tokio::spawn(async move { convo.send_user("hello").await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!sending.is_finished(), "not accepted before it is durable");
+        assert!(convo.history().await.unwrap().is_empty());
+        journal.recover();
+        sending.await.unwrap().unwrap();
+        // Refused at 0, 0.2 and 0.6 s; the try at 1.4 s went through.
+        assert_eq!(start.elapsed(), Duration::from_millis(200 + 400 + 800));
+        assert_eq!(journal.refused(), 3);
+        convo.settled().await.unwrap();
+        let history = convo.history().await.unwrap();
+        assert_eq!(texts(&history), vec!["hello", "re: hello"]);
+        let replay = Replay::from_records(journal.durable());
+        assert_eq!(replay.history, history.messages().to_vec());
+        assert!(replay.pending_inputs.is_empty());
     });
 }

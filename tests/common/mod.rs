@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use baton::core::Journal as _;
 use baton::{Event, EventEnvelope, History, Message, Tool, ToolError, ToolOutput};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -169,4 +170,120 @@ pub fn tool_errors(history: &History) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// A journal over a [`baton::core::MemoryJournal`] (its durable part) whose
+/// appends can be made to fail or be held back, keeping the `Journal`
+/// contract: the records of a failed or held append are not withdrawn but
+/// become durable, in order, with the next append that succeeds (or when
+/// held appends are released).
+#[derive(Clone, Default)]
+pub struct Unreliable {
+    durable: baton::core::MemoryJournal,
+    state: std::sync::Arc<std::sync::Mutex<UnreliableState>>,
+}
+
+#[derive(Default)]
+struct UnreliableState {
+    /// Records handed over and not durable yet, in order.
+    queued: Vec<baton::core::JournalRecord>,
+    /// Whether appends fail (all of them, until `recover`).
+    down: bool,
+    /// How many appends still fail once armed.
+    failures: u32,
+    /// Whether `failures` counts (armed by the first result's record).
+    armed: bool,
+    /// Appends refused so far.
+    refused: u32,
+    /// Whether appends are held back (until `release`).
+    holding: bool,
+    held: Vec<futures::channel::oneshot::Sender<()>>,
+}
+
+impl Unreliable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fails the first `n` appends from the first one carrying a
+    /// `TaskFinished` record on, like a disk filling up.
+    pub fn failing_from_first_result(n: u32) -> Self {
+        let journal = Self::new();
+        journal.lock().failures = n;
+        journal
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnreliableState> {
+        self.state.lock().unwrap()
+    }
+
+    /// The durable records, in order.
+    pub fn durable(&self) -> Vec<baton::core::JournalRecord> {
+        self.durable.records()
+    }
+
+    /// From now on every append fails.
+    pub fn go_down(&self) {
+        self.lock().down = true;
+    }
+
+    /// Appends succeed again (what waits goes with the next one).
+    pub fn recover(&self) {
+        self.lock().down = false;
+    }
+
+    /// From now on appends are held back: they resolve, and their records
+    /// become durable, at `release`.
+    pub fn hold(&self) {
+        self.lock().holding = true;
+    }
+
+    /// Writes what waits and resolves the held appends.
+    pub fn release(&self) {
+        let mut state = self.lock();
+        state.holding = false;
+        let queued = std::mem::take(&mut state.queued);
+        drop(self.durable.append(queued));
+        for held in state.held.drain(..) {
+            let _ = held.send(());
+        }
+    }
+
+    /// How many appends failed so far.
+    pub fn refused(&self) -> u32 {
+        self.lock().refused
+    }
+}
+
+impl baton::core::Journal for Unreliable {
+    fn append(
+        &self,
+        records: Vec<baton::core::JournalRecord>,
+    ) -> futures::future::BoxFuture<'static, Result<(), baton::core::JournalError>> {
+        use futures::FutureExt;
+        let mut state = self.lock();
+        if records
+            .iter()
+            .any(|r| matches!(r, baton::core::JournalRecord::TaskFinished { .. }))
+        {
+            state.armed = true;
+        }
+        state.queued.extend(records);
+        let fail = state.down || (state.armed && state.failures > 0);
+        if fail {
+            if !state.down {
+                state.failures -= 1;
+            }
+            state.refused += 1;
+            return Box::pin(async { Err(baton::core::JournalError("the disk is full".into())) });
+        }
+        if state.holding {
+            let (tx, rx) = futures::channel::oneshot::channel();
+            state.held.push(tx);
+            return rx.map(|_| Ok(())).boxed();
+        }
+        let queued = std::mem::take(&mut state.queued);
+        drop(self.durable.append(queued));
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -66,19 +66,36 @@ pub struct JournalError(pub String);
 
 /// A durable, append-only log of one conversation.
 ///
-/// `append` must take the records in call order at the moment it is called
-/// (not when its future is first polled): the runtime relies on the order of
-/// its calls. The future resolves once the records are durable. Dropping the
-/// future must not withdraw the records (the runtime drops it where it need
-/// not wait), so an implementation reports such failures itself, e.g. in its
-/// log.
+/// The contract, which the runtime relies on:
+///
+/// * **Call order.** `append` takes the records in call order at the moment
+///   it is called (not when its future is first polled).
+/// * **Nothing withdrawn.** Records handed to `append` are never withdrawn:
+///   not when the future is dropped (the runtime drops it where it need not
+///   wait), and not when the append fails. A failed append's future says
+///   `Err`, but its records stay queued, in order, ahead of the records of
+///   later appends, and are written with the next append.
+/// * **Prefix durability.** So an append that resolves `Ok` has made
+///   durable every record handed to the journal before it, those of earlier
+///   appends that failed or whose futures were dropped included. An empty
+///   append is how to wait for that: it resolves once everything appended
+///   before it is durable, or fails.
+///
+/// A failure is therefore "not durable yet", never "refused": a caller that
+/// must know its records are durable waits for a later append that
+/// succeeds, and never hands the same records again (they would be logged
+/// twice). Implementations report failures of dropped futures themselves,
+/// e.g. in their log. Records a journal cannot represent at all (a bug, not
+/// a passing failure) are the one thing it may drop; it must say so loudly.
 pub trait Journal: Send + Sync + 'static {
-    /// Appends records; resolves once they are durable.
+    /// Appends records; resolves once they, and every record appended
+    /// before them, are durable.
     fn append(&self, records: Vec<JournalRecord>) -> BoxFuture<'static, Result<(), JournalError>>;
 }
 
 /// A journal kept in memory: durable only as long as the process, but
 /// complete and ordered. For tests, and for replaying a run as it happened.
+/// Its appends never fail, so it keeps the [`Journal`] contract trivially.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryJournal {
     records: std::sync::Arc<std::sync::Mutex<Vec<JournalRecord>>>,

@@ -12,7 +12,7 @@ use baton_core::{
 use tokio::sync::broadcast;
 
 use crate::agent::Agent;
-use crate::agent_actor::{InputPolicy, OrchestratorActor, Shared};
+use crate::agent_actor::{until_durable, InputPolicy, OrchestratorActor, Shared};
 use crate::error::RuntimeError;
 use crate::messages::{CancelTask, Decide, GetHistory, Shutdown, UserInput, WhenSettled};
 use crate::role::Root;
@@ -181,16 +181,32 @@ impl Conversation {
 
     /// Says something to the conversation. Returns once the input is in the
     /// conversation's mailbox; the agent answers in its own time.
+    ///
+    /// With a journal, the input is journaled first and delivered once its
+    /// record is durable. A journal never withdraws a record (see
+    /// [`Journal`]), so the input is accepted as soon as it is handed over:
+    /// if the journal fails, this waits (trying again after 200 ms,
+    /// doubling up to 5 s) until the record is durable, and the input is
+    /// delivered then even if this future was dropped meanwhile. (Failing
+    /// here would leave the input in the log but not in the conversation,
+    /// or have it sent twice by a caller trying again.)
     pub async fn send_user(&self, text: impl Into<String>) -> Result<(), RuntimeError> {
         let text = text.into();
-        if let Some(journal) = &self.shared.journal {
-            journal
-                .append(vec![JournalRecord::UserInput { text: text.clone() }])
-                .await
-                .map_err(|e| RuntimeError::Journal(e.to_string()))?;
+        let Some(journal) = &self.shared.journal else {
+            self.addr.send(UserInput { text }).await?;
+            return Ok(());
+        };
+        let durable = journal.append(vec![JournalRecord::UserInput { text: text.clone() }]);
+        let journal = Arc::clone(journal);
+        let addr = self.addr.clone();
+        let delivery = tokio::spawn(async move {
+            until_durable(&*journal, durable, "a user input").await;
+            addr.send(UserInput { text }).await
+        });
+        match delivery.await {
+            Ok(delivered) => Ok(delivered?),
+            Err(_) => Err(RuntimeError::Stopped),
         }
-        self.addr.send(UserInput { text }).await?;
-        Ok(())
     }
 
     /// One task's record, read from the registry without a mailbox round

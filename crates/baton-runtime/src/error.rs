@@ -15,6 +15,8 @@ pub enum RuntimeError {
     #[error("task `{0}` belongs to another agent")]
     NotOwned(TaskId),
     /// The journal did not take a record, so the input was not accepted.
+    /// (Not returned any more: a journal keeps the records of a failed
+    /// append, so `send_user` waits until the input is durable.)
     #[error("the journal did not take the input: {0}")]
     Journal(String),
     /// The task does not wait for approval (any more).

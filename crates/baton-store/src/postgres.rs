@@ -273,6 +273,7 @@ impl PgStore {
                 location: writer_target.location.clone(),
                 target: writer_target,
                 next_seq: HashMap::new(),
+                last_row: None,
             })
         })?;
         let (jobs, jobs_rx) = mpsc::channel::<ReadJob>();
@@ -550,6 +551,9 @@ struct PgWriter {
     target: Target,
     /// The last sequence number of each conversation seen.
     next_seq: HashMap<String, i64>,
+    /// The last row the latest batch wrote: its conversation, sequence
+    /// number and time (see [`Backend::committed_after_all`]).
+    last_row: Option<(String, i64, i64)>,
 }
 
 /// Applies a batch's task changes, committed at `at_ms` (unless they carry
@@ -638,6 +642,7 @@ impl Backend for PgWriter {
     fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
         let location = &self.location;
         let at_ms = now_ms();
+        self.last_row = None;
         let mut tx = self
             .client
             .transaction()
@@ -677,6 +682,9 @@ impl Backend for PgWriter {
                 records.push(&row.text);
             }
         }
+        if let (Some(conversation), Some(seq)) = (conversations.last(), seqs.last()) {
+            self.last_row = Some(((*conversation).to_owned(), *seq, at_ms));
+        }
         tx.execute(
             "INSERT INTO events (conversation, seq, at_ms, record) \
              SELECT c, s, $3, r FROM unnest($1::text[], $2::bigint[], $4::text[]) AS t(c, s, r)",
@@ -690,9 +698,9 @@ impl Backend for PgWriter {
     }
 
     /// After a failed batch, a connection the server dropped (a restart, an
-    /// administrator) is made again, so the next batch can land; the failed
-    /// one stays failed (its callers were told), since whether its commit
-    /// reached the server cannot be known.
+    /// administrator) is made again, so the next batch can land. The failed
+    /// batch goes again with it, unless [`Backend::committed_after_all`]
+    /// finds that its commit reached the server after all.
     fn rolled_back(&mut self) {
         self.next_seq.clear();
         if !alive(&mut self.client) {
@@ -706,6 +714,19 @@ impl Backend for PgWriter {
                 }
             }
         }
+    }
+
+    fn committed_after_all(&mut self) -> Result<bool, StoreError> {
+        let Some((conversation, seq, at_ms)) = &self.last_row else {
+            return Ok(false);
+        };
+        self.client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE conversation = $1 AND seq = $2 AND at_ms = $3)",
+                &[conversation, seq, at_ms],
+            )
+            .map(|row| row.get(0))
+            .map_err(|e| pg_error(&self.location, e))
     }
 }
 

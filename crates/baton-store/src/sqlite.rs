@@ -122,6 +122,7 @@ impl SqliteStore {
             conn,
             path: path.clone(),
             next_seq: HashMap::new(),
+            last_row: None,
         };
         let writer = GroupWriter::spawn(location.clone(), move || Ok(backend))?;
         Ok(Self {
@@ -334,6 +335,9 @@ struct SqliteWriter {
     path: PathBuf,
     /// The last sequence number of each conversation seen.
     next_seq: HashMap<String, i64>,
+    /// The last row the latest batch wrote: its conversation, sequence
+    /// number and time (see [`Backend::committed_after_all`]).
+    last_row: Option<(String, i64, i64)>,
 }
 
 /// A task created (or created again): its whole row.
@@ -404,6 +408,7 @@ impl Backend for SqliteWriter {
     fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
         let path = &self.path;
         let at_ms = now_ms();
+        self.last_row = None;
         let tx = self.conn.transaction().map_err(|e| sqlite_error(path, e))?;
         {
             let mut insert = tx
@@ -430,6 +435,7 @@ impl Backend for SqliteWriter {
                 };
                 for row in &append.rows {
                     *seq += i64::try_from(row.count).unwrap_or(i64::MAX);
+                    self.last_row = Some((append.conversation.clone(), *seq, at_ms));
                     insert
                         .execute(params![append.conversation, *seq, at_ms, row.text])
                         .map_err(|e| sqlite_error(path, e))?;
@@ -444,6 +450,19 @@ impl Backend for SqliteWriter {
 
     fn rolled_back(&mut self) {
         self.next_seq.clear();
+    }
+
+    fn committed_after_all(&mut self) -> Result<bool, StoreError> {
+        let Some((conversation, seq, at_ms)) = &self.last_row else {
+            return Ok(false);
+        };
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE conversation = ?1 AND seq = ?2 AND at_ms = ?3)",
+                params![conversation, seq, at_ms],
+                |row| row.get(0),
+            )
+            .map_err(|e| sqlite_error(&self.path, e))
     }
 }
 

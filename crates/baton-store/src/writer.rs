@@ -5,6 +5,11 @@
 //! while the one before it is written. Should either thread die (a panic),
 //! the appends it held and every later one fail at once with
 //! [`StoreError::WriterStopped`], saying why.
+//!
+//! A batch whose transaction fails is answered with the error but kept: it
+//! is written again ahead of the next batch, so an append answered `Ok` has
+//! made everything appended before it durable (the prefix durability of
+//! [`baton_core::Journal`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,7 +189,9 @@ pub(crate) struct Append {
     pub(crate) count: usize,
     /// The records as JSON texts, in order, each with its number of records.
     pub(crate) rows: Vec<Row>,
-    pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
+    /// Where to answer; `None` once answered (a failed append is answered,
+    /// then written again with the next batch).
+    reply: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
 /// Appends encoded together, on their way to the writer thread.
@@ -206,6 +213,11 @@ pub(crate) trait Backend: Send + 'static {
     /// The transaction of a failed batch rolled back: forget whatever was
     /// cached about the stored state (sequence numbers).
     fn rolled_back(&mut self);
+    /// Whether the last batch that failed was committed after all: its
+    /// commit reached the database but the answer did not come back (a
+    /// dropped connection). Asked before that batch is written again, so
+    /// that it is not written twice; `false` if it wrote no row.
+    fn committed_after_all(&mut self) -> Result<bool, StoreError>;
 }
 
 /// The queue, the encoder thread and the writer thread. Dropping it commits
@@ -449,10 +461,13 @@ fn encode_loop(
                         conversation: request.conversation,
                         count: request.records.len(),
                         rows,
-                        reply: request.reply,
+                        reply: Some(request.reply),
                     });
                 }
                 Err(e) => {
+                    // Not a passing failure: these records can never be
+                    // written, so they are not kept (see `Journal`).
+                    tracing::error!(error = %e, conversation = %request.conversation, "journal records cannot be encoded; they are dropped");
                     let _ = request.reply.send(Err(StoreError::Unencodable {
                         location: location.clone(),
                         conversation: request.conversation,
@@ -464,7 +479,7 @@ fn encode_loop(
         if let Err(mpsc::SendError(encoded)) = tx.send(encoded) {
             writer_gone = true;
             ended.fail(
-                encoded.appends.into_iter().map(|a| a.reply),
+                encoded.appends.into_iter().filter_map(|a| a.reply),
                 encoded.answered,
             );
         }
@@ -473,12 +488,20 @@ fn encode_loop(
 
 /// The writer thread: takes whatever is encoded, writes it in one
 /// transaction, then answers every append of it.
+///
+/// A batch that fails is answered with the error and kept, then written
+/// again ahead of the next batch (in one transaction with it), until a
+/// commit succeeds: records are never withdrawn, so an append answered `Ok`
+/// has made every record appended before it durable. Before a kept batch
+/// is written again, the backend checks that its failed commit did not land
+/// after all, so nothing is written twice.
 fn write_loop(
     mut backend: impl Backend,
     rx: &mpsc::Receiver<Encoded>,
     stats: &StoreStats,
     in_flight: &InFlight,
 ) {
+    let mut kept: Vec<Encoded> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -487,22 +510,66 @@ fn write_loop(
         let answered: usize = batch.iter().map(|e| e.answered).sum();
         let appends = batch.iter().map(|e| e.appends.len()).sum::<usize>();
         if appends > 0 {
-            let result = backend.write_batch(&batch);
-            if let Err(error) = &result {
-                // Callers that dropped their future hear of it only here.
-                tracing::error!(%error, appends, "journal commit failed");
-                backend.rolled_back();
-            }
-            stats.transactions.fetch_add(1, Ordering::Relaxed);
             stats.appends.fetch_add(appends as u64, Ordering::Relaxed);
-            for append in batch.into_iter().flat_map(|e| e.appends) {
-                stats
-                    .records
-                    .fetch_add(append.count as u64, Ordering::Relaxed);
-                let _ = append.reply.send(result.clone());
-            }
+            let retried = kept.len();
+            kept.extend(batch);
+            write_kept(&mut backend, &mut kept, retried, stats);
         }
         in_flight.end(answered);
+    }
+    // Closing: one last try for what failed before.
+    if !kept.is_empty() {
+        let retried = kept.len();
+        write_kept(&mut backend, &mut kept, retried, stats);
+    }
+}
+
+/// Writes `kept` in one transaction (its first `retried` parts failed
+/// before, the rest are new) and answers the appends not answered yet.
+/// Empties it once committed; keeps it all if the commit failed.
+fn write_kept(
+    backend: &mut impl Backend,
+    kept: &mut Vec<Encoded>,
+    retried: usize,
+    stats: &StoreStats,
+) {
+    let mut result = Ok(());
+    if retried > 0 {
+        match backend.committed_after_all() {
+            Ok(false) => {}
+            Ok(true) => {
+                // The failed commit landed: only what came since is new.
+                tracing::warn!(
+                    "a journal commit reported as failed had landed; it is not written again"
+                );
+                kept.drain(..retried);
+            }
+            Err(error) => result = Err(error),
+        }
+    }
+    if result.is_ok() {
+        result = backend.write_batch(kept);
+    }
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
+    match &result {
+        Ok(()) => {
+            let records: usize = kept.iter().flat_map(|e| &e.appends).map(|a| a.count).sum();
+            stats.records.fetch_add(records as u64, Ordering::Relaxed);
+        }
+        Err(error) => {
+            // Callers that dropped their future hear of it only here.
+            let appends: usize = kept.iter().map(|e| e.appends.len()).sum();
+            tracing::error!(%error, appends, "journal commit failed; its records go again with the next append");
+            backend.rolled_back();
+        }
+    }
+    for append in kept.iter_mut().flat_map(|e| &mut e.appends) {
+        if let Some(reply) = append.reply.take() {
+            let _ = reply.send(result.clone());
+        }
+    }
+    if result.is_ok() {
+        kept.clear();
     }
 }
 
@@ -531,6 +598,10 @@ mod tests {
         }
 
         fn rolled_back(&mut self) {}
+
+        fn committed_after_all(&mut self) -> Result<bool, StoreError> {
+            Ok(false)
+        }
     }
 
     fn input(text: &str) -> Vec<JournalRecord> {
@@ -580,5 +651,126 @@ mod tests {
             0,
             "appends left counted in flight"
         );
+    }
+
+    /// What the fake database holds, and how its next commits go.
+    #[derive(Default)]
+    struct Db {
+        /// Committed rows: (conversation, the row's text).
+        rows: Vec<(String, String)>,
+        /// Batches still to fail before their commit.
+        fail: usize,
+        /// Batches still to commit but report failing (a lost answer).
+        lose_answer: usize,
+        /// The rows of the latest batch: whether they landed is asked later.
+        last: Vec<(String, String)>,
+    }
+
+    struct Fake(Arc<Mutex<Db>>);
+
+    impl Backend for Fake {
+        fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
+            let mut db = self.0.lock().unwrap();
+            let rows: Vec<(String, String)> = batch
+                .iter()
+                .flat_map(|e| &e.appends)
+                .filter(|a| a.count > 0)
+                .flat_map(|a| {
+                    a.rows
+                        .iter()
+                        .map(|r| (a.conversation.clone(), r.text.clone()))
+                })
+                .collect();
+            db.last.clone_from(&rows);
+            let failure = StoreError::Io {
+                location: StoreLocation::File("fake".into()),
+                message: "the disk is full".into(),
+            };
+            if db.fail > 0 {
+                db.fail -= 1;
+                return Err(failure);
+            }
+            db.rows.extend(rows);
+            if db.lose_answer > 0 {
+                db.lose_answer -= 1;
+                return Err(failure);
+            }
+            Ok(())
+        }
+
+        fn rolled_back(&mut self) {}
+
+        fn committed_after_all(&mut self) -> Result<bool, StoreError> {
+            let db = self.0.lock().unwrap();
+            Ok(!db.last.is_empty() && db.rows.ends_with(&db.last))
+        }
+    }
+
+    fn writer(db: &Arc<Mutex<Db>>) -> GroupWriter {
+        let db = Arc::clone(db);
+        GroupWriter::spawn(StoreLocation::File("fake".into()), move || Ok(Fake(db))).unwrap()
+    }
+
+    fn texts(db: &Arc<Mutex<Db>>) -> Vec<String> {
+        db.lock()
+            .unwrap()
+            .rows
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_append_is_written_ahead_of_the_next_and_an_empty_one_waits_for_it() {
+        let db = Arc::new(Mutex::new(Db {
+            fail: 2,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        assert!(block(writer.journal_append("c", input("a"))).is_err());
+        assert!(texts(&db).is_empty());
+        // The next append fails too: both wait, neither is withdrawn.
+        assert!(block(writer.journal_append("c", input("b"))).is_err());
+        // An empty append goes through a commit: Ok once all before it is in.
+        assert_eq!(block(writer.journal_append("c", Vec::new())), Ok(()));
+        let rows = texts(&db);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows[0].contains("\"a\"") && rows[1].contains("\"b\""),
+            "{rows:?}"
+        );
+        assert_eq!(block(writer.journal_append("c", input("c"))), Ok(()));
+        assert_eq!(texts(&db).len(), 3, "nothing written twice");
+    }
+
+    #[test]
+    fn a_commit_that_landed_though_it_was_reported_failed_is_not_written_again() {
+        let db = Arc::new(Mutex::new(Db {
+            lose_answer: 1,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        assert!(block(writer.journal_append("c", input("a"))).is_err());
+        assert_eq!(block(writer.journal_append("c", input("b"))), Ok(()));
+        let rows = texts(&db);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows[0].contains("\"a\"") && rows[1].contains("\"b\""),
+            "{rows:?}"
+        );
+    }
+
+    #[test]
+    fn what_failed_last_is_tried_once_more_on_close() {
+        let db = Arc::new(Mutex::new(Db {
+            fail: 1,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        assert!(futures::executor::block_on(writer.journal_append("c", input("a"))).is_err());
+        drop(writer);
+        assert_eq!(texts(&db).len(), 1);
     }
 }

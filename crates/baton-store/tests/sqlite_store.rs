@@ -41,6 +41,29 @@ fn a_conversation_resumes_from_its_sqlite_journal_with_nothing_lost_or_doubled()
 }
 
 #[test]
+fn a_store_failing_for_a_while_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("failing.db");
+    // A trigger another connection adds makes every insert of a row fail.
+    let fail: common::Breaker = {
+        let path = path.clone();
+        Arc::new(move |on: bool| {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .unwrap();
+            let sql = if on {
+                "CREATE TRIGGER test_failure BEFORE INSERT ON events \
+                 BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;"
+            } else {
+                "DROP TRIGGER test_failure;"
+            };
+            conn.execute_batch(sql).unwrap();
+        })
+    };
+    common::a_store_failing_for_a_while_loses_nothing(opener(&path), fail);
+}
+
+#[test]
 fn snapshots_replay_as_the_whole_journal() {
     let dir = tempfile::tempdir().unwrap();
     common::snapshots_replay_as_the_whole_journal(opener(&dir.path().join("snap.db")));

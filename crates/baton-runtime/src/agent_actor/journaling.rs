@@ -31,10 +31,14 @@ const JOURNAL_SLICE: usize = 1024;
 /// every result whose append is durable is folded in one go (one turn
 /// reads them all), rather than a future, a wake-up and a turn per result.
 ///
-/// If an append fails, its results are not folded: their records are
-/// appended again after a pause (doubling up to [`RETRY_MAX`]), and results
-/// that end meanwhile wait behind them, so history never shows a result
-/// the journal does not have.
+/// If an append fails, its results are not folded. The journal keeps its
+/// records (a failed append is not withdrawn, see [`baton_core::Journal`]),
+/// so they are not sent again: the results wait until a later append
+/// succeeds, which makes everything appended before it durable. After a
+/// pause (doubling up to [`RETRY_MAX`]) an append goes out for that, empty
+/// if nothing else waits. Results that end meanwhile wait behind them, so
+/// history never shows a result the journal does not have, and results are
+/// folded in the order they ended.
 #[derive(Default)]
 pub(super) struct Concluding {
     /// Results ended since the last append, in order.
@@ -45,6 +49,9 @@ pub(super) struct Concluding {
     /// Appends in flight, oldest first, each with the results it makes
     /// durable: everything appended before it is durable when it is.
     in_flight: VecDeque<(Durable, Vec<Ended>)>,
+    /// Results whose append failed, in order: their records are with the
+    /// journal, so the next append that succeeds makes them durable.
+    stalled: Vec<Ended>,
     /// Whether the [`WhenDurable`] future is running.
     running: bool,
     /// The pause before the next try after a failed append; `None` while
@@ -60,7 +67,27 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// An append's future: resolves once its records are durable.
-type Durable = BoxFuture<'static, Result<(), JournalError>>;
+pub(crate) type Durable = BoxFuture<'static, Result<(), JournalError>>;
+
+/// Waits until the records of the append `first` is the future of are
+/// durable: until it succeeds or, after it failed, until an empty append
+/// made after a pause (200 ms, doubling up to 5 s) succeeds. The journal
+/// keeps a failed append's records ahead of later ones, so an empty append
+/// that succeeds has made them durable; they are never sent twice.
+pub(crate) async fn until_durable(journal: &dyn baton_core::Journal, first: Durable, what: &str) {
+    let mut durable = first;
+    let mut pause = RETRY_FIRST;
+    while let Err(error) = durable.await {
+        tracing::error!(
+            %error,
+            retry_in_ms = super::duration_ms(pause),
+            "journal append failed; {what} waits until its record is durable"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
+        durable = journal.append(Vec::new());
+    }
+}
 
 /// A task's result, waiting for its record to be durable.
 struct Ended {
@@ -87,7 +114,11 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
     ) -> Poll<()> {
         loop {
             let concluding = &mut act.concluding;
-            if !concluding.unsealed.is_empty() && !concluding.waiting_to_retry {
+            // New results, or (once the pause is over) stalled ones with
+            // no append in flight that could make them durable.
+            let due = !concluding.unsealed.is_empty()
+                || (!concluding.stalled.is_empty() && concluding.in_flight.is_empty());
+            if due && !concluding.waiting_to_retry {
                 let results: Vec<Ended> = concluding.unsealed.drain(..).collect();
                 // Whatever else waits goes first, in the order it was made.
                 let mut records = std::mem::take(&mut act.journal_buffer);
@@ -98,7 +129,7 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
                 act.concluding.in_flight.push_back((durable, results));
             }
             let mut folded = false;
-            let mut failed: Option<(JournalError, Vec<Ended>)> = None;
+            let mut failed: Option<JournalError> = None;
             while let Some((durable, _)) = act.concluding.in_flight.front_mut() {
                 let Poll::Ready(result) = durable.as_mut().poll(task) else {
                     break;
@@ -107,22 +138,23 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
                     break;
                 };
                 if let Err(error) = result {
-                    match &mut failed {
-                        Some((_, waiting)) => waiting.extend(results),
-                        None => failed = Some((error, results)),
-                    }
+                    act.concluding.stalled.extend(results);
+                    failed.get_or_insert(error);
                     continue;
                 }
+                failed = None;
                 if act.concluding.in_flight.is_empty() && !act.concluding.waiting_to_retry {
                     act.concluding.retry = None;
                 }
-                for ended in results {
+                // Durable too: the results of failed appends before it.
+                let stalled = std::mem::take(&mut act.concluding.stalled);
+                for ended in stalled.into_iter().chain(results) {
                     let _guard = ended.span.entered();
                     folded |= act.fold_result(ended.id, ended.outcome);
                 }
             }
-            if let Some((error, results)) = failed {
-                act.retry_results(results, &error, ctx);
+            if let Some(error) = failed {
+                act.retry_later(&error, ctx);
             }
             if folded {
                 // Folding may have ended more tasks: go round again.
@@ -180,32 +212,23 @@ impl<R: Role> AgentActor<R> {
         }
     }
 
-    /// An append carrying `results`' records failed: they wait, ahead of
-    /// any result ended since, and their records go out again after a pause.
-    fn retry_results(
-        &mut self,
-        results: Vec<Ended>,
-        error: &JournalError,
-        ctx: &mut Context<Self>,
-    ) {
+    /// An append failed: its results wait (in `stalled`) for a later append
+    /// to succeed; unless one is in flight or a try is scheduled, one goes
+    /// out after a pause.
+    fn retry_later(&mut self, error: &JournalError, ctx: &mut Context<Self>) {
+        if self.concluding.stalled.is_empty() || self.concluding.waiting_to_retry {
+            return;
+        }
         let pause = self
             .concluding
             .retry
             .map_or(RETRY_FIRST, |p| (p * 2).min(RETRY_MAX));
         tracing::error!(
             %error,
-            results = results.len(),
+            results = self.concluding.stalled.len(),
             retry_in_ms = super::duration_ms(pause),
             "journal append failed; the results wait until their records are durable"
         );
-        for ended in results.into_iter().rev() {
-            let record = self.finished_record(ended.id, &ended.outcome);
-            self.concluding.records.push_front(record);
-            self.concluding.unsealed.push_front(ended);
-        }
-        if self.concluding.waiting_to_retry {
-            return;
-        }
         self.concluding.retry = Some(pause);
         self.concluding.waiting_to_retry = true;
         ctx.run_later(pause, |act, ctx| {

@@ -38,6 +38,8 @@ use tracing::Instrument;
 mod journaling;
 mod tasks;
 
+pub(crate) use journaling::until_durable;
+
 use tasks::{task_answer, OwnTask, TaskWork};
 
 use crate::agent::Agent;
@@ -838,9 +840,8 @@ impl Handler<WhenSettled> for OrchestratorActor {
             // Settled includes durable: an empty append resolves once
             // everything appended before it is in the journal.
             if let Some(journal) = journal {
-                if let Err(error) = journal.append(Vec::new()).await {
-                    tracing::error!(%error, "journal sync failed");
-                }
+                let synced = journal.append(Vec::new());
+                until_durable(&*journal, synced, "settling").await;
             }
         })
     }

@@ -435,6 +435,90 @@ impl Journal for Severable {
     }
 }
 
+/// Makes the store's appends fail (`true`) or land again (`false`).
+pub type Breaker = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// The store's writes fail for a while (from before a reply that starts
+/// five tasks, past the tasks' end) and then work again, while a
+/// conversation runs on it: nothing reaches the store meanwhile, no result
+/// is folded meanwhile, and afterwards the store replays to exactly the
+/// history and tasks the actor holds, each record written once, and the
+/// task table agrees.
+pub fn a_store_failing_for_a_while_loses_nothing(open: Opener, fail: Breaker) {
+    block_on_paused(async move {
+        let store = open();
+        let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+            Some(Message::User { .. }) => {
+                let mut t = ScriptedTurn::call("research", serde_json::json!({"topic": "t0"}));
+                for i in 1..5 {
+                    t = t.and_call("research", serde_json::json!({ "topic": format!("t{i}") }));
+                }
+                t.after(Duration::from_secs(1))
+            }
+            _ => ScriptedTurn::text("ok"),
+        });
+        let agent = Agent::builder("assistant")
+            .model(model)
+            .background_tool(Research(Gate::Open))
+            .build();
+        let convo = Orchestrator::builder(agent)
+            .journal(store.journal("c1").unwrap())
+            .spawn();
+        convo.send_user("start").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fail(true);
+        // The reply comes at 1 s, the results at 11 s.
+        tokio::time::sleep(Duration::from_millis(12_400)).await;
+        let history = convo.history().await.unwrap();
+        assert_eq!(
+            history.len(),
+            8,
+            "the user, the calls, five answers, \"ok\""
+        );
+        assert!(!history
+            .messages()
+            .iter()
+            .any(|m| matches!(m, Message::TaskResult { .. })));
+        let meanwhile = store.read("c1").unwrap();
+        assert!(
+            !meanwhile
+                .iter()
+                .any(|r| matches!(r, JournalRecord::TaskCreated { .. })),
+            "nothing landed while the store failed: {meanwhile:?}"
+        );
+        fail(false);
+        convo.settled().await.unwrap();
+
+        let history = convo.history().await.unwrap();
+        let records = store.read("c1").unwrap();
+        let count = |f: fn(&JournalRecord) -> bool| records.iter().filter(|r| f(r)).count();
+        assert_eq!(count(|r| matches!(r, JournalRecord::UserInput { .. })), 1);
+        assert_eq!(
+            count(|r| matches!(r, JournalRecord::Appended { .. })),
+            history.len(),
+            "each message once"
+        );
+        assert_eq!(count(|r| matches!(r, JournalRecord::TaskCreated { .. })), 5);
+        assert_eq!(
+            count(|r| matches!(r, JournalRecord::TaskFinished { .. })),
+            5
+        );
+        let replay = store.replay("c1").unwrap();
+        assert_eq!(replay.history, history.messages().to_vec());
+        assert!(
+            replay.pending_inputs.is_empty(),
+            "{:?}",
+            replay.pending_inputs
+        );
+        let facts = |t: &TaskRecord| (t.id, t.status, t.attempts, t.outcome.clone());
+        let logged: Vec<_> = replay.tasks.iter().map(|(t, _)| facts(t)).collect();
+        let live: Vec<_> = convo.tasks().iter().map(facts).collect();
+        assert_eq!(logged, live);
+        assert!(live.iter().all(|t| t.1 == TaskStatus::Succeeded));
+        assert_eq!(assert_task_table_agrees(store.as_ref(), "c1").len(), 5);
+    });
+}
+
 /// A conversation "dies" with 20 tasks in flight and resumes from the store
 /// in a new runtime: every input and every result is in history exactly
 /// once, and the journal then replays to what the actor holds.
