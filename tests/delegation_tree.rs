@@ -830,6 +830,99 @@ fn remote_sub_agents_report_like_local_ones_and_time_out_on_the_parent_clock() {
     });
 }
 
+/// A remote executor that notes each task it is handed, and whether the
+/// task's creation was durable in `journal` at that moment; each task
+/// succeeds a second later.
+struct Noting {
+    journal: Unreliable,
+    dispatched: std::sync::Mutex<Vec<(TaskId, bool)>>,
+}
+
+impl baton::runtime::RemoteExecutor for Noting {
+    fn dispatch(
+        &self,
+        task: baton::runtime::RemoteTask,
+        report: actix::Recipient<baton::runtime::messages::TaskFinished>,
+    ) {
+        let durable = self.journal.durable().iter().any(|r| {
+            matches!(r, baton::core::JournalRecord::TaskCreated { task: t, .. } if t.id == task.task_id)
+        });
+        self.dispatched
+            .lock()
+            .unwrap()
+            .push((task.task_id, durable));
+        actix::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            report.do_send(baton::runtime::messages::TaskFinished {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                outcome: TaskOutcome::Succeeded {
+                    output: "ran remotely".into(),
+                },
+            });
+        });
+    }
+
+    fn cancel(&self, _task_id: TaskId) {}
+}
+
+#[test]
+fn a_remote_task_is_published_only_once_its_record_is_durable_even_if_the_journal_fails() {
+    block_on_paused(async {
+        let journal = Unreliable::new();
+        let executor = Arc::new(Noting {
+            journal: journal.clone(),
+            dispatched: Default::default(),
+        });
+        let model = ScriptedModel::new().script(
+            "lead",
+            [
+                ScriptedTurn::call("create_task", json!({"agent": "far", "prompt": "p"}))
+                    .after(Duration::from_secs(1)),
+                ScriptedTurn::text("delegated"),
+                ScriptedTurn::text("done"),
+            ],
+        );
+        let far = Agent::builder("far").remote(executor.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([far])
+            .build();
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        // The journal fails from before the delegation (at 1 s) to 3 s.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        journal.go_down();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(journal.refused() > 0);
+        assert_eq!(
+            convo.check_task(TaskId::new(1)).unwrap().status,
+            TaskStatus::Running
+        );
+        journal.recover();
+        // Tried at 1.2, 1.6 and 2.4 s (down), again at 4 s.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(
+            executor.dispatched.lock().unwrap().is_empty(),
+            "not published before its record is durable"
+        );
+        convo.settled().await.unwrap();
+        assert_eq!(
+            *executor.dispatched.lock().unwrap(),
+            [(TaskId::new(1), true)],
+            "published once, its creation durable by then"
+        );
+        assert_eq!(
+            convo.check_task(TaskId::new(1)).unwrap().status,
+            TaskStatus::Succeeded
+        );
+        let replay = baton::core::Replay::from_records(journal.durable());
+        assert_eq!(replay.history, convo.history().await.unwrap().messages());
+    });
+}
+
 /// A lead whose first reply delegates `n` subtasks to `leaf` in one go.
 fn wide_model(n: usize, leaf: ScriptedTurn) -> ScriptedModel {
     let all = ScriptedTurn::calls(

@@ -24,7 +24,9 @@ use crate::turn_loop::TurnLoop;
 const JOURNAL_SLICE: usize = 1024;
 
 /// Results whose `TaskFinished` records are on their way to the journal:
-/// a result enters history only once its record is durable.
+/// a result enters history only once its record is durable. Remote tasks
+/// wait here too: one is published only once its record is durable (see
+/// [`Publish`]).
 ///
 /// One [`WhenDurable`] future serves them all: the results ended while the
 /// agent handled a burst of messages go to the journal in one append, and
@@ -41,17 +43,18 @@ const JOURNAL_SLICE: usize = 1024;
 /// folded in the order they ended.
 #[derive(Default)]
 pub(super) struct Concluding {
-    /// Results ended since the last append, in order.
-    unsealed: VecDeque<Ended>,
+    /// Results ended (and remote tasks launched) since the last append, in
+    /// order.
+    unsealed: VecDeque<Waiting>,
     /// Their `TaskFinished` records, kept apart from the journal buffer so
     /// that the append that makes them durable is the one that carries them.
     records: VecDeque<JournalRecord>,
     /// Appends in flight, oldest first, each with the results it makes
     /// durable: everything appended before it is durable when it is.
-    in_flight: VecDeque<(Durable, Vec<Ended>)>,
+    in_flight: VecDeque<(Durable, Vec<Waiting>)>,
     /// Results whose append failed, in order: their records are with the
     /// journal, so the next append that succeeds makes them durable.
-    stalled: Vec<Ended>,
+    stalled: Vec<Waiting>,
     /// Whether the [`WhenDurable`] future is running.
     running: bool,
     /// The pause before the next try after a failed append; `None` while
@@ -89,6 +92,28 @@ pub(crate) async fn until_durable(journal: &dyn baton_core::Journal, first: Dura
     }
 }
 
+/// What waits for the journal.
+enum Waiting {
+    /// A result, to fold once its record is durable.
+    Result(Ended),
+    /// A remote task, to publish once its record is durable.
+    Publish(Publish),
+}
+
+/// A remote task's attempt, handed to its executor only once everything
+/// journaled before it is durable (its `TaskCreated` or `TaskStarted`
+/// included): a published task outlives this process, so a crash in
+/// between would otherwise leave work running that the resumed
+/// conversation knows nothing of. If the journal fails, it waits as
+/// results do; if the attempt ended meanwhile (cancelled, timed out), it
+/// is not published.
+pub(super) struct Publish {
+    pub(super) attempt: u32,
+    pub(super) executor: Arc<dyn crate::remote::RemoteExecutor>,
+    pub(super) task: crate::remote::RemoteTask,
+    pub(super) report: actix::Recipient<crate::messages::TaskFinished>,
+}
+
 /// A task's result, waiting for its record to be durable.
 struct Ended {
     id: TaskId,
@@ -119,7 +144,7 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
             let due = !concluding.unsealed.is_empty()
                 || (!concluding.stalled.is_empty() && concluding.in_flight.is_empty());
             if due && !concluding.waiting_to_retry {
-                let results: Vec<Ended> = concluding.unsealed.drain(..).collect();
+                let results: Vec<Waiting> = concluding.unsealed.drain(..).collect();
                 // Whatever else waits goes first, in the order it was made.
                 let mut records = std::mem::take(&mut act.journal_buffer);
                 records.extend(act.concluding.records.drain(..));
@@ -148,9 +173,14 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
                 }
                 // Durable too: the results of failed appends before it.
                 let stalled = std::mem::take(&mut act.concluding.stalled);
-                for ended in stalled.into_iter().chain(results) {
-                    let _guard = ended.span.entered();
-                    folded |= act.fold_result(ended.id, ended.outcome);
+                for waiting in stalled.into_iter().chain(results) {
+                    match waiting {
+                        Waiting::Result(ended) => {
+                            let _guard = ended.span.entered();
+                            folded |= act.fold_result(ended.id, ended.outcome);
+                        }
+                        Waiting::Publish(publish) => act.publish(publish),
+                    }
                 }
             }
             if let Some(error) = failed {
@@ -181,12 +211,32 @@ impl<R: Role> AgentActor<R> {
     ) {
         let record = self.finished_record(id, &outcome);
         self.concluding.records.push_back(record);
-        self.concluding.unsealed.push_back(Ended {
+        self.concluding.unsealed.push_back(Waiting::Result(Ended {
             id,
             outcome,
             span: tracing::Span::current(),
-        });
+        }));
         self.when_durable(ctx);
+    }
+
+    /// Publishes a remote task once everything journaled before it is
+    /// durable (see [`Publish`]).
+    pub(super) fn publish_when_durable(&mut self, publish: Publish, ctx: &mut Context<Self>) {
+        self.concluding
+            .unsealed
+            .push_back(Waiting::Publish(publish));
+        self.when_durable(ctx);
+    }
+
+    /// Hands a remote task to its executor, unless its attempt has ended.
+    fn publish(&mut self, publish: Publish) {
+        let id = publish.task.task_id;
+        let current = self.tasks.get(&id).is_some_and(|t| {
+            t.attempt == publish.attempt && matches!(t.state, TaskState::Remote(_))
+        });
+        if current {
+            publish.executor.dispatch(publish.task, publish.report);
+        }
     }
 
     fn finished_record(&self, id: TaskId, outcome: &TaskOutcome) -> JournalRecord {
@@ -225,9 +275,9 @@ impl<R: Role> AgentActor<R> {
             .map_or(RETRY_FIRST, |p| (p * 2).min(RETRY_MAX));
         tracing::error!(
             %error,
-            results = self.concluding.stalled.len(),
+            waiting = self.concluding.stalled.len(),
             retry_in_ms = super::duration_ms(pause),
-            "journal append failed; the results wait until their records are durable"
+            "journal append failed; results and remote tasks wait until their records are durable"
         );
         self.concluding.retry = Some(pause);
         self.concluding.waiting_to_retry = true;

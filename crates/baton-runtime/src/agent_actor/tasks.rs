@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler};
-use actix::{ActorFutureExt, WrapFuture};
 use baton_core::{
     AgentName, BudgetExceeded, CallId, DynTool, Event, JournalRecord, Message, TaskId, TaskKind,
     TaskOutcome, TaskStatus, ToolError, ToolOutput,
@@ -16,6 +15,7 @@ use futures::FutureExt;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::journaling::Publish;
 use super::{duration_ms, panic_message, AgentActor, InputPolicy, ModelActor};
 use crate::agent::Agent;
 use crate::error::RuntimeError;
@@ -349,32 +349,20 @@ impl<R: Role> AgentActor<R> {
             prompt,
             trace,
         };
-        let recipient = ctx.address().recipient();
-        // Write before effect: a published task outlives this process, so
-        // its record (and everything journaled before it) must be durable
-        // first, or a crash in between would leave work running that the
-        // resumed conversation knows nothing of. The append waits until this
-        // handler is done, so the task's own record (journaled just after
-        // it is launched) is in it.
+        let report = ctx.address().recipient();
+        // Write before effect: published only once its record (journaled
+        // just after it is launched) is durable, waiting as results do if
+        // the journal fails (see `Publish`).
         if self.shared.journal.is_none() {
-            executor.dispatch(task, recipient);
+            executor.dispatch(task, report);
         } else {
-            let executor = executor.clone();
-            ctx.spawn(ActorFutureExt::then(actix::fut::ready(()), move |(), act: &mut Self, _ctx| {
-                let records = std::mem::take(&mut act.journal_buffer);
-                let durable = act
-                    .journal(records)
-                    .unwrap_or_else(|| Box::pin(futures::future::ready(Ok(()))));
-                durable.into_actor(act).map(move |result, act, _ctx| {
-                    if let Err(error) = result {
-                        tracing::error!(%error, task_id = %id, "journal append failed before a remote dispatch");
-                    }
-                    // It may have been cancelled or timed out meanwhile.
-                    if act.tasks.get(&id).is_some_and(|t| t.attempt == attempt) {
-                        executor.dispatch(task, recipient);
-                    }
-                })
-            }));
+            let publish = Publish {
+                attempt,
+                executor: Arc::clone(&executor),
+                task,
+                report,
+            };
+            self.publish_when_durable(publish, ctx);
         }
         if let Some(limit) = timeout {
             let after_ms = duration_ms(limit);
