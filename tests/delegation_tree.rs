@@ -1104,3 +1104,166 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
         convo.shutdown().await.unwrap();
     });
 }
+
+/// A task's id, status and outcome.
+type Facts = (TaskId, TaskStatus, Option<TaskOutcome>);
+
+/// Each task's facts, from the log's replay and from the live registry.
+fn logged_and_live(journal: &Unreliable, convo: &baton::Conversation) -> (Vec<Facts>, Vec<Facts>) {
+    let facts = |t: &baton::core::TaskRecord| (t.id, t.status, t.outcome.clone());
+    let replay = baton::core::Replay::from_records(journal.durable());
+    (
+        replay.tasks.iter().map(|(t, _)| facts(t)).collect(),
+        convo.tasks().iter().map(facts).collect(),
+    )
+}
+
+/// How many `TaskFinished` records the log holds for `id`.
+fn finishes(journal: &Unreliable, id: TaskId) -> usize {
+    journal
+        .durable()
+        .iter()
+        .filter(|r| matches!(r, baton::core::JournalRecord::TaskFinished { task_id, .. } if *task_id == id))
+        .count()
+}
+
+/// A lead that runs one 1 s research task and then answers "done".
+fn researching_lead() -> Agent {
+    let model = ScriptedModel::from_fn(|req: &ChatRequest| match req.messages.last() {
+        Some(Message::User { .. }) => ScriptedTurn::call("deep_research", json!({"topic": "x"})),
+        Some(Message::TaskResult { .. }) => ScriptedTurn::text("done"),
+        _ => ScriptedTurn::text("started"),
+    });
+    Agent::builder("lead")
+        .model(model)
+        .background_tool(DeepResearch { secs: 1 })
+        .build()
+}
+
+#[test]
+fn a_cancel_between_a_tasks_end_and_its_fold_finds_it_finished() {
+    block_on_paused(async {
+        let journal = Unreliable::new();
+        let convo = Orchestrator::builder(researching_lead())
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        // The task ends at 1 s; its record is held back from 0.5 s.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        journal.hold();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let id = TaskId::new(1);
+        assert_eq!(
+            convo.cancel_task(id).await,
+            Ok(TaskStatus::Succeeded),
+            "already finished"
+        );
+        journal.release();
+        convo.settled().await.unwrap();
+        let record = convo.check_task(id).unwrap();
+        assert_eq!(record.status, TaskStatus::Succeeded);
+        let (logged, live) = logged_and_live(&journal, &convo);
+        assert_eq!(logged, live);
+        assert_eq!(finishes(&journal, id), 1);
+        let history = convo.history().await.unwrap();
+        let results: Vec<_> = history
+            .messages()
+            .iter()
+            .filter_map(|m| match m {
+                Message::TaskResult { outcome, .. } => Some(outcome.status_word()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(results, ["succeeded"], "the model hears of it once");
+        let ended: Vec<_> = drain(&mut events)
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::TaskFinished { outcome, .. } => Some(outcome.status_word()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended, ["succeeded"]);
+    });
+}
+
+#[test]
+fn a_subtree_cancelled_while_a_result_below_is_on_its_way_keeps_that_result() {
+    block_on_paused(async {
+        // The lead delegates to "mid", which runs one 1 s research task.
+        let model = ScriptedModel::from_fn(|req: &ChatRequest| {
+            match (req.agent.as_str(), req.messages.last()) {
+                ("lead", Some(Message::User { .. })) => {
+                    ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "p"}))
+                }
+                ("mid", Some(Message::User { .. })) => {
+                    ScriptedTurn::call("deep_research", json!({"topic": "x"}))
+                }
+                _ => ScriptedTurn::text("ok"),
+            }
+        });
+        let mid = Agent::builder("mid")
+            .model(model.clone())
+            .background_tool(DeepResearch { secs: 1 })
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([mid])
+            .build();
+        let journal = Unreliable::new();
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        journal.hold();
+        // The research (task 2) ended at 1 s, its record held back; then
+        // its parent (task 1) is cancelled with its subtree.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        journal.release();
+        convo.settled().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let status = |n| convo.check_task(TaskId::new(n)).unwrap().status;
+        assert_eq!(
+            (status(1), status(2)),
+            (TaskStatus::Cancelled, TaskStatus::Succeeded)
+        );
+        let (logged, live) = logged_and_live(&journal, &convo);
+        assert_eq!(logged, live);
+        assert_eq!(finishes(&journal, TaskId::new(2)), 1);
+    });
+}
+
+#[test]
+fn a_shutdown_between_a_tasks_end_and_its_fold_records_its_real_outcome() {
+    block_on_paused(async {
+        let journal = Unreliable::new();
+        let convo = Orchestrator::builder(researching_lead())
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        journal.hold();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        convo.shutdown().await.unwrap();
+        journal.release();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let id = TaskId::new(1);
+        assert_eq!(convo.check_task(id).unwrap().status, TaskStatus::Succeeded);
+        let (logged, live) = logged_and_live(&journal, &convo);
+        assert_eq!(logged, live);
+        assert_eq!(finishes(&journal, id), 1);
+        // Resumed, the conversation folds the result it had not folded.
+        let replay = baton::core::Replay::from_records(journal.durable());
+        assert_eq!(
+            replay.pending_inputs.len(),
+            1,
+            "{:?}",
+            replay.pending_inputs
+        );
+    });
+}

@@ -156,6 +156,10 @@ struct Inner {
     /// Keyed by ids the registry makes (small integers, not attacker-chosen
     /// keys), so a fast hash will do.
     tasks: DashMap<TaskId, TaskRecord, foldhash::fast::RandomState>,
+    /// Tasks whose outcome is decided but not recorded yet (see
+    /// [`TaskRegistry::decide`]). Read and written only under the task's
+    /// entry in `tasks`.
+    decided: DashMap<TaskId, (), foldhash::fast::RandomState>,
     ids: TaskIdGen,
     epoch: Instant,
 }
@@ -179,6 +183,7 @@ impl TaskRegistry {
         Self {
             inner: Arc::new(Inner {
                 tasks: DashMap::default(),
+                decided: DashMap::default(),
                 ids: TaskIdGen::default(),
                 epoch: Instant::now(),
             }),
@@ -280,6 +285,38 @@ impl TaskRegistry {
         let now = self.now_ms();
         match self.inner.tasks.get_mut(&id) {
             Some(mut r) if !r.status.is_terminal() => {
+                r.status = TaskStatus::from(&outcome);
+                r.finished_ms = Some(now);
+                r.outcome = Some(outcome);
+                self.inner.decided.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks that a task's outcome is decided, to be recorded with
+    /// [`finish`](Self::finish) later (once it is durable): until then the
+    /// task reads as it did, but [`cancel`](Self::cancel) leaves it alone,
+    /// so a cancel that comes in between cannot make it end otherwise.
+    /// Returns `false` if the task is unknown or already ended.
+    pub fn decide(&self, id: TaskId) -> bool {
+        match self.inner.tasks.get_mut(&id) {
+            Some(r) if !r.status.is_terminal() => {
+                self.inner.decided.insert(id, ());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends a task with `outcome` (a cancellation) unless it has ended or
+    /// its outcome is [decided](Self::decide) already. Returns whether it
+    /// did.
+    pub fn cancel(&self, id: TaskId, outcome: TaskOutcome) -> bool {
+        let now = self.now_ms();
+        match self.inner.tasks.get_mut(&id) {
+            Some(mut r) if !r.status.is_terminal() && !self.inner.decided.contains_key(&id) => {
                 r.status = TaskStatus::from(&outcome);
                 r.finished_ms = Some(now);
                 r.outcome = Some(outcome);
@@ -411,6 +448,27 @@ mod tests {
         assert_eq!(check["result"], "x");
         assert_eq!(check["elapsed_ms"], 1500);
         assert_eq!(check["status"], "succeeded");
+    }
+
+    #[test]
+    fn a_cancel_leaves_a_task_whose_outcome_is_decided_alone() {
+        let reg = TaskRegistry::new();
+        let cancelled = || TaskOutcome::Cancelled {
+            reason: "stop".into(),
+        };
+        let (a, b) = (
+            reg.create(None, "a".into(), tool("t")),
+            reg.create(None, "a".into(), tool("t")),
+        );
+        assert!(reg.decide(a));
+        assert!(!reg.cancel(a, cancelled()), "decided: not cancelled");
+        assert_eq!(reg.status(a), Some(TaskStatus::Running), "not ended yet");
+        assert!(reg.finish(a, TaskOutcome::Succeeded { output: "x".into() }));
+        assert_eq!(reg.status(a), Some(TaskStatus::Succeeded));
+        assert!(!reg.decide(a), "ended");
+        assert!(reg.cancel(b, cancelled()));
+        assert!(!reg.decide(b));
+        assert_eq!(reg.status(b), Some(TaskStatus::Cancelled));
     }
 
     #[test]

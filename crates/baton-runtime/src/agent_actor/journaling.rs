@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::{ActorFuture, AsyncContext, Context};
 use baton_core::{
-    CallId, DynTool, JournalError, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus,
+    CallId, DynTool, Event, JournalError, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus,
     ToolError, ToolOutput,
 };
 use futures::future::BoxFuture;
@@ -203,12 +203,24 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
 impl<R: Role> AgentActor<R> {
     /// Journals a task's outcome and folds the result into the agent's
     /// history once the record is durable (see [`Concluding`]).
+    ///
+    /// From now on the outcome is decided: a cancel that comes before the
+    /// fold leaves the task alone (in the registry too, for cancels from
+    /// above), so the registry ends up saying what the log says.
     pub(super) fn conclude_when_durable(
         &mut self,
         id: TaskId,
         outcome: TaskOutcome,
         ctx: &mut Context<Self>,
     ) {
+        if !self.shared.registry.decide(id) {
+            // Ended already (cancelled with a subtree above it): so it stays.
+            self.tasks.remove(&id);
+            return self.advance(ctx);
+        }
+        if let Some(own) = self.tasks.get_mut(&id) {
+            own.state = TaskState::Ended(TaskStatus::from(&outcome));
+        }
         let record = self.finished_record(id, &outcome);
         self.concluding.records.push_back(record);
         self.concluding.unsealed.push_back(Waiting::Result(Ended {
@@ -248,10 +260,31 @@ impl<R: Role> AgentActor<R> {
     }
 
     /// On stop: the records of results still waiting to be folded go to the
-    /// journal with the rest, so a resumed conversation folds them.
+    /// journal with the rest, so a resumed conversation folds them, and the
+    /// registry records their outcomes as the log will have them (they are
+    /// not cancelled).
     pub(super) fn seal_waiting_results(&mut self) {
         self.journal_buffer
             .extend(self.concluding.records.drain(..));
+        let concluding = &mut self.concluding;
+        let waiting: Vec<Waiting> = concluding
+            .stalled
+            .drain(..)
+            .chain(concluding.in_flight.drain(..).flat_map(|(_, w)| w))
+            .chain(concluding.unsealed.drain(..))
+            .collect();
+        for waiting in waiting {
+            let Waiting::Result(Ended { id, outcome, .. }) = waiting else {
+                continue;
+            };
+            self.tasks.remove(&id);
+            if self.shared.registry.finish(id, outcome.clone()) {
+                self.emit(|| Event::TaskFinished {
+                    task_id: id,
+                    outcome,
+                });
+            }
+        }
     }
 
     /// Starts the [`WhenDurable`] future unless it runs.

@@ -81,6 +81,10 @@ pub(super) enum TaskState {
     Worker(Addr<ModelActor>),
     /// Running elsewhere, through this executor.
     Remote(Arc<dyn RemoteExecutor>),
+    /// Its outcome is decided (with this status) and on its way to the
+    /// journal; it ends once that is durable. It is not cancelled any more
+    /// (see `TaskRegistry::decide`), and later reports are ignored.
+    Ended(TaskStatus),
 }
 
 /// A task this agent created and supervises.
@@ -89,6 +93,14 @@ pub(super) struct OwnTask {
     pub(super) attempt: u32,
     pub(super) state: TaskState,
     pub(super) spans: TaskSpans,
+}
+
+impl OwnTask {
+    /// Whether the task still runs (or waits to): its outcome is not
+    /// decided yet.
+    pub(super) fn is_open(&self) -> bool {
+        !matches!(self.state, TaskState::Ended(_))
+    }
 }
 
 impl<R: Role> AgentActor<R> {
@@ -367,7 +379,10 @@ impl<R: Role> AgentActor<R> {
         if let Some(limit) = timeout {
             let after_ms = duration_ms(limit);
             ctx.run_later(limit, move |act, ctx| {
-                let current = act.tasks.get(&id).is_some_and(|t| t.attempt == attempt);
+                let current = act
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| t.attempt == attempt && t.is_open());
                 if current {
                     if let Some(own) = act.tasks.get(&id) {
                         if let TaskState::Remote(executor) = &own.state {
@@ -462,6 +477,13 @@ impl<R: Role> AgentActor<R> {
         if record.parent != self.role.task() {
             return Err(RuntimeError::NotOwned(id));
         }
+        match self.tasks.get(&id).map(|own| &own.state) {
+            None => return Ok(record.status),
+            // Its outcome is decided (its record on its way to the
+            // journal): it has finished, as it will read once durable.
+            Some(TaskState::Ended(status)) => return Ok(*status),
+            Some(_) => {}
+        }
         let Some(own) = self.tasks.remove(&id) else {
             return Ok(record.status);
         };
@@ -472,7 +494,7 @@ impl<R: Role> AgentActor<R> {
                 reason: reason.to_owned(),
             }),
             TaskState::Remote(executor) => executor.cancel(id),
-            TaskState::AwaitingApproval | TaskState::Waiting => {}
+            TaskState::AwaitingApproval | TaskState::Waiting | TaskState::Ended(_) => {}
         }
         Ok(TaskStatus::Cancelled)
     }
@@ -487,7 +509,7 @@ impl<R: Role> AgentActor<R> {
         id: TaskId,
         reason: &str,
     ) -> Result<TaskStatus, RuntimeError> {
-        let owned = self.tasks.contains_key(&id);
+        let owned = self.tasks.get(&id).is_some_and(OwnTask::is_open);
         let status = self.cancel(id, reason)?;
         if owned {
             for (task_id, attempts) in self.shared.registry.unfinished_descendants(id) {
@@ -498,12 +520,13 @@ impl<R: Role> AgentActor<R> {
     }
 
     /// Ends a task as cancelled in the registry, unless it has ended
-    /// already; the one who ends it journals and announces it, once.
+    /// already or its outcome is decided (whoever decided it ends it); the
+    /// one who ends it journals and announces it, once.
     fn end_cancelled(&mut self, task_id: TaskId, reason: &str, attempts: u32) {
         let outcome = TaskOutcome::Cancelled {
             reason: reason.to_owned(),
         };
-        if self.shared.registry.finish(task_id, outcome.clone()) {
+        if self.shared.registry.cancel(task_id, outcome.clone()) {
             self.journal_detached(vec![JournalRecord::TaskFinished {
                 task_id,
                 outcome: outcome.clone(),
@@ -581,8 +604,9 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
             own.as_deref().map(|t| &t.spans),
         );
         let _guard = span.entered();
-        // A task cancelled meanwhile, or a stale attempt's report, changes nothing.
-        let Some(own) = own.filter(|t| t.attempt == msg.attempt) else {
+        // A task cancelled meanwhile, or a stale attempt's report, or one
+        // for a task whose outcome is decided, changes nothing.
+        let Some(own) = own.filter(|t| t.attempt == msg.attempt && t.is_open()) else {
             tracing::debug!(task_id = %msg.task_id, "ignored a report for an ended attempt");
             return;
         };
@@ -667,7 +691,7 @@ impl<R: Role> Handler<CancelTask> for AgentActor<R> {
 
     fn handle(&mut self, msg: CancelTask, ctx: &mut Context<Self>) -> Self::Result {
         let _guard = self.span.clone().entered();
-        let was_running = self.tasks.contains_key(&msg.task_id);
+        let was_running = self.tasks.get(&msg.task_id).is_some_and(OwnTask::is_open);
         let status = self.cancel_tree(msg.task_id, &msg.reason)?;
         if was_running {
             // The model did not ask for this: tell it.
