@@ -502,3 +502,56 @@ fn an_input_sent_while_the_journal_is_down_is_delivered_once_durable() {
         assert!(replay.pending_inputs.is_empty());
     });
 }
+
+#[test]
+fn a_journal_closed_for_good_stops_the_conversation_with_its_error() {
+    block_on_paused(async {
+        // The lead delegates one task; the sub-agent answers after 2 s. The
+        // journal closes for good (its store's writer died) at t = 1 s.
+        let model = ScriptedModel::from_fn(|req| match (req.agent.as_str(), req.messages.last()) {
+            ("lead", Some(Message::User { .. })) => ScriptedTurn::calls(
+                "create_task",
+                [json!({"agent": "helper", "prompt": "look it up"})],
+            ),
+            ("lead", _) => ScriptedTurn::text("noted"),
+            _ => ScriptedTurn::text("found it").after(Duration::from_secs(2)),
+        });
+        let helper = Agent::builder("helper").model(model.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([helper])
+            .build();
+        let journal = Unreliable::new();
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        journal.close();
+
+        // No retrying forever (the clock is paused: retries would run it
+        // on to the limit): the conversation stops and says why.
+        let settled = tokio::time::timeout(Duration::from_secs(600), convo.settled())
+            .await
+            .expect("settled answers instead of retrying forever");
+        let closed = |r: Result<(), baton::RuntimeError>| match r {
+            Err(baton::RuntimeError::Journal(why)) => {
+                assert!(why.contains("writer has stopped"), "{why}")
+            }
+            other => panic!("expected the journal's error, got {other:?}"),
+        };
+        closed(settled);
+        closed(convo.send_user("anyone there?").await);
+        assert_eq!(convo.live_agents(), 0, "the whole tree stopped");
+        // The result never became durable, so it never entered history,
+        // and the log still has the task running: a resumed conversation
+        // (on a store that works again) starts it over.
+        let replay = Replay::from_records(journal.durable());
+        assert!(!replay
+            .history
+            .iter()
+            .any(|m| matches!(m, Message::TaskResult { .. })));
+        assert_eq!(replay.tasks.len(), 1);
+        assert!(!replay.tasks[0].0.status.is_terminal());
+    });
+}

@@ -189,6 +189,8 @@ struct UnreliableState {
     queued: Vec<baton::core::JournalRecord>,
     /// Whether appends fail (all of them, until `recover`).
     down: bool,
+    /// Whether the journal is closed for good (every append fails so).
+    closed: bool,
     /// How many appends still fail once armed.
     failures: u32,
     /// Whether `failures` counts (armed by the first result's record).
@@ -225,6 +227,12 @@ impl Unreliable {
     /// From now on every append fails.
     pub fn go_down(&self) {
         self.lock().down = true;
+    }
+
+    /// From now on every append fails as a journal closed for good does
+    /// (a store whose writer died): what waits is never durable.
+    pub fn close(&self) {
+        self.lock().closed = true;
     }
 
     /// Appends succeed again (what waits goes with the next one).
@@ -268,6 +276,14 @@ impl baton::core::Journal for Unreliable {
         {
             state.armed = true;
         }
+        if state.closed {
+            state.refused += 1;
+            return Box::pin(async {
+                Err(baton::core::JournalError::closed(
+                    "the store's writer has stopped",
+                ))
+            });
+        }
         state.queued.extend(records);
         let fail = state.down || (state.armed && state.failures > 0);
         if fail {
@@ -275,7 +291,7 @@ impl baton::core::Journal for Unreliable {
                 state.failures -= 1;
             }
             state.refused += 1;
-            return Box::pin(async { Err(baton::core::JournalError("the disk is full".into())) });
+            return Box::pin(async { Err(baton::core::JournalError::new("the disk is full")) });
         }
         if state.holding {
             let (tx, rx) = futures::channel::oneshot::channel();

@@ -59,10 +59,54 @@ pub enum JournalRecord {
     },
 }
 
-/// Why a journal could not take records.
+/// Why a journal could not take records: a failure that may pass (a full
+/// disk, a lost connection: the records wait, see [`Journal`]), or a
+/// journal closed for good ([`JournalError::is_closed`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("journal error: {0}")]
-pub struct JournalError(pub String);
+#[error("journal error: {message}")]
+pub struct JournalError {
+    message: String,
+    closed: bool,
+}
+
+impl JournalError {
+    /// A failure that may pass: the journal keeps the records, and a later
+    /// append that succeeds makes them durable.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            closed: false,
+        }
+    }
+
+    /// The journal takes no more records (it was closed, or its writer
+    /// died): no later append will succeed, so waiting is pointless.
+    ///
+    /// ```
+    /// use baton_core::JournalError;
+    ///
+    /// let e = JournalError::closed("the store's writer has stopped");
+    /// assert!(e.is_closed());
+    /// assert!(!JournalError::new("disk full").is_closed());
+    /// assert_eq!(e.to_string(), "journal error: the store's writer has stopped");
+    /// ```
+    pub fn closed(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            closed: true,
+        }
+    }
+
+    /// Whether the journal is closed for good (see [`JournalError::closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 /// A durable, append-only log of one conversation.
 ///
@@ -87,6 +131,11 @@ pub struct JournalError(pub String);
 /// twice). Implementations report failures of dropped futures themselves,
 /// e.g. in their log. Records a journal cannot represent at all (a bug, not
 /// a passing failure) are the one thing it may drop; it must say so loudly.
+///
+/// A journal that can take no more records at all (closed, its writer
+/// dead) fails every append with [`JournalError::closed`]: then nothing
+/// handed over since the last successful append will be durable, and
+/// callers stop waiting (a conversation stops, see `baton-runtime`).
 pub trait Journal: Send + Sync + 'static {
     /// Appends records; resolves once they, and every record appended
     /// before them, are durable.

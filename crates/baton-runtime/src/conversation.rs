@@ -189,22 +189,29 @@ impl Conversation {
     /// doubling up to 5 s) until the record is durable, and the input is
     /// delivered then even if this future was dropped meanwhile. (Failing
     /// here would leave the input in the log but not in the conversation,
-    /// or have it sent twice by a caller trying again.)
+    /// or have it sent twice by a caller trying again.) Only a journal
+    /// closed for good fails it: [`RuntimeError::Journal`], and the input is
+    /// not delivered.
     pub async fn send_user(&self, text: impl Into<String>) -> Result<(), RuntimeError> {
         let text = text.into();
         let Some(journal) = &self.shared.journal else {
             self.addr.send(UserInput { text }).await?;
             return Ok(());
         };
+        if let Some(error) = self.shared.journal_closed.get() {
+            return Err(RuntimeError::Journal(error.message().to_owned()));
+        }
         let durable = journal.append(vec![JournalRecord::UserInput { text: text.clone() }]);
         let journal = Arc::clone(journal);
         let addr = self.addr.clone();
         let delivery = tokio::spawn(async move {
-            until_durable(&*journal, durable, "a user input").await;
-            addr.send(UserInput { text }).await
+            until_durable(&*journal, durable, "a user input")
+                .await
+                .map_err(|e| RuntimeError::Journal(e.message().to_owned()))?;
+            Ok::<_, RuntimeError>(addr.send(UserInput { text }).await?)
         });
         match delivery.await {
-            Ok(delivered) => Ok(delivered?),
+            Ok(delivered) => delivered,
             Err(_) => Err(RuntimeError::Stopped),
         }
     }
@@ -320,8 +327,17 @@ impl Conversation {
     /// Resolves when nothing is in flight, nothing is queued and no task is
     /// running, and, for a durable conversation, everything is in its
     /// journal.
+    ///
+    /// Fails with [`RuntimeError::Journal`] if the journal turned out closed
+    /// for good (the conversation stopped then).
     pub async fn settled(&self) -> Result<(), RuntimeError> {
-        Ok(self.addr.send(WhenSettled).await?)
+        match self.addr.send(WhenSettled).await {
+            Ok(result) => result.map_err(|e| RuntimeError::Journal(e.message().to_owned())),
+            Err(stopped) => match self.shared.journal_closed.get() {
+                Some(e) => Err(RuntimeError::Journal(e.message().to_owned())),
+                None => Err(stopped.into()),
+            },
+        }
     }
 
     /// Stops the conversation: aborts model and tool calls and cancels every

@@ -14,10 +14,12 @@ pub enum RuntimeError {
     /// An agent was asked to steer a task it did not create.
     #[error("task `{0}` belongs to another agent")]
     NotOwned(TaskId),
-    /// The journal did not take a record, so the input was not accepted.
-    /// (Not returned any more: a journal keeps the records of a failed
-    /// append, so `send_user` waits until the input is durable.)
-    #[error("the journal did not take the input: {0}")]
+    /// The conversation's journal is closed for good (its store stopped):
+    /// nothing more can be made durable, so the conversation stopped and an
+    /// input sent now is not accepted. (A passing journal failure is not an
+    /// error: a journal keeps the records of a failed append, and
+    /// `send_user` and `settled` wait until they are durable.)
+    #[error("the conversation's journal is closed: {0}")]
     Journal(String),
     /// The task does not wait for approval (any more).
     #[error("task `{0}` is not awaiting approval (it is {1:?})")]

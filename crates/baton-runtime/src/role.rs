@@ -28,9 +28,9 @@ pub trait Role: Unpin + Sized + 'static {
     /// agent should stop.
     fn settled(&mut self, answer: Option<&str>) -> bool;
 
-    /// Called when a model request failed. Returns `true` if the agent
-    /// should stop.
-    fn model_failed(&mut self, error: &str) -> bool;
+    /// Called when the agent's work failed (its model request, or its
+    /// journal closed for good). Returns `true` if the agent should stop.
+    fn failed(&mut self, error: &str) -> bool;
 
     /// Called when the attempt's time limit passed. Returns `true` if the
     /// agent should stop.
@@ -75,7 +75,7 @@ impl Role for Root {
         false
     }
 
-    fn model_failed(&mut self, _error: &str) -> bool {
+    fn failed(&mut self, _error: &str) -> bool {
         false
     }
 
@@ -138,7 +138,7 @@ impl Role for Worker {
         true
     }
 
-    fn model_failed(&mut self, error: &str) -> bool {
+    fn failed(&mut self, error: &str) -> bool {
         self.report(TaskOutcome::Failed {
             error: error.to_owned(),
         });

@@ -155,3 +155,26 @@ pub enum StoreError {
         reason: String,
     },
 }
+
+impl StoreError {
+    /// Whether the store takes no more writes ([`StoreError::Closed`],
+    /// [`StoreError::WriterStopped`]): an append failing with this will
+    /// not succeed later.
+    pub fn is_closed(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Closed { .. } | StoreError::WriterStopped { .. }
+        )
+    }
+}
+
+impl From<StoreError> for baton_core::JournalError {
+    /// A closed store is a closed journal; any other failure may pass.
+    fn from(e: StoreError) -> Self {
+        if e.is_closed() {
+            baton_core::JournalError::closed(e.to_string())
+        } else {
+            baton_core::JournalError::new(e.to_string())
+        }
+    }
+}

@@ -375,11 +375,11 @@ impl GroupWriter {
         Box::pin(async move {
             match done.await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(JournalError(e.to_string())),
+                Ok(Err(e)) => Err(e.into()),
                 // Dropped unanswered: a thread of the writer died with it.
                 Err(_) => {
                     stopped.reason_given().await;
-                    Err(JournalError(stopped.error().to_string()))
+                    Err(stopped.error().into())
                 }
             }
         })
@@ -629,7 +629,9 @@ mod tests {
         pending.extend((0..3).map(|i| writer.journal_append("c", input(&format!("queued {i}")))));
         go.send(()).unwrap();
         let check = |result: Result<(), JournalError>| {
-            let JournalError(message) = result.unwrap_err();
+            let error = result.unwrap_err();
+            assert!(error.is_closed(), "{error}");
+            let message = error.message();
             assert!(
                 message.contains("panics.db: the store's writer has stopped")
                     && message.contains("its writer thread panicked: disk on fire"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use actix::{ActorFuture, AsyncContext, Context};
+use actix::{ActorContext, ActorFuture, AsyncContext, Context};
 use baton_core::{
     CallId, DynTool, Event, JournalError, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus,
     ToolError, ToolOutput,
@@ -76,11 +76,21 @@ pub(crate) type Durable = BoxFuture<'static, Result<(), JournalError>>;
 /// durable: until it succeeds or, after it failed, until an empty append
 /// made after a pause (200 ms, doubling up to 5 s) succeeds. The journal
 /// keeps a failed append's records ahead of later ones, so an empty append
-/// that succeeds has made them durable; they are never sent twice.
-pub(crate) async fn until_durable(journal: &dyn baton_core::Journal, first: Durable, what: &str) {
+/// that succeeds has made them durable; they are never sent twice. A
+/// journal closed for good ([`JournalError::is_closed`]) is the error: no
+/// later append would succeed.
+pub(crate) async fn until_durable(
+    journal: &dyn baton_core::Journal,
+    first: Durable,
+    what: &str,
+) -> Result<(), JournalError> {
     let mut durable = first;
     let mut pause = RETRY_FIRST;
     while let Err(error) = durable.await {
+        if error.is_closed() {
+            tracing::error!(%error, "the journal is closed; {what} is not durable");
+            return Err(error);
+        }
         tracing::error!(
             %error,
             retry_in_ms = super::duration_ms(pause),
@@ -90,6 +100,7 @@ pub(crate) async fn until_durable(journal: &dyn baton_core::Journal, first: Dura
         pause = (pause * 2).min(RETRY_MAX);
         durable = journal.append(Vec::new());
     }
+    Ok(())
 }
 
 /// What waits for the journal.
@@ -184,6 +195,11 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
                 }
             }
             if let Some(error) = failed {
+                if error.is_closed() {
+                    act.journal_closed(&error, ctx);
+                    act.concluding.running = false;
+                    return Poll::Ready(());
+                }
                 act.retry_later(&error, ctx);
             }
             if folded {
@@ -285,6 +301,26 @@ impl<R: Role> AgentActor<R> {
                 });
             }
         }
+    }
+
+    /// The journal is closed for good: nothing more can be made durable, so
+    /// the agent stops. What waits for the journal stays unfolded (a
+    /// resumed conversation would find those tasks running and start them
+    /// again); a worker fails its task to its parent, whose own appends fail
+    /// the same way, up to the conversation, which stops. Its API then
+    /// answers with this error ([`crate::RuntimeError::Journal`]).
+    fn journal_closed(&mut self, error: &JournalError, ctx: &mut Context<Self>) {
+        if self.shared.journal_closed.set(error.clone()).is_ok() {
+            tracing::error!(
+                %error,
+                "the journal is closed for good; the conversation stops, as nothing more can be made durable"
+            );
+        }
+        let reason = format!("the conversation's journal is closed ({})", error.message());
+        self.role.failed(&reason);
+        self.abort_in_flight(ctx);
+        self.cancel_all(&reason);
+        ctx.stop();
     }
 
     /// Starts the [`WhenDurable`] future unless it runs.

@@ -96,6 +96,9 @@ pub(crate) struct Shared {
     pub(crate) arbiters: Option<Arc<ArbiterPool>>,
     /// Where durable records go, if the conversation has a journal.
     pub(crate) journal: Option<Arc<dyn Journal>>,
+    /// Set when the journal turned out closed for good: the conversation
+    /// stopped, and this is why.
+    pub(crate) journal_closed: Arc<std::sync::OnceLock<baton_core::JournalError>>,
 }
 
 impl Shared {
@@ -117,6 +120,7 @@ impl Shared {
             live_agents: Arc::default(),
             arbiters: ArbiterPool::new(worker_threads).map(Arc::new),
             journal,
+            journal_closed: Arc::default(),
         }
     }
 }
@@ -756,7 +760,7 @@ impl<R: Role> AgentActor<R> {
                     turn: msg.turn,
                     error: error.clone(),
                 });
-                if self.role.model_failed(&error) {
+                if self.role.failed(&error) {
                     ctx.stop();
                 } else {
                     self.advance(ctx);
@@ -825,7 +829,7 @@ impl<R: Role> Handler<Shutdown> for AgentActor<R> {
 }
 
 impl Handler<WhenSettled> for OrchestratorActor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Result<(), baton_core::JournalError>>;
 
     fn handle(&mut self, _msg: WhenSettled, _ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -839,9 +843,12 @@ impl Handler<WhenSettled> for OrchestratorActor {
             let _ = rx.await;
             // Settled includes durable: an empty append resolves once
             // everything appended before it is in the journal.
-            if let Some(journal) = journal {
-                let synced = journal.append(Vec::new());
-                until_durable(&*journal, synced, "settling").await;
+            match journal {
+                Some(journal) => {
+                    let synced = journal.append(Vec::new());
+                    until_durable(&*journal, synced, "settling").await
+                }
+                None => Ok(()),
             }
         })
     }
