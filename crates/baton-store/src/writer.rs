@@ -157,19 +157,24 @@ impl Stopped {
     }
 }
 
-/// Runs a thread's loop and says how it ended: `None` when it returned,
-/// the panic's message when it panicked (the panic is caught, so the
-/// thread can still answer for what it leaves behind).
-fn run_caught(thread: &str, body: impl FnOnce()) -> Option<String> {
-    let payload = catch_unwind(AssertUnwindSafe(body)).err()?;
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".to_owned());
-    let reason = format!("its {thread} thread panicked: {message}");
+/// Runs `body` and says how it ended: its value when it returned, the
+/// panic's message when it panicked (the panic is caught, so the thread can
+/// still answer for what it leaves behind).
+fn run_caught<T>(body: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(body)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned())
+    })
+}
+
+/// Why a thread of the store died, as appends are told: logged once.
+fn died(thread: &str, panic: &str) -> String {
+    let reason = format!("its {thread} thread panicked: {panic}");
     tracing::error!(%reason, "the store's {thread} thread died; appends fail from now on");
-    Some(reason)
+    reason
 }
 
 /// One `append` call as queued: a conversation's records, in order. They
@@ -273,14 +278,17 @@ impl GroupWriter {
             location: location.clone(),
             message: format!("cannot start the {what} thread: {e}"),
         };
+        let writer_location = location.clone();
         let writer = std::thread::Builder::new()
             .name("baton-store-writer".into())
-            .spawn(move || match make() {
-                Ok(backend) => {
+            .spawn(move || match run_caught(make) {
+                Ok(Ok(backend)) => {
                     let _ = ready_tx.send(Ok(()));
-                    let panicked = run_caught("writer", || {
+                    let panicked = run_caught(|| {
                         write_loop(backend, &encoded_rx, &writer_stats, &writer_in_flight);
-                    });
+                    })
+                    .err()
+                    .map(|panic| died("writer", &panic));
                     // However it ended: the reason first, so the encoder
                     // (whose next hand-over now fails) and the callers of
                     // the appends dropped with the queue can give it; then
@@ -290,8 +298,18 @@ impl GroupWriter {
                     drop(encoded_rx);
                     writer_in_flight.clear();
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     let _ = ready_tx.send(Err(e));
+                }
+                // Opening the backend (connecting, migrating) panicked.
+                Err(panic) => {
+                    let reason =
+                        format!("its writer thread panicked while opening the store: {panic}");
+                    tracing::error!(%reason, "the store could not be opened");
+                    let _ = ready_tx.send(Err(StoreError::WriterStopped {
+                        location: writer_location,
+                        reason,
+                    }));
                 }
             })
             .map_err(|e| cannot_start("writer", e))?;
@@ -306,11 +324,11 @@ impl GroupWriter {
                     in_flight: &encoder_in_flight,
                     stopped: &encoder_stopped,
                 };
-                if let Some(reason) = run_caught("encoder", || {
+                if let Err(panic) = run_caught(|| {
                     encode_loop(&rx, &encoded_tx, &encoder_location, ended);
                 }) {
                     // The reason before the writer sees the queue close.
-                    encoder_stopped.set(reason);
+                    encoder_stopped.set(died("encoder", &panic));
                     drop((rx, encoded_tx));
                     encoder_in_flight.clear();
                 }
@@ -652,6 +670,26 @@ mod tests {
             *in_flight.count.lock().unwrap(),
             0,
             "appends left counted in flight"
+        );
+    }
+
+    /// Opening the backend (for PostgreSQL: connecting, migrating, filling
+    /// the task table) panics: the store is not opened, and the error says
+    /// why instead of only that the writer stopped.
+    #[test]
+    fn a_backend_that_panics_while_opening_is_a_clear_error() {
+        let location = StoreLocation::File("opens.db".into());
+        let result = GroupWriter::spawn(location, || -> Result<Fake, StoreError> {
+            panic!("migration on fire")
+        });
+        let Err(error) = result else {
+            panic!("the store opened")
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with("opens.db: ")
+                && message.contains("panicked while opening the store: migration on fire"),
+            "{message}"
         );
     }
 
