@@ -68,10 +68,17 @@ impl StoreStats {
 /// thread is nothing tokio can see, but a running blocking task inhibits
 /// the jump. So a scripted run on virtual time does not skip ahead while its
 /// journal writes. On a real clock the task merely waits.
+///
+/// Each append is counted out exactly once, by whichever thread holds it
+/// when it is answered (or dropped unanswered with a dying thread).
 #[derive(Default)]
 pub(crate) struct InFlight {
     count: Mutex<usize>,
     none: Condvar,
+    /// Appends counted out that were not counted in (a bug: the count
+    /// would reach 0 with appends still in flight).
+    #[cfg(test)]
+    overcounted: std::sync::atomic::AtomicUsize,
 }
 
 impl InFlight {
@@ -85,16 +92,14 @@ impl InFlight {
     /// `n` appends answered.
     fn end(&self, n: usize) {
         let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(test)]
+        if n > *count {
+            self.overcounted.fetch_add(n - *count, Ordering::Relaxed);
+        }
         *count = count.saturating_sub(n);
         if *count == 0 {
             self.none.notify_all();
         }
-    }
-
-    /// Forgets every append (the writer is gone) and wakes the waiters.
-    fn clear(&self) {
-        *self.count.lock().unwrap_or_else(PoisonError::into_inner) = 0;
-        self.none.notify_all();
     }
 
     /// Blocks until no append is in flight.
@@ -284,19 +289,41 @@ impl GroupWriter {
             .spawn(move || match run_caught(make) {
                 Ok(Ok(backend)) => {
                     let _ = ready_tx.send(Ok(()));
-                    let panicked = run_caught(|| {
-                        write_loop(backend, &encoded_rx, &writer_stats, &writer_in_flight);
-                    })
-                    .err()
-                    .map(|panic| died("writer", &panic));
-                    // However it ended: the reason first, so the encoder
-                    // (whose next hand-over now fails) and the callers of
-                    // the appends dropped with the queue can give it; then
-                    // the count, for the appends that are never answered.
-                    writer_stopped
-                        .set(panicked.unwrap_or_else(|| "its writer thread ended".to_owned()));
-                    drop(encoded_rx);
-                    writer_in_flight.clear();
+                    let mut held = Held::default();
+                    let ended = run_caught(|| {
+                        write_loop(
+                            backend,
+                            &encoded_rx,
+                            &writer_stats,
+                            &writer_in_flight,
+                            &mut held,
+                        );
+                    });
+                    // It returns once the encoder closed the queue (the
+                    // store was dropped); if it panicked instead:
+                    if let Err(panic) = ended {
+                        // The reason first: the callers of the appends
+                        // dropped while it unwound are waiting for it.
+                        writer_stopped.set(died("writer", &panic));
+                        let failing = Failing {
+                            in_flight: &writer_in_flight,
+                            stopped: &writer_stopped,
+                        };
+                        let replies = held
+                            .kept
+                            .iter_mut()
+                            .flat_map(|e| &mut e.appends)
+                            .filter_map(|a| a.reply.take());
+                        failing.fail(replies, held.uncounted);
+                        drop(held);
+                        // Then every later batch, until the store is dropped.
+                        while let Ok(encoded) = encoded_rx.recv() {
+                            failing.fail(
+                                encoded.appends.into_iter().filter_map(|a| a.reply),
+                                encoded.answered,
+                            );
+                        }
+                    }
                 }
                 Ok(Err(e)) => {
                     let _ = ready_tx.send(Err(e));
@@ -320,18 +347,26 @@ impl GroupWriter {
         let encoder = std::thread::Builder::new()
             .name("baton-store-encoder".into())
             .spawn(move || {
-                let ended = EncoderEnd {
+                let failing = Failing {
                     in_flight: &encoder_in_flight,
                     stopped: &encoder_stopped,
                 };
-                if let Err(panic) = run_caught(|| {
-                    encode_loop(&rx, &encoded_tx, &encoder_location, ended);
-                }) {
-                    // The reason before the writer sees the queue close.
+                let mut held = 0;
+                let ended = run_caught(|| {
+                    encode_loop(&rx, &encoded_tx, &encoder_location, &failing, &mut held);
+                });
+                if let Err(panic) = ended {
+                    // The appends it held were dropped unanswered as it
+                    // unwound: their callers hear why now.
                     encoder_stopped.set(died("encoder", &panic));
-                    drop((rx, encoded_tx));
-                    encoder_in_flight.clear();
+                    encoder_in_flight.end(held);
+                    // Then every later append, until the store is dropped.
+                    while let Ok(request) = rx.recv() {
+                        failing.fail([request.reply], 1);
+                    }
                 }
+                // Closing the queue to the writer ends it.
+                drop(encoded_tx);
             })
             .map_err(|e| cannot_start("encoder", e))?;
         Ok(Self {
@@ -421,15 +456,15 @@ impl Drop for GroupWriter {
     }
 }
 
-/// What the encoder answers appends with once the writer thread is gone.
-struct EncoderEnd<'a> {
+/// How a thread fails the appends it gets once a thread of the store died.
+struct Failing<'a> {
     in_flight: &'a InFlight,
     stopped: &'a Stopped,
 }
 
-impl EncoderEnd<'_> {
-    /// Fails `replies` (the writer is gone), and counts `answered` appends
-    /// answered.
+impl Failing<'_> {
+    /// Fails `replies` with why the store stopped, and counts `answered`
+    /// appends out.
     fn fail(
         &self,
         replies: impl IntoIterator<Item = oneshot::Sender<Result<(), StoreError>>>,
@@ -446,32 +481,30 @@ impl EncoderEnd<'_> {
 /// The encoder thread: takes whatever appends are queued, encodes each as
 /// one row (more if it is larger than [`MAX_ROW_BYTES`]), folds what they
 /// do to the task table, and hands them on to the writer together. An
-/// append whose records do not encode is refused alone. Once the writer
-/// thread is gone (it died), every append is failed at once with why, until
-/// the store is closed.
+/// append whose records do not encode is refused alone. `held` counts the
+/// appends taken and not handed on yet (the count the thread must end
+/// should it die).
 fn encode_loop(
     rx: &mpsc::Receiver<Request>,
     tx: &mpsc::Sender<Encoded>,
     location: &StoreLocation,
-    ended: EncoderEnd<'_>,
+    failing: &Failing<'_>,
+    held: &mut usize,
 ) {
-    let mut writer_gone = false;
     while let Ok(first) = rx.recv() {
         let mut requests = vec![first];
         while let Ok(more) = rx.try_recv() {
             requests.push(more);
         }
-        if writer_gone {
-            let answered = requests.len();
-            ended.fail(requests.into_iter().map(|r| r.reply), answered);
-            continue;
-        }
+        *held = requests.len();
         let mut encoded = Encoded {
             appends: Vec::with_capacity(requests.len()),
             tasks: TaskChanges::default(),
             answered: requests.len(),
         };
         for request in requests {
+            #[cfg(test)]
+            seam::before_encoding(&request.conversation);
             match crate::snapshot::encode_rows(&request.records, MAX_ROW_BYTES) {
                 Ok(rows) => {
                     encoded.tasks.add(&request.conversation, &request.records);
@@ -494,14 +527,27 @@ fn encode_loop(
                 }
             }
         }
+        *held = 0;
         if let Err(mpsc::SendError(encoded)) = tx.send(encoded) {
-            writer_gone = true;
-            ended.fail(
+            // The writer thread is gone altogether (a dead writer fails
+            // what it gets until the queue closes: this is not expected).
+            failing.fail(
                 encoded.appends.into_iter().filter_map(|a| a.reply),
                 encoded.answered,
             );
         }
     }
+}
+
+/// What the writer thread holds, kept outside its loop so that, should it
+/// panic, what it held is still answered and counted out.
+#[derive(Default)]
+struct Held {
+    /// The batches being written: those that failed before (answered,
+    /// counted out) and the latest.
+    kept: Vec<Encoded>,
+    /// How many appends the latest batch answers, until counted out.
+    uncounted: usize,
 }
 
 /// The writer thread: takes whatever is encoded, writes it in one
@@ -518,27 +564,30 @@ fn write_loop(
     rx: &mpsc::Receiver<Encoded>,
     stats: &StoreStats,
     in_flight: &InFlight,
+    held: &mut Held,
 ) {
-    let mut kept: Vec<Encoded> = Vec::new();
+    let kept = &mut held.kept;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let answered: usize = batch.iter().map(|e| e.answered).sum();
+        held.uncounted = answered;
         let appends = batch.iter().map(|e| e.appends.len()).sum::<usize>();
         if appends > 0 {
             stats.appends.fetch_add(appends as u64, Ordering::Relaxed);
             let retried = kept.len();
             kept.extend(batch);
-            write_kept(&mut backend, &mut kept, retried, stats);
+            write_kept(&mut backend, kept, retried, stats);
         }
+        held.uncounted = 0;
         in_flight.end(answered);
     }
     // Closing: one last try for what failed before.
     if !kept.is_empty() {
         let retried = kept.len();
-        write_kept(&mut backend, &mut kept, retried, stats);
+        write_kept(&mut backend, kept, retried, stats);
     }
 }
 
@@ -596,6 +645,36 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A test's hold on the encoder: what it does before it encodes an append
+/// of a given conversation (panic, or wait to be told to go on).
+#[cfg(test)]
+mod seam {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    type Hook = Arc<dyn Fn() + Send + Sync>;
+
+    static HOOKS: Mutex<Vec<(String, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `hook` on the encoder before each append of `conversation`
+    /// (a name of the test's own: tests run at once).
+    pub(super) fn on_encoding(conversation: &str, hook: impl Fn() + Send + Sync + 'static) {
+        let mut hooks = HOOKS.lock().unwrap_or_else(PoisonError::into_inner);
+        hooks.push((conversation.to_owned(), Arc::new(hook)));
+    }
+
+    pub(super) fn before_encoding(conversation: &str) {
+        let hook = HOOKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(c, _)| c == conversation)
+            .map(|(_, hook)| Arc::clone(hook));
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -671,6 +750,66 @@ mod tests {
             0,
             "appends left counted in flight"
         );
+    }
+
+    /// Checks, once the store is dropped, that no append is left counted in
+    /// flight and none was counted out twice.
+    fn assert_counted_out(writer: GroupWriter) {
+        let in_flight = Arc::clone(&writer.in_flight);
+        drop(writer);
+        assert_eq!(
+            *in_flight.count.lock().unwrap(),
+            0,
+            "appends left counted in flight"
+        );
+        assert_eq!(
+            in_flight.overcounted.load(Ordering::Relaxed),
+            0,
+            "appends counted out twice"
+        );
+    }
+
+    /// The writer thread dies while the encoder is encoding an append: that
+    /// append fails with why once handed on, and every append is counted
+    /// out once. (Before, the dying writer set the count to 0 and the
+    /// encoder then counted out again what it held, so the count could
+    /// reach 0 with appends still in flight.)
+    #[test]
+    fn after_the_writer_dies_each_append_is_counted_out_once() {
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let location = StoreLocation::File("counts.db".into());
+        let writer = GroupWriter::spawn(location, move || {
+            Ok(Panicking {
+                entered: entered_tx,
+                go: go_rx,
+            })
+        })
+        .unwrap();
+        let (stalled_tx, stalled) = mpsc::channel();
+        let (resume, resume_rx) = mpsc::channel::<()>();
+        let (stalled_tx, resume_rx) = (Mutex::new(stalled_tx), Mutex::new(resume_rx));
+        seam::on_encoding("counted out once", move || {
+            let _ = stalled_tx.lock().unwrap().send(());
+            let _ = resume_rx.lock().unwrap().recv();
+        });
+        let first = writer.journal_append("c", input("first"));
+        entered.recv().unwrap();
+        let second = writer.journal_append("counted out once", input("second"));
+        stalled.recv().unwrap();
+        go.send(()).unwrap();
+        assert!(futures::executor::block_on(first).is_err());
+        // Until the dead writer has counted out the append it held.
+        while *writer.in_flight.count.lock().unwrap() > 1 {
+            std::thread::yield_now();
+        }
+        resume.send(()).unwrap();
+        let error = futures::executor::block_on(second).unwrap_err().to_string();
+        assert!(
+            error.contains("its writer thread panicked: disk on fire"),
+            "{error}"
+        );
+        assert_counted_out(writer);
     }
 
     /// Opening the backend (for PostgreSQL: connecting, migrating, filling
