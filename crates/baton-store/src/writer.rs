@@ -812,6 +812,48 @@ mod tests {
         assert_counted_out(writer);
     }
 
+    /// The encoder thread panics with one append in its hands and more
+    /// queued behind it: each of them, and every later one, fails at once
+    /// saying why; nothing is written; dropping the store does not wait
+    /// for them, and none is left counted in flight.
+    #[test]
+    fn an_encoder_that_panics_fails_every_append_with_why() {
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let (entered_tx, go_rx) = (Mutex::new(entered_tx), Mutex::new(go_rx));
+        seam::on_encoding("encoder panics", move || {
+            let _ = entered_tx.lock().unwrap().send(());
+            let _ = go_rx.lock().unwrap().recv();
+            panic!("encoder on fire");
+        });
+        let db = Arc::new(Mutex::new(Db::default()));
+        let writer = writer(&db);
+        let mut pending = vec![writer.journal_append("encoder panics", input("first"))];
+        entered.recv().unwrap();
+        pending.extend((0..3).map(|i| writer.journal_append("c", input(&format!("queued {i}")))));
+        go.send(()).unwrap();
+        let check = |result: Result<(), JournalError>| {
+            let error = result.unwrap_err();
+            assert!(error.is_closed(), "{error}");
+            let message = error.message();
+            assert!(
+                message.contains("fake: the store's writer has stopped")
+                    && message.contains("its encoder thread panicked: encoder on fire"),
+                "{message}"
+            );
+        };
+        for p in pending {
+            check(futures::executor::block_on(p));
+        }
+        for i in 0..3 {
+            check(futures::executor::block_on(
+                writer.journal_append("c", input(&format!("later {i}"))),
+            ));
+        }
+        assert_counted_out(writer);
+        assert!(texts(&db).is_empty(), "{:?}", texts(&db));
+    }
+
     /// Opening the backend (for PostgreSQL: connecting, migrating, filling
     /// the task table) panics: the store is not opened, and the error says
     /// why instead of only that the writer stopped.
