@@ -33,6 +33,8 @@
 
 pub mod error;
 pub mod migrations;
+#[cfg(test)]
+mod pg_testing;
 pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;

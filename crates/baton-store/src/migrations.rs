@@ -59,10 +59,49 @@ const MIGRATIONS: &[&str] = &[
 /// The version whose migration creates the task table.
 const TASK_TABLE_VERSION: usize = 3;
 
-/// How many `events` rows the task-table backfill reads at a time: its
-/// memory is bounded by a page, and on PostgreSQL each page is one round
-/// trip to read it and two to write what it does to the task table.
+/// How many `events` rows the task-table backfill folds before it writes
+/// what they do to the task table (a task is one row of a statement per
+/// page, however many of its records the page holds).
 pub const BACKFILL_PAGE_ROWS: usize = 2_000;
+
+/// The most `events` rows the PostgreSQL backfill fetches in one round
+/// trip. Fewer than a page: a row written before appends were split may
+/// hold up to 1,024 records (megabytes), and a fetch is held whole.
+pub const BACKFILL_FETCH_ROWS: usize = 128;
+
+/// About how many bytes of records one fetch of the PostgreSQL backfill
+/// holds: each fetch takes as many rows as this holds at the average size
+/// of the rows of the fetch before it (one at least, at most
+/// [`BACKFILL_FETCH_ROWS`]).
+pub const BACKFILL_FETCH_BYTES: usize = 8 << 20;
+
+/// How the PostgreSQL backfill pages (the constants above; tests lower
+/// them).
+#[derive(Debug, Clone, Copy)]
+struct Paging {
+    page_rows: usize,
+    fetch_rows: usize,
+    fetch_bytes: usize,
+}
+
+const PAGING: Paging = Paging {
+    page_rows: BACKFILL_PAGE_ROWS,
+    fetch_rows: BACKFILL_FETCH_ROWS,
+    fetch_bytes: BACKFILL_FETCH_BYTES,
+};
+
+/// What a backfill did, for the log (and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Backfilled {
+    rows: usize,
+    /// Round trips that fetched rows.
+    fetches: usize,
+    /// The most rows, and the most bytes of records, a fetch held.
+    largest_fetch_rows: usize,
+    largest_fetch_bytes: usize,
+    /// Pages of task changes written.
+    writes: usize,
+}
 
 fn sqlite_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Sqlite {
@@ -310,7 +349,8 @@ pub fn pg_migrate(
     {
         tx.batch_execute(sql).map_err(pg)?;
         if i + 1 == TASK_TABLE_VERSION {
-            pg_backfill_tasks(&mut tx, location)?;
+            let done = pg_backfill_tasks(&mut tx, location, PAGING)?;
+            tracing::info!(store = %location, rows = done.rows, fetches = done.fetches, "task table filled from the events");
         }
         let to = i64::try_from(i + 1).unwrap_or(i64::MAX).to_string();
         tx.execute(
@@ -324,37 +364,164 @@ pub fn pg_migrate(
 }
 
 /// [`backfill_tasks`] for PostgreSQL: the events are read through a
-/// portal, [`BACKFILL_PAGE_ROWS`] rows a round trip, and each page's
-/// changes are written in two statements.
+/// portal, a few rows a round trip (`paging`: at most `fetch_rows`, about
+/// `fetch_bytes` of records), and the changes of every `page_rows` rows are
+/// written in two statements.
 fn pg_backfill_tasks(
     tx: &mut postgres::Transaction<'_>,
     location: &StoreLocation,
-) -> Result<(), StoreError> {
+    paging: Paging,
+) -> Result<Backfilled, StoreError> {
     use crate::postgres::column;
     let pg = |e: postgres::Error| crate::postgres::pg_error(location, e);
-    let page = i32::try_from(BACKFILL_PAGE_ROWS).unwrap_or(i32::MAX);
     let portal = tx
         .bind(
             "SELECT conversation, seq, at_ms, record FROM events ORDER BY conversation, seq",
             &[],
         )
         .map_err(pg)?;
+    let mut done = Backfilled::default();
+    let mut changes = TaskChanges::default();
+    let mut folded = 0;
+    // The first fetch knows nothing of the rows' sizes: one row.
+    let mut fetch = 1;
     loop {
-        let rows = tx.query_portal(&portal, page).map_err(pg)?;
-        let mut changes = TaskChanges::default();
+        let rows = tx
+            .query_portal(&portal, i32::try_from(fetch).unwrap_or(i32::MAX))
+            .map_err(pg)?;
+        done.fetches += 1;
+        let mut bytes = 0;
         for row in &rows {
             let conversation: &str = column(location, "events", row, 0)?;
             let seq: i64 = column(location, "events", row, 1)?;
             let at_ms: i64 = column(location, "events", row, 2)?;
             let text: &str = column(location, "events", row, 3)?;
+            bytes += text.len();
             let mut records = Vec::new();
             decode_row(location, conversation, seq, text, &mut records)?;
             changes.add_at(conversation, &records, at_ms);
+            folded += 1;
+            if folded == paging.page_rows {
+                // Every change carries its own time: the 0 is never used.
+                crate::postgres::write_tasks(tx, location, &std::mem::take(&mut changes), 0)?;
+                done.writes += 1;
+                folded = 0;
+            }
         }
-        // Every change carries its own time: the 0 is never used.
+        done.rows += rows.len();
+        done.largest_fetch_rows = done.largest_fetch_rows.max(rows.len());
+        done.largest_fetch_bytes = done.largest_fetch_bytes.max(bytes);
+        if rows.len() < fetch {
+            break;
+        }
+        let average = (bytes / rows.len().max(1)).max(1);
+        fetch = (paging.fetch_bytes / average).clamp(1, paging.fetch_rows.max(1));
+    }
+    if folded > 0 {
         crate::postgres::write_tasks(tx, location, &changes, 0)?;
-        if rows.len() < BACKFILL_PAGE_ROWS {
-            return Ok(());
-        }
+        done.writes += 1;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg_testing::TestSchema;
+    use baton_core::{JournalRecord, TaskId, TaskKind, TaskRecord, TaskStatus};
+
+    /// A version-2 schema whose events are `rows`: one task created per
+    /// row, with `padding` bytes of arguments.
+    fn old_events(client: &mut postgres::Client, rows: usize, padding: usize) {
+        client.batch_execute(PG_MIGRATIONS[0]).unwrap();
+        client.batch_execute(PG_MIGRATIONS[1]).unwrap();
+        let texts: Vec<String> = (0..rows)
+            .map(|i| {
+                let task = TaskRecord {
+                    id: TaskId::new(i as u64 + 1),
+                    parent: None,
+                    owner: "lead".into(),
+                    kind: TaskKind::Tool {
+                        tool: "search".into(),
+                    },
+                    status: TaskStatus::Running,
+                    created_ms: 0,
+                    finished_ms: None,
+                    outcome: None,
+                    attempts: 1,
+                    tokens: 0,
+                    call: None,
+                };
+                serde_json::to_string(&JournalRecord::TaskCreated {
+                    task,
+                    arguments: Some("x".repeat(padding)),
+                })
+                .unwrap()
+            })
+            .collect();
+        let seqs: Vec<i64> = (1..=rows as i64).collect();
+        client
+            .execute(
+                "INSERT INTO events (conversation, seq, at_ms, record) \
+                 SELECT 'c', s, s, r FROM unnest($1::bigint[], $2::text[]) AS t(s, r)",
+                &[&seqs, &texts],
+            )
+            .unwrap();
+        client.batch_execute(PG_MIGRATIONS[2]).unwrap();
+    }
+
+    fn backfill(client: &mut postgres::Client, paging: Paging) -> (Backfilled, i64) {
+        let location = StoreLocation::File("backfill".into());
+        let mut tx = client.transaction().unwrap();
+        let done = pg_backfill_tasks(&mut tx, &location, paging).unwrap();
+        let tasks: i64 = tx
+            .query_one("SELECT count(*) FROM tasks", &[])
+            .unwrap()
+            .get(0);
+        tx.commit().unwrap();
+        (done, tasks)
+    }
+
+    /// Rows are fetched a few at a time (a row written before appends
+    /// were split can be megabytes), while the task changes are still
+    /// written a page of 2,000 rows at a time. Before, a fetch was a
+    /// whole page.
+    #[test]
+    fn the_backfill_fetches_few_rows_at_a_time_and_writes_pages() {
+        let Some(schema) = TestSchema::new() else {
+            return;
+        };
+        let mut client = schema.client();
+        let rows = 2 * BACKFILL_PAGE_ROWS + 500;
+        old_events(&mut client, rows, 10);
+        let (done, tasks) = backfill(&mut client, PAGING);
+        assert_eq!(tasks, rows as i64);
+        assert_eq!(done.rows, rows);
+        assert_eq!(done.writes, 3, "{done:?}");
+        assert!(
+            done.largest_fetch_rows <= 200 && done.fetches > rows / 200,
+            "{done:?}"
+        );
+    }
+
+    /// Large rows are fetched fewer at a time, about `fetch_bytes` of them.
+    #[test]
+    fn large_rows_are_fetched_by_their_size() {
+        let Some(schema) = TestSchema::new() else {
+            return;
+        };
+        let mut client = schema.client();
+        old_events(&mut client, 300, 10_000);
+        let paging = Paging {
+            page_rows: 100,
+            fetch_rows: 128,
+            fetch_bytes: 50_000,
+        };
+        let (done, tasks) = backfill(&mut client, paging);
+        assert_eq!(tasks, 300);
+        assert_eq!(done.writes, 3, "{done:?}");
+        // About 10 kB a row: 4 rows a fetch.
+        assert_eq!(done.largest_fetch_rows, 4, "{done:?}");
+        assert!(done.largest_fetch_bytes <= 50_000, "{done:?}");
     }
 }
