@@ -555,3 +555,100 @@ fn a_journal_closed_for_good_stops_the_conversation_with_its_error() {
         assert!(!replay.tasks[0].0.status.is_terminal());
     });
 }
+
+/// The lead starts a background tool of 3 s and a sub-agent that answers
+/// after 3 s, and notes each result.
+fn busy_lead() -> Agent {
+    let model = ScriptedModel::from_fn(|req| match (req.agent.as_str(), req.messages.last()) {
+        ("lead", Some(Message::User { .. })) => {
+            ScriptedTurn::call("deep_research", json!({"topic": "bees"})).and_call(
+                "create_task",
+                json!({"agent": "helper", "prompt": "look it up"}),
+            )
+        }
+        ("lead", Some(Message::TaskResult { task_id, .. })) => {
+            ScriptedTurn::text(format!("noted {task_id}"))
+        }
+        ("lead", _) => ScriptedTurn::text("started"),
+        _ => ScriptedTurn::text("found it").after(Duration::from_secs(3)),
+    });
+    let helper = Agent::builder("helper").model(model.clone()).build();
+    Agent::builder("lead")
+        .model(model)
+        .background_tool(DeepResearch { secs: 3 })
+        .delegates_to([helper])
+        .build()
+}
+
+#[test]
+fn a_suspended_conversation_starts_its_running_tasks_again_on_resume() {
+    let journal = MemoryJournal::new();
+    let first = journal.clone();
+    block_on_paused(async move {
+        let convo = Orchestrator::builder(busy_lead())
+            .journal(Arc::new(first.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        convo.suspend().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(convo.live_agents(), 0, "the whole tree stopped");
+        // Nothing was ended: the log has both tasks running.
+        assert!(!first
+            .records()
+            .iter()
+            .any(|r| matches!(r, JournalRecord::TaskFinished { .. })));
+        // Later: what the tasks would have done did not happen meanwhile.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!first
+            .records()
+            .iter()
+            .any(|r| matches!(r, JournalRecord::TaskFinished { .. })));
+    });
+
+    block_on_paused(async move {
+        let replay = Replay::from_records(journal.records());
+        assert_eq!(replay.tasks.len(), 2);
+        assert!(replay.tasks.iter().all(|(t, _)| !t.status.is_terminal()));
+        let convo = Orchestrator::builder(busy_lead())
+            .journal(Arc::new(journal.clone()))
+            .resume(replay)
+            .spawn();
+        convo.settled().await.unwrap();
+        let tasks = convo.tasks();
+        assert_eq!(tasks.len(), 2);
+        // Both ran to the end in the resumed conversation (they had not
+        // ended before: see above).
+        for task in &tasks {
+            assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+        }
+        let history = convo.history().await.unwrap();
+        assert_eq!(history.check_tool_protocol(), Ok(()));
+        let results = history
+            .messages()
+            .iter()
+            .filter(|m| matches!(m, Message::TaskResult { .. }))
+            .count();
+        assert_eq!(results, 2, "each result once");
+    });
+}
+
+#[test]
+fn a_shut_down_conversation_cancels_its_running_tasks() {
+    block_on_paused(async {
+        let journal = MemoryJournal::new();
+        let convo = Orchestrator::builder(busy_lead())
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        convo.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let replay = Replay::from_records(journal.records());
+        assert_eq!(replay.tasks.len(), 2);
+        assert!(replay
+            .tasks
+            .iter()
+            .all(|(t, _)| t.status == TaskStatus::Cancelled));
+    });
+}

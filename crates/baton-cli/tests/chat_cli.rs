@@ -139,3 +139,46 @@ fn a_session_resumes_from_its_store() {
     );
     assert!(!stdout.contains("[task-2"), "nothing ran twice: {stdout}");
 }
+
+#[test]
+fn quitting_a_session_keeps_its_running_task_for_the_next_time() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = dir.path().join("sessions.db");
+    let chat = |input: &str| {
+        Command::cargo_bin("baton")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .args(["chat", "--session", "planning", "--store"])
+            .arg(&store)
+            .arg("--agents")
+            .arg(fixture("chat_agents.toml"))
+            .write_stdin(input.to_owned())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // The research task runs 1.5 s; the user quits right after it started.
+    let first = chat("honeybees\n/quit\n");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("[task-1 deep_research started]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "(1 running task(s) kept: they start again when you resume with --session planning)"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("[task-1 cancelled"), "{stdout}");
+
+    // Resumed: the task starts again and its result comes in.
+    let second = chat("/tasks\n");
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("task-1 deep_research running"), "{stdout}");
+    assert!(
+        stdout.contains("[task-1 succeeded") && !stdout.contains("[task-2"),
+        "{stdout}"
+    );
+}

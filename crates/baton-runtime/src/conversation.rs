@@ -346,8 +346,35 @@ impl Conversation {
         self.addr
             .send(Shutdown {
                 reason: "the conversation was shut down".into(),
+                suspend: false,
             })
             .await?;
         Ok(())
+    }
+
+    /// Stops the conversation but keeps its work for later, as a crash
+    /// would, only cleanly: model and tool calls are aborted and sub-agents
+    /// stopped, but no task is cancelled. The results that ended are
+    /// journaled, and the journal still has the other tasks running, so a
+    /// conversation resumed from it ([`Orchestrator::resume`]) starts them
+    /// again (tools declared not idempotent end `Interrupted`); remote
+    /// tasks go on where they run. Resolves once everything is durable.
+    ///
+    /// Without a journal there is nothing to resume from: it is
+    /// [`Conversation::shutdown`].
+    pub async fn suspend(&self) -> Result<(), RuntimeError> {
+        let Some(journal) = &self.shared.journal else {
+            return self.shutdown().await;
+        };
+        self.addr
+            .send(Shutdown {
+                reason: "the conversation was suspended".into(),
+                suspend: true,
+            })
+            .await?;
+        let synced = journal.append(Vec::new());
+        until_durable(&**journal, synced, "suspending")
+            .await
+            .map_err(|e| RuntimeError::Journal(e.message().to_owned()))
     }
 }

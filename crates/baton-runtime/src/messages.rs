@@ -111,10 +111,15 @@ pub struct GetHistory;
 #[rtype(result = "Result<(), baton_core::JournalError>")]
 pub struct WhenSettled;
 
-/// Stop the agent: abort its model and tool calls and cancel its tasks.
+/// Stop the agent: abort its model and tool calls and cancel its tasks,
+/// or, when `suspend` is set, stop them without ending them (see
+/// [`crate::Conversation::suspend`]).
 #[derive(Debug, Clone, ActixMessage)]
 #[rtype(result = "()")]
 pub struct Shutdown {
     /// Why, for the tasks that get cancelled.
     pub reason: String,
+    /// Leave the tasks unfinished in the journal, to start again when the
+    /// conversation is resumed from it, instead of cancelling them.
+    pub suspend: bool,
 }

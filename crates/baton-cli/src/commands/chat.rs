@@ -170,6 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     actix_rt::System::new().block_on(async move {
         let mut builder = Orchestrator::builder(agent);
         let mut _store = None;
+        let session = args.session.clone().filter(|_| stored.is_some());
         if let Some(stored) = stored {
             builder = builder.journal(stored.journal);
             if let Some(replay) = stored.resume {
@@ -178,7 +179,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _store = Some(stored.store);
         }
         let convo = builder.spawn();
-        let session = Session { convo, interactive };
+        let session = Session {
+            convo,
+            interactive,
+            session,
+        };
         session.chat(lines_rx, printer, running).await
     })
 }
@@ -186,6 +191,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 struct Session {
     convo: Conversation,
     interactive: bool,
+    /// The stored session's name, if the chat is kept in a store: then
+    /// leaving the chat suspends it rather than cancelling its tasks.
+    session: Option<String>,
 }
 
 impl Session {
@@ -197,7 +205,7 @@ impl Session {
     ) -> anyhow::Result<ExitCode> {
         let (answered_tx, mut answered) = mpsc::unbounded_channel::<()>();
         let (say_tx, mut say) = mpsc::unbounded_channel::<String>();
-        let mut transcript = Transcript::default();
+        let mut transcript = Transcript::resuming(&self.convo.tasks(), &running);
         let printer_say = say_tx.clone();
         let collector = EventCollector::start(
             self.convo.subscribe(),
@@ -269,7 +277,20 @@ impl Session {
             }
             self.convo.settled().await?;
         }
-        self.convo.shutdown().await?;
+        match &self.session {
+            // Leaving a stored session keeps its work: running tasks start
+            // again when it is resumed.
+            Some(session) => {
+                let open = self.convo.registry().running_count();
+                self.convo.suspend().await?;
+                if open > 0 {
+                    let _ = say_tx.send(format!(
+                        "({open} running task(s) kept: they start again when you resume with --session {session})"
+                    ));
+                }
+            }
+            None => self.convo.shutdown().await?,
+        }
         let _ = collector.finish().await;
         drop(say_tx);
         let _ = print_task.await;
@@ -319,6 +340,22 @@ struct Transcript {
 }
 
 impl Transcript {
+    /// A transcript that also reports on the conversation's own tasks still
+    /// running from an earlier session (they started again on resume,
+    /// before this transcript listened).
+    fn resuming(tasks: &[baton_core::TaskRecord], running: &AtomicUsize) -> Self {
+        let top_level: std::collections::HashSet<TaskId> = tasks
+            .iter()
+            .filter(|t| t.parent.is_none() && !t.status.is_terminal())
+            .map(|t| t.id)
+            .collect();
+        running.fetch_add(top_level.len(), Ordering::Relaxed);
+        Self {
+            top_level,
+            heard: false,
+        }
+    }
+
     fn lines(&mut self, envelope: &EventEnvelope, running: &AtomicUsize) -> Vec<String> {
         match &envelope.event {
             Event::AssistantMessage {

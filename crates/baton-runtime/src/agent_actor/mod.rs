@@ -184,6 +184,9 @@ pub struct AgentActor<R: Role> {
     starts: StartBatch<ModelActor, tasks::WorkerSeed>,
     /// Whether launches go to `starts` rather than starting at once.
     defer_starts: bool,
+    /// Set when the agent is being suspended: on stop its tasks are left
+    /// unfinished rather than cancelled.
+    suspending: bool,
 }
 
 /// How many calls of one model reply are dispatched before the actor
@@ -252,6 +255,7 @@ impl<R: Role> AgentActor<R> {
             dispatching: None,
             starts: StartBatch::default(),
             defer_starts: false,
+            suspending: false,
         }
     }
 
@@ -652,7 +656,9 @@ impl<R: Role> Actor for AgentActor<R> {
         // the truth about their tasks, which `cancel_all` would otherwise
         // journal as cancelled first.
         self.seal_waiting_results();
-        if !self.tasks.is_empty() {
+        if self.suspending {
+            self.suspend_all(&format!("{} was suspended", self.agent.spec.name));
+        } else if !self.tasks.is_empty() {
             self.cancel_all(&format!("{} stopped", self.agent.spec.name));
         }
         self.flush_journal();
@@ -823,7 +829,16 @@ impl<R: Role> Handler<Shutdown> for AgentActor<R> {
         let _guard = self.span.clone().entered();
         self.role.detach();
         self.abort_in_flight(ctx);
-        self.cancel_all(&msg.reason);
+        if msg.suspend {
+            // The results that ended are the truth about their tasks: they
+            // go to the journal before the sender hears back (and syncs).
+            self.suspending = true;
+            self.seal_waiting_results();
+            self.suspend_all(&msg.reason);
+            self.flush_journal();
+        } else {
+            self.cancel_all(&msg.reason);
+        }
         ctx.stop();
     }
 }

@@ -492,6 +492,7 @@ impl<R: Role> AgentActor<R> {
             TaskState::Tool(handle) => handle.abort(),
             TaskState::Worker(addr) => addr.do_send(Shutdown {
                 reason: reason.to_owned(),
+                suspend: false,
             }),
             TaskState::Remote(executor) => executor.cancel(id),
             TaskState::AwaitingApproval | TaskState::Waiting | TaskState::Ended(_) => {}
@@ -540,6 +541,28 @@ impl<R: Role> AgentActor<R> {
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
             let _ = self.cancel(id, reason);
+        }
+    }
+
+    /// Stops this agent's tasks without ending them (the agent is being
+    /// suspended): nothing is journaled or changed in the registry, so the
+    /// journal still has them running and a conversation resumed from it
+    /// starts them again. Tool calls are aborted, workers suspended in turn;
+    /// remote tasks go on where they run (a resumed conversation adopts
+    /// their results).
+    pub(super) fn suspend_all(&mut self, reason: &str) {
+        for (_, own) in self.tasks.drain() {
+            match own.state {
+                TaskState::Tool(handle) => handle.abort(),
+                TaskState::Worker(addr) => addr.do_send(Shutdown {
+                    reason: reason.to_owned(),
+                    suspend: true,
+                }),
+                TaskState::Remote(_)
+                | TaskState::AwaitingApproval
+                | TaskState::Waiting
+                | TaskState::Ended(_) => {}
+            }
         }
     }
 }
