@@ -652,3 +652,55 @@ fn a_shut_down_conversation_cancels_its_running_tasks() {
             .all(|(t, _)| t.status == TaskStatus::Cancelled));
     });
 }
+
+#[test]
+fn inputs_are_delivered_in_the_order_of_the_log_when_an_append_failed() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+            Some(Message::User { content }) => ScriptedTurn::text(format!("re: {content}")),
+            _ => ScriptedTurn::text("?"),
+        });
+        let journal = Unreliable::new();
+        let convo = Orchestrator::builder(Agent::builder("lead").model(model).build())
+            .journal(Arc::new(journal.clone()))
+            .spawn();
+        // A's append fails; B's, right after, succeeds and so makes A
+        // durable too. A must still come first.
+        journal.go_down();
+        let a = {
+            let convo = convo.clone();
+            tokio::spawn(async move { convo.send_user("A").await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        journal.recover();
+        let b = {
+            let convo = convo.clone();
+            tokio::spawn(async move { convo.send_user("B").await })
+        };
+        // At every moment a crash would resume as the conversation was:
+        // the inputs in history, then those pending, in the log's order.
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let replay = Replay::from_records(journal.durable());
+            let mut inputs: Vec<String> = texts(&convo.history().await.unwrap())
+                .into_iter()
+                .filter(|t| !t.starts_with("re: "))
+                .collect();
+            inputs.extend(replay.pending_inputs.iter().filter_map(|m| match m {
+                Message::User { content } => Some(content.clone()),
+                _ => None,
+            }));
+            let logged = replay.history.len() + replay.pending_inputs.len();
+            if logged > 0 {
+                assert_eq!(inputs, ["A", "B"], "{:?}", replay);
+            }
+        }
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(
+            texts(&convo.history().await.unwrap()),
+            ["A", "re: A", "B", "re: B"]
+        );
+    });
+}

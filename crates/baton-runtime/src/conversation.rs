@@ -148,11 +148,81 @@ impl Orchestrator {
         if let Some(replay) = self.replay {
             actor.resume_from(replay);
         }
+        let addr = actor.start();
+        let inputs = shared
+            .journal
+            .as_ref()
+            .map(|journal| Arc::new(Inputs::start(Arc::clone(journal), addr.clone())));
         Conversation {
-            addr: actor.start(),
+            addr,
             shared,
             root,
+            inputs,
         }
+    }
+}
+
+/// A durable conversation's user inputs on their way in: each is journaled,
+/// then delivered once durable, strictly in the order they were journaled.
+/// (Delivered each on its own, an input whose append failed would arrive
+/// after a later one that made it durable: history would then differ from
+/// the log, and a resume would lose one input and repeat another.)
+struct Inputs {
+    /// Appends and queues under one lock, so the queue's order is the
+    /// journal's.
+    queue: std::sync::Mutex<tokio::sync::mpsc::UnboundedSender<Input>>,
+    journal: Arc<dyn Journal>,
+}
+
+/// One input: its append's future, its text, and who waits for it.
+struct Input {
+    durable: crate::agent_actor::Durable,
+    text: String,
+    delivered: tokio::sync::oneshot::Sender<Result<(), RuntimeError>>,
+}
+
+impl Inputs {
+    /// Starts the task that delivers the inputs, one after the other.
+    fn start(journal: Arc<dyn Journal>, addr: Addr<OrchestratorActor>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+        let deliverer = Arc::clone(&journal);
+        tokio::spawn(async move {
+            while let Some(input) = rx.recv().await {
+                let result = match until_durable(&*deliverer, input.durable, "a user input").await {
+                    Ok(()) => addr
+                        .send(UserInput { text: input.text })
+                        .await
+                        .map_err(RuntimeError::from),
+                    Err(e) => Err(RuntimeError::Journal(e.message().to_owned())),
+                };
+                let _ = input.delivered.send(result);
+            }
+        });
+        Self {
+            queue: std::sync::Mutex::new(tx),
+            journal,
+        }
+    }
+
+    /// Journals `text` and queues it for delivery; the receiver says when
+    /// it was delivered (or why not).
+    fn send(&self, text: String) -> tokio::sync::oneshot::Receiver<Result<(), RuntimeError>> {
+        let (delivered, done) = tokio::sync::oneshot::channel();
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let durable = self
+            .journal
+            .append(vec![JournalRecord::UserInput { text: text.clone() }]);
+        // A send fails only once the delivering task is gone (the runtime
+        // is shutting down): then the dropped sender answers `Stopped`.
+        let _ = queue.send(Input {
+            durable,
+            text,
+            delivered,
+        });
+        done
     }
 }
 
@@ -163,6 +233,8 @@ pub struct Conversation {
     addr: Addr<OrchestratorActor>,
     shared: Arc<Shared>,
     root: baton_core::AgentName,
+    /// With a journal: where inputs are journaled and delivered in order.
+    inputs: Option<Arc<Inputs>>,
 }
 
 impl std::fmt::Debug for Conversation {
@@ -189,31 +261,23 @@ impl Conversation {
     /// doubling up to 5 s) until the record is durable, and the input is
     /// delivered then even if this future was dropped meanwhile. (Failing
     /// here would leave the input in the log but not in the conversation,
-    /// or have it sent twice by a caller trying again.) Only a journal
-    /// closed for good fails it: [`RuntimeError::Journal`], and the input is
-    /// not delivered.
+    /// or have it sent twice by a caller trying again.) Inputs are
+    /// delivered in the order they were journaled, also when sent at once
+    /// from several tasks. Only a journal closed for good fails it:
+    /// [`RuntimeError::Journal`], and the input is not delivered.
     pub async fn send_user(&self, text: impl Into<String>) -> Result<(), RuntimeError> {
         let text = text.into();
-        let Some(journal) = &self.shared.journal else {
+        let Some(inputs) = &self.inputs else {
             self.addr.send(UserInput { text }).await?;
             return Ok(());
         };
         if let Some(error) = self.shared.journal_closed.get() {
             return Err(RuntimeError::Journal(error.message().to_owned()));
         }
-        let durable = journal.append(vec![JournalRecord::UserInput { text: text.clone() }]);
-        let journal = Arc::clone(journal);
-        let addr = self.addr.clone();
-        let delivery = tokio::spawn(async move {
-            until_durable(&*journal, durable, "a user input")
-                .await
-                .map_err(|e| RuntimeError::Journal(e.message().to_owned()))?;
-            Ok::<_, RuntimeError>(addr.send(UserInput { text }).await?)
-        });
-        match delivery.await {
-            Ok(delivered) => delivered,
-            Err(_) => Err(RuntimeError::Stopped),
-        }
+        inputs
+            .send(text)
+            .await
+            .unwrap_or(Err(RuntimeError::Stopped))
     }
 
     /// One task's record, read from the registry without a mailbox round

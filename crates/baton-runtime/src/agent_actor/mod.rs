@@ -38,7 +38,7 @@ use tracing::Instrument;
 mod journaling;
 mod tasks;
 
-pub(crate) use journaling::until_durable;
+pub(crate) use journaling::{until_durable, Durable};
 
 use tasks::{task_answer, OwnTask, TaskWork};
 
