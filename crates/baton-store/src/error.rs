@@ -118,14 +118,16 @@ pub enum StoreError {
         /// What it holds, and the client's message.
         message: String,
     },
-    /// A record could not be encoded (nothing of its append was written).
+    /// A record could not be encoded, or is larger than a row of the store
+    /// holds: it can never be written, so nothing of its append was, and
+    /// the append is not kept to go again.
     #[error("{location}: a record of `{conversation}` could not be encoded: {message}")]
     Unencodable {
         /// The store.
         location: StoreLocation,
         /// The conversation.
         conversation: String,
-        /// The encoder's message.
+        /// The encoder's message, or the record's size and the limit.
         message: String,
     },
     /// The operating system refused something (a thread, a file).

@@ -31,6 +31,28 @@ use crate::writer::{await_ready, now_ms, Backend, Encoded, GroupWriter, StoreSta
 /// How long a connection attempt may take unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How much a statement of the writer may carry, and a row hold.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The most bytes of rows one `INSERT` of events carries: a batch's
+    /// rows go in statements of up to this much, in its one transaction (a
+    /// statement's parameter, an array of the rows' texts, is one value,
+    /// and PostgreSQL takes at most 1 GiB in one value or message). A row
+    /// larger than this is a statement of its own.
+    insert_bytes: usize,
+    /// The most bytes an `events` row holds (its record's JSON and its
+    /// conversation's name).
+    row_bytes: usize,
+}
+
+/// The limits stores are opened with (tests lower them).
+const LIMITS: Limits = Limits {
+    insert_bytes: 64 << 20,
+    // PostgreSQL's 1 GiB for one value (and one message), less 1 MiB for
+    // the rest of the row and of the statement: tested to write and read.
+    row_bytes: (1 << 30) - (1 << 20),
+};
+
 /// Options of a [`PgStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgOptions {
@@ -256,6 +278,15 @@ impl PgStore {
     }
 
     fn open_mode(url: &str, options: &PgOptions, create: bool) -> Result<Self, StoreError> {
+        Self::open_limited(url, options, create, LIMITS)
+    }
+
+    fn open_limited(
+        url: &str,
+        options: &PgOptions,
+        create: bool,
+        limits: Limits,
+    ) -> Result<Self, StoreError> {
         let target = Target::new(url, options)?;
         let location = target.location.clone();
         let schema = target.schema.clone();
@@ -274,6 +305,7 @@ impl PgStore {
                 target: writer_target,
                 next_seq: HashMap::new(),
                 last_row: None,
+                limits,
             })
         })?;
         let (jobs, jobs_rx) = mpsc::channel::<ReadJob>();
@@ -307,7 +339,7 @@ impl PgStore {
                 location: location.clone(),
                 message: format!("cannot start the reader thread: {e}"),
             })?;
-        let thread = await_ready(&ready_rx, thread, &location)?;
+        let (thread, ()) = await_ready(&ready_rx, thread, &location)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 location,
@@ -554,7 +586,12 @@ struct PgWriter {
     /// The last row the latest batch wrote: its conversation, sequence
     /// number and time (see [`Backend::committed_after_all`]).
     last_row: Option<(String, i64, i64)>,
+    limits: Limits,
 }
+
+/// Inserts rows of `events`, given as arrays of their columns.
+const INSERT_EVENTS: &str = "INSERT INTO events (conversation, seq, at_ms, record) \
+     SELECT c, s, $3, r FROM unnest($1::text[], $2::bigint[], $4::text[]) AS t(c, s, r)";
 
 /// Applies a batch's task changes, committed at `at_ms` (unless they carry
 /// times of their own), in `tx`: one statement for the tasks created, one
@@ -638,7 +675,8 @@ pub(crate) fn write_tasks(
 
 impl Backend for PgWriter {
     /// One transaction, one `INSERT … SELECT FROM unnest(…)` for the whole
-    /// batch: a single round trip however many appends are queued.
+    /// batch however many appends are queued, unless their rows pass
+    /// [`Limits::insert_bytes`]: then one per that many bytes.
     fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
         let location = &self.location;
         let at_ms = now_ms();
@@ -685,12 +723,33 @@ impl Backend for PgWriter {
         if let (Some(conversation), Some(seq)) = (conversations.last(), seqs.last()) {
             self.last_row = Some(((*conversation).to_owned(), *seq, at_ms));
         }
-        tx.execute(
-            "INSERT INTO events (conversation, seq, at_ms, record) \
-             SELECT c, s, $3, r FROM unnest($1::text[], $2::bigint[], $4::text[]) AS t(c, s, r)",
-            &[&conversations, &seqs, &at_ms, &records],
-        )
-        .map_err(|e| pg_error(location, e))?;
+        if !records.is_empty() {
+            let insert = tx
+                .prepare(INSERT_EVENTS)
+                .map_err(|e| pg_error(location, e))?;
+            let mut start = 0;
+            while start < records.len() {
+                // The rows that fit, one at least.
+                let mut end = start;
+                let mut bytes = 0;
+                while let Some(next) = records.get(end) {
+                    let size = next.len() + conversations[end].len();
+                    if end > start && bytes + size > self.limits.insert_bytes {
+                        break;
+                    }
+                    bytes += size;
+                    end += 1;
+                }
+                let (c, s, r) = (
+                    &conversations[start..end],
+                    &seqs[start..end],
+                    &records[start..end],
+                );
+                tx.execute(&insert, &[&c, &s, &at_ms, &r])
+                    .map_err(|e| pg_error(location, e))?;
+                start = end;
+            }
+        }
         for part in batch {
             write_tasks(&mut tx, location, &part.tasks, at_ms)?;
         }
@@ -727,6 +786,10 @@ impl Backend for PgWriter {
             )
             .map(|row| row.get(0))
             .map_err(|e| pg_error(&self.location, e))
+    }
+
+    fn max_row_bytes(&self) -> usize {
+        self.limits.row_bytes
     }
 }
 
@@ -807,6 +870,77 @@ mod tests {
         let err =
             PgStore::open("postgres://u:secret@h:notaport/db", PgOptions::default()).unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    /// A batch's rows go in statements of at most `insert_bytes` (a row
+    /// larger than that alone), in one transaction: PostgreSQL takes at
+    /// most 1 GiB in the one array parameter of a statement. A trigger
+    /// stands in for that limit, lowered (before, one statement carried
+    /// the whole batch, and the trigger failed it).
+    #[test]
+    fn a_batch_is_inserted_in_statements_of_bounded_size() {
+        let Some(schema) = crate::pg_testing::TestSchema::new() else {
+            return;
+        };
+        let limits = Limits {
+            insert_bytes: 5_000,
+            ..LIMITS
+        };
+        let options = PgOptions {
+            schema: schema.name.clone(),
+        };
+        let store = PgStore::open_limited(&schema.url, &options, true, limits).unwrap();
+        schema
+            .client()
+            .batch_execute(
+                "CREATE TABLE statements (rows BIGINT, bytes BIGINT); \
+                 CREATE FUNCTION bounded() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 DECLARE n BIGINT; b BIGINT; BEGIN \
+                 SELECT count(*), sum(octet_length(record) + octet_length(conversation)) \
+                 INTO n, b FROM new_rows; \
+                 IF n > 1 AND b > 5000 THEN RAISE EXCEPTION 'a statement of % bytes', b; END IF; \
+                 INSERT INTO statements VALUES (n, b); RETURN NULL; END $$; \
+                 CREATE TRIGGER bounded AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows \
+                 FOR EACH STATEMENT EXECUTE FUNCTION bounded();",
+            )
+            .unwrap();
+        // Over 1 MiB: rows of up to 1 MiB, each a statement of its own.
+        let large: Vec<JournalRecord> = (0..600)
+            .map(|i| JournalRecord::UserInput {
+                text: format!("{i} {}", "x".repeat(2_000)),
+            })
+            .collect();
+        let small: Vec<JournalRecord> = (0..20)
+            .map(|i| JournalRecord::UserInput {
+                text: format!("small {i} {}", "y".repeat(400)),
+            })
+            .collect();
+        let journal = store.journal("c").unwrap();
+        let mut all = large.clone();
+        futures::executor::block_on(journal.append(large)).unwrap();
+        // Appended at once: batches of rows of about 450 bytes, some
+        // statements carrying several.
+        all.extend_from_slice(&small);
+        let appends: Vec<_> = small
+            .chunks(1)
+            .map(|one| journal.append(one.to_vec()))
+            .collect();
+        for append in appends {
+            futures::executor::block_on(append).unwrap();
+        }
+        assert_eq!(store.read("c").unwrap(), all);
+        let statements: Vec<(i64, i64)> = schema
+            .client()
+            .query("SELECT rows, bytes FROM statements", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert!(statements.len() >= 3, "{statements:?}");
+        assert!(
+            statements.iter().all(|&(n, b)| n == 1 || b <= 5_000),
+            "{statements:?}"
+        );
     }
 
     #[test]

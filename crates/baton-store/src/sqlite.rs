@@ -23,6 +23,12 @@ use crate::writer::{now_ms, Backend, Encoded, GroupWriter, StoreStats};
 /// The page size of a new store's file.
 const PAGE_SIZE: u32 = 16 * 1024;
 
+/// The most bytes an `events` row holds (its record's JSON and its
+/// conversation's name): the bundled SQLite's limit on a value and a row
+/// (`SQLITE_MAX_LENGTH`, 10⁹ bytes), less 1 MiB for the rest of the row.
+/// A record larger than this is refused (see `Backend::max_row_bytes`).
+const MAX_ROW_BYTES: usize = 1_000_000_000 - (1 << 20);
+
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -463,6 +469,10 @@ impl Backend for SqliteWriter {
                 |row| row.get(0),
             )
             .map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    fn max_row_bytes(&self) -> usize {
+        MAX_ROW_BYTES
     }
 }
 

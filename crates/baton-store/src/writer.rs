@@ -228,6 +228,11 @@ pub(crate) trait Backend: Send + 'static {
     /// dropped connection). Asked before that batch is written again, so
     /// that it is not written twice; `false` if it wrote no row.
     fn committed_after_all(&mut self) -> Result<bool, StoreError>;
+    /// The most bytes one `events` row can hold, its record's JSON and its
+    /// conversation's name together: an append with a larger record can
+    /// never be written, so it is refused rather than kept to fail every
+    /// later batch.
+    fn max_row_bytes(&self) -> usize;
 }
 
 /// The queue, the encoder thread and the writer thread. Dropping it commits
@@ -242,19 +247,20 @@ pub(crate) struct GroupWriter {
 }
 
 /// Waits for a thread just started to report whether it got ready (opened
-/// its connection); if it did not, joins it and returns why.
-pub(crate) fn await_ready(
-    ready: &mpsc::Receiver<Result<(), StoreError>>,
+/// its connection, and what it says with that); if it did not, joins it
+/// and returns why.
+pub(crate) fn await_ready<T>(
+    ready: &mpsc::Receiver<Result<T, StoreError>>,
     thread: std::thread::JoinHandle<()>,
     location: &StoreLocation,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
+) -> Result<(std::thread::JoinHandle<()>, T), StoreError> {
     let outcome = ready.recv().unwrap_or_else(|_| {
         Err(StoreError::Closed {
             location: location.clone(),
         })
     });
     match outcome {
-        Ok(()) => Ok(thread),
+        Ok(said) => Ok((thread, said)),
         Err(e) => {
             let _ = thread.join();
             Err(e)
@@ -288,7 +294,7 @@ impl GroupWriter {
             .name("baton-store-writer".into())
             .spawn(move || match run_caught(make) {
                 Ok(Ok(backend)) => {
-                    let _ = ready_tx.send(Ok(()));
+                    let _ = ready_tx.send(Ok(backend.max_row_bytes()));
                     let mut held = Held::default();
                     let ended = run_caught(|| {
                         write_loop(
@@ -340,7 +346,7 @@ impl GroupWriter {
                 }
             })
             .map_err(|e| cannot_start("writer", e))?;
-        let writer = await_ready(&ready_rx, writer, &location)?;
+        let (writer, max_row_bytes) = await_ready(&ready_rx, writer, &location)?;
         let encoder_location = location.clone();
         let encoder_in_flight = Arc::clone(&in_flight);
         let encoder_stopped = Arc::clone(&stopped);
@@ -353,7 +359,11 @@ impl GroupWriter {
                 };
                 let mut held = 0;
                 let ended = run_caught(|| {
-                    encode_loop(&rx, &encoded_tx, &encoder_location, &failing, &mut held);
+                    let target = Target {
+                        location: &encoder_location,
+                        max_row_bytes,
+                    };
+                    encode_loop(&rx, &encoded_tx, &target, &failing, &mut held);
                 });
                 if let Err(panic) = ended {
                     // The appends it held were dropped unanswered as it
@@ -478,16 +488,55 @@ impl Failing<'_> {
     }
 }
 
+/// What the encoder encodes for: the store, and the most a row of it holds
+/// ([`Backend::max_row_bytes`]).
+struct Target<'a> {
+    location: &'a StoreLocation,
+    max_row_bytes: usize,
+}
+
+impl Target<'_> {
+    /// Encodes an append's records as rows; an error (the append is
+    /// refused) if they do not encode, or if a record is larger than a row
+    /// of the store holds: such records can never be written.
+    fn encode(
+        &self,
+        conversation: &str,
+        records: &[JournalRecord],
+    ) -> Result<Vec<Row>, StoreError> {
+        let refused = |message: String| StoreError::Unencodable {
+            location: self.location.clone(),
+            conversation: conversation.to_owned(),
+            message,
+        };
+        let rows = crate::snapshot::encode_rows(records, MAX_ROW_BYTES)
+            .map_err(|e| refused(e.to_string()))?;
+        // Only a row of one record passes MAX_ROW_BYTES.
+        if let Some(row) = rows
+            .iter()
+            .find(|r| r.text.len().saturating_add(conversation.len()) > self.max_row_bytes)
+        {
+            return Err(refused(format!(
+                "it is {} bytes of JSON, more than a row of this store holds ({} bytes)",
+                row.text.len(),
+                self.max_row_bytes
+            )));
+        }
+        Ok(rows)
+    }
+}
+
 /// The encoder thread: takes whatever appends are queued, encodes each as
 /// one row (more if it is larger than [`MAX_ROW_BYTES`]), folds what they
 /// do to the task table, and hands them on to the writer together. An
-/// append whose records do not encode is refused alone. `held` counts the
-/// appends taken and not handed on yet (the count the thread must end
-/// should it die).
+/// append that cannot be written at all (its records do not encode, or one
+/// is larger than a row holds) is refused alone. `held` counts the appends
+/// taken and not handed on yet (the count the thread must end should it
+/// die).
 fn encode_loop(
     rx: &mpsc::Receiver<Request>,
     tx: &mpsc::Sender<Encoded>,
-    location: &StoreLocation,
+    target: &Target<'_>,
     failing: &Failing<'_>,
     held: &mut usize,
 ) {
@@ -505,7 +554,7 @@ fn encode_loop(
         for request in requests {
             #[cfg(test)]
             seam::before_encoding(&request.conversation);
-            match crate::snapshot::encode_rows(&request.records, MAX_ROW_BYTES) {
+            match target.encode(&request.conversation, &request.records) {
                 Ok(rows) => {
                     encoded.tasks.add(&request.conversation, &request.records);
                     encoded.appends.push(Append {
@@ -518,12 +567,8 @@ fn encode_loop(
                 Err(e) => {
                     // Not a passing failure: these records can never be
                     // written, so they are not kept (see `Journal`).
-                    tracing::error!(error = %e, conversation = %request.conversation, "journal records cannot be encoded; they are dropped");
-                    let _ = request.reply.send(Err(StoreError::Unencodable {
-                        location: location.clone(),
-                        conversation: request.conversation,
-                        message: e.to_string(),
-                    }));
+                    tracing::error!(error = %e, "journal records cannot be written; they are dropped");
+                    let _ = request.reply.send(Err(e));
                 }
             }
         }
@@ -698,6 +743,10 @@ mod tests {
 
         fn committed_after_all(&mut self) -> Result<bool, StoreError> {
             Ok(false)
+        }
+
+        fn max_row_bytes(&self) -> usize {
+            usize::MAX
         }
     }
 
@@ -885,6 +934,9 @@ mod tests {
         lose_answer: usize,
         /// The rows of the latest batch: whether they landed is asked later.
         last: Vec<(String, String)>,
+        /// The most a row holds (none if `None`): a batch with a larger
+        /// row fails.
+        max_row: Option<usize>,
     }
 
     struct Fake(Arc<Mutex<Db>>);
@@ -911,6 +963,11 @@ mod tests {
                 db.fail -= 1;
                 return Err(failure);
             }
+            if let Some(max) = db.max_row {
+                if rows.iter().any(|(c, r)| c.len() + r.len() > max) {
+                    return Err(failure);
+                }
+            }
             db.rows.extend(rows);
             if db.lose_answer > 0 {
                 db.lose_answer -= 1;
@@ -924,6 +981,10 @@ mod tests {
         fn committed_after_all(&mut self) -> Result<bool, StoreError> {
             let db = self.0.lock().unwrap();
             Ok(!db.last.is_empty() && db.rows.ends_with(&db.last))
+        }
+
+        fn max_row_bytes(&self) -> usize {
+            self.0.lock().unwrap().max_row.unwrap_or(usize::MAX)
         }
     }
 
@@ -981,6 +1042,39 @@ mod tests {
             rows[0].contains("\"a\"") && rows[1].contains("\"b\""),
             "{rows:?}"
         );
+    }
+
+    /// A record larger than a row of the store holds can never be written:
+    /// its append is refused saying so, and not kept (it would fail every
+    /// later batch, for good); the appends around it are written.
+    #[test]
+    fn a_record_larger_than_a_row_holds_is_refused_not_kept() {
+        let db = Arc::new(Mutex::new(Db {
+            max_row: Some(1_000),
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        assert_eq!(block(writer.journal_append("c", input("a"))), Ok(()));
+        let huge = vec![
+            JournalRecord::UserInput { text: "b".into() },
+            JournalRecord::UserInput {
+                text: "x".repeat(1_000),
+            },
+        ];
+        let error = block(writer.journal_append("c", huge)).unwrap_err();
+        assert!(!error.is_closed(), "{error}");
+        let message = error.message();
+        assert!(
+            message.starts_with("fake: a record of `c` could not be encoded: it is ")
+                && message
+                    .ends_with(" bytes of JSON, more than a row of this store holds (1000 bytes)"),
+            "{message}"
+        );
+        assert_eq!(block(writer.journal_append("c", input("c"))), Ok(()));
+        let rows = texts(&db);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows[1].contains("\"c\""), "{rows:?}");
     }
 
     #[test]
