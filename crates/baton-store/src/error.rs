@@ -138,15 +138,16 @@ pub enum StoreError {
         /// What failed.
         message: String,
     },
-    /// The writer thread is gone (the store was closed or crashed).
+    /// The store was closed: its writer is gone. (A writer that died says
+    /// why: [`StoreError::WriterStopped`].)
     #[error("{location}: the store's writer has stopped")]
     Closed {
         /// The store.
         location: StoreLocation,
     },
-    /// The store's writer or encoder thread died (it panicked, or ended on
-    /// an error): the appends it held, and every later one, fail with this.
-    /// Reopen the store to write again.
+    /// The store's writer or encoder thread died (it panicked, also while
+    /// opening the store): the appends it held, and every later one, fail
+    /// with this. Reopen the store to write again.
     #[error(
         "{location}: the store's writer has stopped ({reason}); nothing more is written to it"
     )]

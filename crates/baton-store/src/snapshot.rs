@@ -65,10 +65,11 @@ impl Stored {
 }
 
 /// The most JSON an `events` row holds, in bytes (1 MiB): an append whose
-/// records encode to more is split over several rows, so a burst of
-/// thousands of task results does not become one huge row (which every
-/// read, and the writer's transaction, would have to hold whole). A single
-/// record larger than this is a row of its own.
+/// records encode to more is split over several rows, so however many
+/// records a burst of task results holds, its rows stay far under what one
+/// value may hold (PostgreSQL 1 GiB, SQLite 10⁹ bytes). A single record
+/// larger than this is a row of its own (refused if it passes the
+/// backend's limit: see `Backend::max_row_bytes`).
 pub const MAX_ROW_BYTES: usize = 1 << 20;
 
 /// One `events` row as encoded: its JSON text and how many records it

@@ -106,9 +106,9 @@ impl SqliteStore {
             Durability::Normal => "NORMAL",
         };
         // 16 KiB pages (for a new file; an existing one keeps its own): an
-        // append is one row of up to megabytes, written through the WAL a
-        // page at a time; larger pages measured ≈ 15 % faster on the
-        // fan-out benchmark.
+        // append is a row of up to 1 MiB (more rows past that), written
+        // through the WAL a page at a time; larger pages measured ≈ 15 %
+        // faster on the fan-out benchmark.
         // The busy timeout first: switching a new file to WAL takes a lock
         // that another process opening it at the same moment may hold.
         let pragmas = format!(
