@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use baton_core::{Journal, JournalError, JournalRecord, Replay};
 use futures::future::BoxFuture;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::error::{StoreError, StoreLocation};
 use crate::migrations;
@@ -188,19 +188,23 @@ impl SqliteStore {
         let location = &self.inner.location;
         let reader = self.reader();
         let mut stored = Stored::default();
-        let latest: Option<(i64, String)> = reader
-            .query_row(
+        let mut latest = reader
+            .prepare_cached(
                 "SELECT seq, records FROM snapshots WHERE conversation = ?1 ORDER BY seq DESC LIMIT 1",
-                [conversation],
-                |row| Ok((row.get(0)?, row.get(1)?)),
             )
-            .optional()
             .map_err(|e| sqlite_error(path, e))?;
-        if let Some((seq, text)) = latest {
+        let mut rows = latest
+            .query([conversation])
+            .map_err(|e| sqlite_error(path, e))?;
+        if let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+            let seq: i64 = column(location, "snapshots", row, 0)?;
+            let text: String = column(location, "snapshots", row, 1)?;
             stored.snapshot = decode_snapshot(location, conversation, seq, &text)?;
             stored.snapshot_seq = seq;
             stored.last_seq = seq;
         }
+        drop(rows);
+        drop(latest);
         let mut stmt = reader
             .prepare_cached(
                 "SELECT seq, record FROM events WHERE conversation = ?1 AND seq > ?2 ORDER BY seq",
@@ -329,9 +333,12 @@ impl SqliteStore {
         let mut stmt = reader
             .prepare("SELECT DISTINCT conversation FROM events ORDER BY conversation")
             .map_err(|e| sqlite_error(path, e))?;
-        stmt.query_map([], |row| row.get(0))
-            .and_then(Iterator::collect)
-            .map_err(|e| sqlite_error(path, e))
+        let mut rows = stmt.query([]).map_err(|e| sqlite_error(path, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+            out.push(column(&self.inner.location, "events", row, 0)?);
+        }
+        Ok(out)
     }
 }
 

@@ -266,6 +266,33 @@ fn a_column_of_an_unexpected_type_is_a_clear_error() {
     );
 }
 
+/// The reads of snapshots and of the list of conversations name the table
+/// and column too (they said only SQLite's message before).
+#[test]
+fn a_snapshot_or_conversation_of_an_unexpected_type_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typed.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let journal = store.journal("c").unwrap();
+    futures::executor::block_on(journal.append(vec![input("hello")])).unwrap();
+    store.snapshot("c").unwrap();
+    let bad_column = |err: StoreError, table: &str, column: &str| {
+        let text = format!("column `{column}` of table `{table}` cannot be read");
+        assert!(err.to_string().contains(&text), "{err}");
+    };
+    // Blobs, which a TEXT column keeps as they are.
+    let conn = rusqlite_like::open(&path);
+    conn.execute("UPDATE snapshots SET records = X'5b5d'", [])
+        .unwrap();
+    bad_column(store.replay("c").unwrap_err(), "snapshots", "records");
+    conn.execute(
+        "INSERT INTO events (conversation, seq, at_ms, record) VALUES (X'00ff', 1, 0, '{}')",
+        [],
+    )
+    .unwrap();
+    bad_column(store.conversations().unwrap_err(), "events", "conversation");
+}
+
 #[test]
 fn a_new_file_has_16_kib_pages_and_an_old_one_keeps_its_own() {
     let dir = tempfile::tempdir().unwrap();
