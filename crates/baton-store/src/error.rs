@@ -145,6 +145,17 @@ pub enum StoreError {
         /// The store.
         location: StoreLocation,
     },
+    /// A read on the PostgreSQL store's reader thread failed for a reason
+    /// of baton's own, not the database's: the read panicked (the thread
+    /// goes on with the next read), or the thread died (reopen the store
+    /// to read).
+    #[error("{location}: the store's reader failed ({reason})")]
+    ReaderFailed {
+        /// The store.
+        location: StoreLocation,
+        /// What failed.
+        reason: String,
+    },
     /// The store's writer or encoder thread died (it panicked, also while
     /// opening the store): the appends it held, and every later one, fail
     /// with this. Reopen the store to write again.

@@ -26,7 +26,7 @@ use crate::snapshot::{
 };
 use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
-use crate::writer::{await_ready, now_ms, Backend, Encoded, GroupWriter, StoreStats};
+use crate::writer::{await_ready, now_ms, run_caught, Backend, Encoded, GroupWriter, StoreStats};
 
 /// How long a connection attempt may take unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -225,6 +225,8 @@ struct Inner {
     writer: GroupWriter,
     reader: Mutex<Option<mpsc::Sender<ReadJob>>>,
     reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Why the reader thread died, if it did.
+    reader_died: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for Inner {
@@ -310,29 +312,23 @@ impl PgStore {
         })?;
         let (jobs, jobs_rx) = mpsc::channel::<ReadJob>();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let reader_died = Arc::new(Mutex::new(None));
+        let died = Arc::clone(&reader_died);
+        let reader_location = location.clone();
         let thread = std::thread::Builder::new()
             .name("baton-store-reader".into())
-            .spawn(move || match target.connect() {
-                Ok(mut client) => {
-                    let _ = ready_tx.send(Ok(()));
-                    while let Ok(job) = jobs_rx.recv() {
-                        // Reads are rare (a resume, `baton log`): check the
-                        // connection first, and connect again if the server
-                        // dropped it.
-                        if !alive(&mut client) {
-                            match target.connect() {
-                                Ok(fresh) => client = fresh,
-                                Err(e) => {
-                                    job(Err(e));
-                                    continue;
-                                }
-                            }
-                        }
-                        job(Ok(&mut client));
-                    }
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+            .spawn(move || {
+                // A read that panics is caught by its job (see `on_reader`):
+                // this is for the rest of the thread.
+                if let Err(panic) = run_caught(|| read_loop(&target, &jobs_rx, &ready_tx)) {
+                    let reason = format!("its reader thread panicked: {panic}");
+                    tracing::error!(%reason, "the store's reader thread died; reads fail from now on");
+                    *died.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+                    // Not opened yet: the store is not.
+                    let _ = ready_tx.send(Err(StoreError::ReaderFailed {
+                        location: reader_location,
+                        reason,
+                    }));
                 }
             })
             .map_err(|e| StoreError::Io {
@@ -348,6 +344,7 @@ impl PgStore {
                 writer,
                 reader: Mutex::new(Some(jobs)),
                 reader_thread: Mutex::new(Some(thread)),
+                reader_died,
             }),
         })
     }
@@ -421,18 +418,35 @@ impl PgStore {
         Ok(taken)
     }
 
-    /// Runs `job` on the reader thread and waits for its answer.
+    /// Runs `job` on the reader thread and waits for its answer. A job
+    /// that panics is [`StoreError::ReaderFailed`], and the thread goes on.
     fn on_reader<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Client, &StoreLocation) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let closed = || StoreError::Closed {
+        let closed = || StoreError::ReaderFailed {
             location: self.inner.location.clone(),
+            reason: self
+                .inner
+                .reader_died
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| "its reader thread has stopped".to_owned()),
         };
         let (reply, answer) = mpsc::channel();
         let location = self.inner.location.clone();
         let job: ReadJob = Box::new(move |client| {
-            let _ = reply.send(client.and_then(|client| job(client, &location)));
+            let answer = client.and_then(|client| {
+                run_caught(|| job(client, &location)).unwrap_or_else(|panic| {
+                    tracing::error!(%panic, "a read of the store panicked");
+                    Err(StoreError::ReaderFailed {
+                        location: location.clone(),
+                        reason: format!("a read panicked: {panic}"),
+                    })
+                })
+            });
+            let _ = reply.send(answer);
         });
         {
             let reader = self
@@ -529,6 +543,38 @@ impl PgStore {
                 .map(|row| column(location, "events", row, 0))
                 .collect()
         })
+    }
+}
+
+/// The reader thread: connects, says whether it could, then runs each read
+/// on its connection, checked first.
+fn read_loop(
+    target: &Target,
+    jobs: &mpsc::Receiver<ReadJob>,
+    ready: &mpsc::Sender<Result<(), StoreError>>,
+) {
+    let mut client = match target.connect() {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    while let Ok(job) = jobs.recv() {
+        // Reads are rare (a resume, `baton log`): check the connection
+        // first, and connect again if the server dropped it (or a read
+        // that panicked left it unusable).
+        if !alive(&mut client) {
+            match target.connect() {
+                Ok(fresh) => client = fresh,
+                Err(e) => {
+                    job(Err(e));
+                    continue;
+                }
+            }
+        }
+        job(Ok(&mut client));
     }
 }
 
@@ -941,6 +987,29 @@ mod tests {
             statements.iter().all(|&(n, b)| n == 1 || b <= 5_000),
             "{statements:?}"
         );
+    }
+
+    /// A read that panics on the reader thread is an error naming the
+    /// reader and the panic, and later reads go on. (Before: "the store's
+    /// writer has stopped", and every later read failed so too.)
+    #[test]
+    fn a_read_that_panics_is_a_clear_error_and_reads_go_on() {
+        let Some(schema) = crate::pg_testing::TestSchema::new() else {
+            return;
+        };
+        let options = PgOptions {
+            schema: schema.name.clone(),
+        };
+        let store = PgStore::open(&schema.url, options).unwrap();
+        let error = store
+            .on_reader(|_, _| -> Result<(), StoreError> { panic!("reader on fire") })
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.ends_with(": the store's reader failed (a read panicked: reader on fire)"),
+            "{message}"
+        );
+        assert_eq!(store.conversations().unwrap(), Vec::<String>::new());
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Stopped {
 /// Runs `body` and says how it ended: its value when it returned, the
 /// panic's message when it panicked (the panic is caught, so the thread can
 /// still answer for what it leaves behind).
-fn run_caught<T>(body: impl FnOnce() -> T) -> Result<T, String> {
+pub(crate) fn run_caught<T>(body: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(body)).map_err(|payload| {
         payload
             .downcast_ref::<&str>()
