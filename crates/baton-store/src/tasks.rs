@@ -37,12 +37,25 @@ pub struct StoredTask {
     pub outcome: Option<String>,
 }
 
-/// A task's result or error as the table keeps it.
+/// A task's result or error as the table keeps it: cut to
+/// [`OUTCOME_SUMMARY_CHARS`] characters, a NUL as U+FFFD (see
+/// [`storable`]).
 pub fn summary(outcome: &TaskOutcome) -> String {
     let detail = outcome.detail();
-    match detail.char_indices().nth(OUTCOME_SUMMARY_CHARS) {
+    storable(match detail.char_indices().nth(OUTCOME_SUMMARY_CHARS) {
         Some((cut, _)) => format!("{}…", &detail[..cut]),
         None => detail,
+    })
+}
+
+/// Text as the task table keeps it: a NUL character (a tool's binary
+/// output), which PostgreSQL's `text` cannot hold, as U+FFFD. The log
+/// keeps the text as it was (its JSON escapes a NUL).
+pub fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }
 
@@ -136,9 +149,9 @@ impl TaskChanges {
                     };
                     let row = TaskRow {
                         parent: task.parent.map(task_number),
-                        owner: task.owner.to_string(),
+                        owner: storable(task.owner.to_string()),
+                        source: storable(source),
                         kind,
-                        source,
                         status: task.status.as_str(),
                         attempts: i64::from(task.attempts),
                         created_at: at,

@@ -210,6 +210,12 @@ fn replay_through_the_store_equals_live() {
 }
 
 #[test]
+fn a_nul_in_a_task_is_kept() {
+    let Some(schema) = Schema::new() else { return };
+    common::a_nul_in_a_task_is_kept(schema.opener());
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let Some(schema) = Schema::new() else { return };
     common::duplicate_completion_is_ignored(schema.opener());

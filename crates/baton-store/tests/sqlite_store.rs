@@ -76,6 +76,12 @@ fn replay_through_the_store_equals_live() {
 }
 
 #[test]
+fn a_nul_in_a_task_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    common::a_nul_in_a_task_is_kept(opener(&dir.path().join("nul.db")));
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     common::duplicate_completion_is_ignored(opener(&dir.path().join("dup.db")));

@@ -276,6 +276,47 @@ pub fn duplicate_completion_is_ignored(open: Opener) {
     });
 }
 
+/// A task whose result (or owner, or tool) holds a NUL character, which
+/// PostgreSQL's `text` cannot: the append lands, and so do the later ones
+/// (before, PostgreSQL refused the batch, and every later one with it, for
+/// good); the log keeps the text whole, the task table with U+FFFD.
+pub fn a_nul_in_a_task_is_kept(open: Opener) {
+    let store = open();
+    let journal = store.journal("nul").unwrap();
+    let mut task = tool_task(1);
+    task.owner = "lead\0x".into();
+    task.kind = TaskKind::Tool {
+        tool: "sh\0".into(),
+    };
+    let records = vec![
+        JournalRecord::TaskCreated {
+            task,
+            arguments: Some("{}".into()),
+        },
+        JournalRecord::TaskFinished {
+            task_id: TaskId::new(1),
+            outcome: TaskOutcome::Succeeded {
+                output: "bin\0ary".into(),
+            },
+            attempts: Some(1),
+        },
+        input("later"),
+    ];
+    futures::executor::block_on(journal.append(records[..2].to_vec())).unwrap();
+    futures::executor::block_on(journal.append(records[2..].to_vec())).unwrap();
+    assert_eq!(store.read("nul").unwrap(), records);
+    let rows = store.tasks("nul").unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].owner.as_str(),
+            rows[0].source.as_str(),
+            rows[0].outcome.as_deref()
+        ),
+        ("lead\u{FFFD}x", "sh\u{FFFD}", Some("bin\u{FFFD}ary"))
+    );
+}
+
 /// A replay from a snapshot and the records after it equals the replay of
 /// the whole journal; journals take snapshots by themselves as records go
 /// by; the journal itself stays whole.
