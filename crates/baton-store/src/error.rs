@@ -118,6 +118,17 @@ pub enum StoreError {
         /// What it holds, and the client's message.
         message: String,
     },
+    /// A name no store can give a conversation (see
+    /// [`crate::store::MAX_CONVERSATION_BYTES`]); nothing was written.
+    #[error("{location}: `{conversation}` cannot name a conversation: {reason}")]
+    BadConversation {
+        /// The store.
+        location: StoreLocation,
+        /// The name, its first 40 characters if longer, escaped.
+        conversation: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A record could not be encoded, or is larger than a row of the store
     /// holds: it can never be written, so nothing of its append was, and
     /// the append is not kept to go again.

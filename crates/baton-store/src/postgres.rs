@@ -357,9 +357,11 @@ impl PgStore {
     /// The journal of one conversation, to hand to
     /// `Orchestrator::builder(..).journal(..)`.
     pub fn journal(&self, conversation: impl Into<String>) -> Result<PgJournal, StoreError> {
+        let conversation = conversation.into();
+        crate::store::check_conversation(&self.inner.location, &conversation)?;
         Ok(PgJournal {
             store: self.clone(),
-            conversation: conversation.into(),
+            conversation,
             trigger: Arc::default(),
         })
     }

@@ -168,9 +168,11 @@ impl SqliteStore {
     /// The journal of one conversation, to hand to
     /// `Orchestrator::builder(..).journal(..)`.
     pub fn journal(&self, conversation: impl Into<String>) -> Result<SqliteJournal, StoreError> {
+        let conversation = conversation.into();
+        crate::store::check_conversation(&self.inner.location, &conversation)?;
         Ok(SqliteJournal {
             store: self.clone(),
-            conversation: conversation.into(),
+            conversation,
             trigger: Arc::default(),
         })
     }

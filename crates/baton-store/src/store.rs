@@ -14,6 +14,40 @@ use crate::sqlite::SqliteStore;
 use crate::tasks::StoredTask;
 use crate::writer::StoreStats;
 
+/// The longest conversation name a store takes, in bytes: PostgreSQL
+/// indexes a conversation's rows by its name, and an index entry holds at
+/// most about 2.7 kB.
+pub const MAX_CONVERSATION_BYTES: usize = 1_024;
+
+/// Checks that `conversation` can name a conversation in any store (so a
+/// conversation can move between backends): at most
+/// [`MAX_CONVERSATION_BYTES`], and no NUL character, which PostgreSQL's
+/// `text` cannot hold. Either would fail every write of it, for good.
+pub(crate) fn check_conversation(
+    location: &StoreLocation,
+    conversation: &str,
+) -> Result<(), StoreError> {
+    let reason = if conversation.contains('\0') {
+        "it holds a NUL character".to_owned()
+    } else if conversation.len() > MAX_CONVERSATION_BYTES {
+        format!(
+            "it is {} bytes long, more than {MAX_CONVERSATION_BYTES}",
+            conversation.len()
+        )
+    } else {
+        return Ok(());
+    };
+    let mut shown: String = conversation.chars().take(40).collect();
+    if shown.len() < conversation.len() {
+        shown.push('…');
+    }
+    Err(StoreError::BadConversation {
+        location: location.clone(),
+        conversation: shown.escape_debug().to_string(),
+        reason,
+    })
+}
+
 /// A durable store of conversations: one append-only journal per
 /// conversation, written by one writer thread with group commit.
 ///
@@ -25,7 +59,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The journal of one conversation, to hand to
     /// `Orchestrator::builder(..).journal(..)`. One process should write a
-    /// conversation at a time.
+    /// conversation at a time. A name no store can hold (see
+    /// [`MAX_CONVERSATION_BYTES`]) is [`StoreError::BadConversation`].
     fn journal(&self, conversation: &str) -> Result<Arc<dyn Journal>, StoreError>;
 
     /// Every record of `conversation`, in order; empty for an unknown one.

@@ -210,6 +210,12 @@ fn replay_through_the_store_equals_live() {
 }
 
 #[test]
+fn names_no_store_can_hold_are_refused() {
+    let Some(schema) = Schema::new() else { return };
+    common::names_no_store_can_hold_are_refused(schema.opener());
+}
+
+#[test]
 fn a_nul_in_a_task_is_kept() {
     let Some(schema) = Schema::new() else { return };
     common::a_nul_in_a_task_is_kept(schema.opener());

@@ -76,6 +76,12 @@ fn replay_through_the_store_equals_live() {
 }
 
 #[test]
+fn names_no_store_can_hold_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    common::names_no_store_can_hold_are_refused(opener(&dir.path().join("names.db")));
+}
+
+#[test]
 fn a_nul_in_a_task_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     common::a_nul_in_a_task_is_kept(opener(&dir.path().join("nul.db")));

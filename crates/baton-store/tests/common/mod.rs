@@ -276,6 +276,37 @@ pub fn duplicate_completion_is_ignored(open: Opener) {
     });
 }
 
+/// A conversation name no store can hold (PostgreSQL: a NUL, or too long
+/// for an index entry) is refused when its journal is asked for, on every
+/// backend; the longest name taken is written and read back.
+pub fn names_no_store_can_hold_are_refused(open: Opener) {
+    let store = open();
+    let refused = |name: &str, reason: &str| {
+        let err = store.journal(name).err().expect("refused");
+        assert!(
+            matches!(&err, baton_store::StoreError::BadConversation { .. })
+                && err.to_string().contains(reason),
+            "{err}"
+        );
+    };
+    refused(
+        "a\0b",
+        "`a\\0b` cannot name a conversation: it holds a NUL character",
+    );
+    let max = baton_store::store::MAX_CONVERSATION_BYTES;
+    // Hex of a counter's hash: long, and not compressible.
+    let long: String = (0..max as u64)
+        .map(|i| {
+            let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60;
+            char::from_digit(h as u32, 16).unwrap()
+        })
+        .collect();
+    refused(&format!("{long}x"), "more than 1024");
+    let journal = store.journal(&long).unwrap();
+    futures::executor::block_on(journal.append(vec![input("fits")])).unwrap();
+    assert_eq!(store.read(&long).unwrap(), vec![input("fits")]);
+}
+
 /// A task whose result (or owner, or tool) holds a NUL character, which
 /// PostgreSQL's `text` cannot: the append lands, and so do the later ones
 /// (before, PostgreSQL refused the batch, and every later one with it, for
