@@ -888,9 +888,7 @@ fn a_remote_task_is_published_only_once_its_record_is_durable_even_if_the_journa
             .model(model)
             .delegates_to([far])
             .build();
-        let convo = Orchestrator::builder(lead)
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(lead, &journal);
         convo.send_user("go").await.unwrap();
         // The journal fails from before the delegation (at 1 s) to 3 s.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -973,12 +971,11 @@ fn a_reply_with_many_calls_lets_its_first_workers_run_before_the_rest_is_dispatc
         assert!(tasks.iter().all(|r| r.status == TaskStatus::Succeeded));
         let history = convo.history().await.unwrap();
         assert_eq!(history.check_tool_protocol(), Ok(()));
-        let results = history
-            .messages()
-            .iter()
-            .filter(|m| matches!(m, Message::TaskResult { .. }))
-            .count();
-        assert_eq!(results, n, "every result joins the history once");
+        assert_eq!(
+            results_in(&history),
+            n,
+            "every result joins the history once"
+        );
         convo.shutdown().await.unwrap();
     });
 }
@@ -1144,9 +1141,7 @@ fn researching_lead() -> Agent {
 fn a_cancel_between_a_tasks_end_and_its_fold_finds_it_finished() {
     block_on_paused(async {
         let journal = Unreliable::new();
-        let convo = Orchestrator::builder(researching_lead())
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(researching_lead(), &journal);
         let mut events = convo.subscribe();
         convo.send_user("go").await.unwrap();
         // The task ends at 1 s; its record is held back from 0.5 s.
@@ -1211,9 +1206,7 @@ fn a_subtree_cancelled_while_a_result_below_is_on_its_way_keeps_that_result() {
             .delegates_to([mid])
             .build();
         let journal = Unreliable::new();
-        let convo = Orchestrator::builder(lead)
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(lead, &journal);
         convo.send_user("go").await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         journal.hold();
@@ -1242,9 +1235,7 @@ fn a_subtree_cancelled_while_a_result_below_is_on_its_way_keeps_that_result() {
 fn a_shutdown_between_a_tasks_end_and_its_fold_records_its_real_outcome() {
     block_on_paused(async {
         let journal = Unreliable::new();
-        let convo = Orchestrator::builder(researching_lead())
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(researching_lead(), &journal);
         convo.send_user("go").await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         journal.hold();

@@ -64,9 +64,7 @@ fn model() -> ScriptedModel {
 fn a_resumed_conversation_loses_nothing_and_counts_nothing_twice() {
     let records = block_on_paused(async {
         let journal = MemoryJournal::new();
-        let convo = Orchestrator::builder(agent(model()))
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(agent(model()), &journal);
         convo.send_user("start").await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         convo.send_user("hello").await.unwrap();
@@ -135,9 +133,7 @@ fn a_result_logged_twice_across_a_crash_is_folded_once() {
                 ScriptedTurn::text("got it"),
             ],
         );
-        let convo = Orchestrator::builder(agent(model))
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(agent(model), &journal);
         convo.send_user("go").await.unwrap();
         convo.settled().await.unwrap();
         let mut records = journal.records();
@@ -191,9 +187,7 @@ fn logged_attempts(records: Vec<JournalRecord>) -> (u32, String) {
 fn retries_reach_the_journal_and_a_resume_counts_on() {
     let (whole, crashed) = block_on_paused(async {
         let journal = MemoryJournal::new();
-        let convo = Orchestrator::builder(flaky_agent(2))
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(flaky_agent(2), &journal);
         convo.send_user("go").await.unwrap();
         // The second attempt is running (the first failed after 1 s).
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -312,12 +306,7 @@ fn a_crash_while_a_wide_reply_is_dispatched_answers_each_started_call_with_its_t
             .iter()
             .all(|m| m.text().is_some_and(|t| t.contains("restarted"))));
         // Those tasks ran to the end, once each.
-        let results = history
-            .messages()
-            .iter()
-            .filter(|m| matches!(m, Message::TaskResult { .. }))
-            .count();
-        assert_eq!(results, created);
+        assert_eq!(results_in(&history), created);
         assert_eq!(convo.tasks().len(), created, "nothing started twice");
     });
 }
@@ -341,27 +330,19 @@ fn a_result_whose_record_could_not_be_written_waits_until_it_is() {
             .delegates_to([leaf])
             .build();
         let journal = Unreliable::failing_from_first_result(2);
-        let convo = Orchestrator::builder(lead)
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(lead, &journal);
         let start = tokio::time::Instant::now();
         convo.send_user("go").await.unwrap();
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         // The leaves are done, but their records were refused: no result yet.
         let history = convo.history().await.unwrap();
-        let folded = |h: &baton::History| {
-            h.messages()
-                .iter()
-                .filter(|m| matches!(m, Message::TaskResult { .. }))
-                .count()
-        };
-        assert_eq!(folded(&history), 0, "no result without its record");
+        assert_eq!(results_in(&history), 0, "no result without its record");
         convo.settled().await.unwrap();
         // Two refusals: appends went again after 200 ms, then 400 ms.
         assert_eq!(journal.refused(), 2);
         assert_eq!(start.elapsed(), Duration::from_millis(1_000 + 200 + 400));
         let history = convo.history().await.unwrap();
-        assert_eq!(folded(&history), 3);
+        assert_eq!(results_in(&history), 3);
         let records = journal.durable();
         let finished = records
             .iter()
@@ -409,9 +390,7 @@ fn a_journal_down_for_a_while_loses_nothing_and_doubles_nothing() {
             .background_tool(DeepResearch { secs: 2 })
             .build();
         let journal = Unreliable::new();
-        let convo = Orchestrator::builder(lead)
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(lead, &journal);
         convo.send_user("start").await.unwrap();
         // The journal fails from before the reply until t = 5 s: the reply,
         // the tasks' creations, their answers and their results are all
@@ -472,14 +451,8 @@ fn a_journal_down_for_a_while_loses_nothing_and_doubles_nothing() {
 #[test]
 fn an_input_sent_while_the_journal_is_down_is_delivered_once_durable() {
     block_on_paused(async {
-        let model = ScriptedModel::from_fn(|req| match req.messages.last() {
-            Some(Message::User { content }) => ScriptedTurn::text(format!("re: {content}")),
-            _ => ScriptedTurn::text("?"),
-        });
         let journal = Unreliable::new();
-        let convo = Orchestrator::builder(Agent::builder("lead").model(model).build())
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(Agent::builder("lead").model(echo_model()).build(), &journal);
         journal.go_down();
         let start = tokio::time::Instant::now();
         let sending = {
@@ -522,9 +495,7 @@ fn a_journal_closed_for_good_stops_the_conversation_with_its_error() {
             .delegates_to([helper])
             .build();
         let journal = Unreliable::new();
-        let convo = Orchestrator::builder(lead)
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(lead, &journal);
         convo.send_user("go").await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         journal.close();
@@ -624,12 +595,7 @@ fn a_suspended_conversation_starts_its_running_tasks_again_on_resume() {
         }
         let history = convo.history().await.unwrap();
         assert_eq!(history.check_tool_protocol(), Ok(()));
-        let results = history
-            .messages()
-            .iter()
-            .filter(|m| matches!(m, Message::TaskResult { .. }))
-            .count();
-        assert_eq!(results, 2, "each result once");
+        assert_eq!(results_in(&history), 2, "each result once");
     });
 }
 
@@ -637,9 +603,7 @@ fn a_suspended_conversation_starts_its_running_tasks_again_on_resume() {
 fn a_shut_down_conversation_cancels_its_running_tasks() {
     block_on_paused(async {
         let journal = MemoryJournal::new();
-        let convo = Orchestrator::builder(busy_lead())
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(busy_lead(), &journal);
         convo.send_user("go").await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         convo.shutdown().await.unwrap();
@@ -656,14 +620,8 @@ fn a_shut_down_conversation_cancels_its_running_tasks() {
 #[test]
 fn inputs_are_delivered_in_the_order_of_the_log_when_an_append_failed() {
     block_on_paused(async {
-        let model = ScriptedModel::from_fn(|req| match req.messages.last() {
-            Some(Message::User { content }) => ScriptedTurn::text(format!("re: {content}")),
-            _ => ScriptedTurn::text("?"),
-        });
         let journal = Unreliable::new();
-        let convo = Orchestrator::builder(Agent::builder("lead").model(model).build())
-            .journal(Arc::new(journal.clone()))
-            .spawn();
+        let convo = durable(Agent::builder("lead").model(echo_model()).build(), &journal);
         // A's append fails; B's, right after, succeeds and so makes A
         // durable too. A must still come first.
         journal.go_down();

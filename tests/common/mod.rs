@@ -172,6 +172,33 @@ pub fn tool_errors(history: &History) -> Vec<String> {
         .collect()
 }
 
+/// How many task results a history holds.
+pub fn results_in(history: &History) -> usize {
+    history
+        .messages()
+        .iter()
+        .filter(|m| matches!(m, Message::TaskResult { .. }))
+        .count()
+}
+
+/// A conversation of `agent` that journals to `journal`.
+pub fn durable(
+    agent: baton::Agent,
+    journal: &(impl baton::core::Journal + Clone),
+) -> baton::Conversation {
+    baton::Orchestrator::builder(agent)
+        .journal(std::sync::Arc::new(journal.clone()))
+        .spawn()
+}
+
+/// A model that answers each user message with "re: " and the message.
+pub fn echo_model() -> baton::ScriptedModel {
+    baton::ScriptedModel::from_fn(|req| match req.messages.last() {
+        Some(Message::User { content }) => baton::ScriptedTurn::text(format!("re: {content}")),
+        _ => baton::ScriptedTurn::text("?"),
+    })
+}
+
 /// A journal over a [`baton::core::MemoryJournal`] (its durable part) whose
 /// appends can be made to fail or be held back, keeping the `Journal`
 /// contract: the records of a failed or held append are not withdrawn but

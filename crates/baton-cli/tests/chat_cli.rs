@@ -99,21 +99,24 @@ fn an_unknown_agent_is_a_clear_error() {
     );
 }
 
+/// `baton chat --session planning` on `store`, fed `input` through a pipe.
+fn chat_session(store: &std::path::Path, input: &str) -> std::process::Output {
+    Command::cargo_bin("baton")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .args(["chat", "--session", "planning", "--store"])
+        .arg(store)
+        .arg("--agents")
+        .arg(fixture("chat_agents.toml"))
+        .write_stdin(input.to_owned())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn a_session_resumes_from_its_store() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = dir.path().join("sessions.db");
-    let chat = |input: &str| {
-        Command::cargo_bin("baton")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .args(["chat", "--session", "planning", "--store"])
-            .arg(&store)
-            .arg("--agents")
-            .arg(fixture("chat_agents.toml"))
-            .write_stdin(input.to_owned())
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let chat = |input: &str| chat_session(&store, input);
     let first = chat("honeybees\n");
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}");
@@ -144,17 +147,7 @@ fn a_session_resumes_from_its_store() {
 fn quitting_a_session_keeps_its_running_task_for_the_next_time() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = dir.path().join("sessions.db");
-    let chat = |input: &str| {
-        Command::cargo_bin("baton")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .args(["chat", "--session", "planning", "--store"])
-            .arg(&store)
-            .arg("--agents")
-            .arg(fixture("chat_agents.toml"))
-            .write_stdin(input.to_owned())
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let chat = |input: &str| chat_session(&store, input);
     // The research task runs 1.5 s; the user quits right after it started.
     let first = chat("honeybees\n/quit\n");
     let stdout = String::from_utf8_lossy(&first.stdout);
