@@ -141,6 +141,22 @@ pub enum StoreError {
         /// The encoder's message, or the record's size and the limit.
         message: String,
     },
+    /// The store has been failing for so long that the writer holds all
+    /// the records it may keep in memory waiting for it
+    /// (`MAX_KEPT_BYTES`, 256 MiB): this conversation's latest records
+    /// were refused, so they are lost, and its journal takes no more (a
+    /// later append answered `Ok` would claim them durable). Its journal is
+    /// closed for good ([`StoreError::ends_journal`]); resume the
+    /// conversation from the store once the store works again.
+    #[error("{location}: the store keeps failing and {kept_bytes} bytes of journal records already wait in memory, the most it keeps: records of `{conversation}` were refused and are lost, and its journal takes no more (resume it once the store works)")]
+    KeptFull {
+        /// The store.
+        location: StoreLocation,
+        /// The conversation.
+        conversation: String,
+        /// The bytes of records waiting.
+        kept_bytes: usize,
+    },
     /// The operating system refused something (a thread, a file).
     #[error("{location}: {message}")]
     Io {
@@ -193,10 +209,20 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the journal that got this takes no more records: the store
+    /// is closed ([`StoreError::is_closed`]), or the journal lost records
+    /// ([`StoreError::KeptFull`]).
+    pub fn ends_journal(&self) -> bool {
+        self.is_closed() || matches!(self, StoreError::KeptFull { .. })
+    }
+}
+
 impl From<StoreError> for baton_core::JournalError {
-    /// A closed store is a closed journal; any other failure may pass.
+    /// A closed store, or a journal that lost records, is a closed
+    /// journal; any other failure may pass.
     fn from(e: StoreError) -> Self {
-        if e.is_closed() {
+        if e.ends_journal() {
             baton_core::JournalError::closed(e.to_string())
         } else {
             baton_core::JournalError::new(e.to_string())

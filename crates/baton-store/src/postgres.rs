@@ -26,7 +26,10 @@ use crate::snapshot::{
 };
 use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
-use crate::writer::{await_ready, now_ms, run_caught, Backend, Encoded, GroupWriter, StoreStats};
+use crate::writer::{
+    await_ready, commit_ms, last_row, now_ms, run_caught, Backend, Encoded, GroupWriter,
+    StoreStats, WriteError,
+};
 
 /// How long a connection attempt may take unless the URL says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,6 +110,26 @@ pub(crate) fn pg_error(location: &StoreLocation, e: postgres::Error) -> StoreErr
     StoreError::Postgres {
         location: location.clone(),
         message: chain(&e),
+    }
+}
+
+/// A client error of the writer's batch as a [`WriteError`]: the
+/// database refused the data (SQLSTATE class 22, data exception, or 23,
+/// integrity constraint violation, or 54000, a value past a limit such as
+/// an index entry's size), so writing it again fails again; or a failure
+/// that may pass (the connection, the server, a lock, a serialization
+/// failure). A unique violation may pass: it is another writer's row taking
+/// a sequence number this one had cached, and the batch goes again after
+/// it.
+fn write_error(location: &StoreLocation, e: postgres::Error) -> WriteError {
+    let data = e.code().is_some_and(|code| {
+        let code = code.code();
+        (code.starts_with("22") || code.starts_with("23") || code == "54000")
+            && code != postgres::error::SqlState::UNIQUE_VIOLATION.code()
+    });
+    WriteError {
+        error: Box::new(pg_error(location, e)),
+        data,
     }
 }
 
@@ -631,9 +654,9 @@ struct PgWriter {
     target: Target,
     /// The last sequence number of each conversation seen.
     next_seq: HashMap<String, i64>,
-    /// The last row the latest batch wrote: its conversation, sequence
-    /// number and time (see [`Backend::committed_after_all`]).
-    last_row: Option<(String, i64, i64)>,
+    /// The sequence number and time of the last row of the latest batch
+    /// that reached its commit (see [`Backend::committed_after_all`]).
+    last_row: Option<(i64, i64)>,
     limits: Limits,
 }
 
@@ -650,6 +673,16 @@ pub(crate) fn write_tasks(
     tasks: &TaskChanges,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    write_tasks_with(tx, tasks, at_ms, |e| pg_error(location, e))
+}
+
+/// [`write_tasks`], its errors made by `pg`.
+fn write_tasks_with<E>(
+    tx: &mut postgres::Transaction<'_>,
+    tasks: &TaskChanges,
+    at_ms: i64,
+    pg: impl Fn(postgres::Error) -> E,
+) -> Result<(), E> {
     // Column arrays: the tasks created, and the others.
     let (mut c, mut i, mut parent, mut owner, mut kind) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut source, mut status, mut attempts, mut outcome) = (vec![], vec![], vec![], vec![]);
@@ -684,7 +717,6 @@ pub(crate) fn write_tasks(
             }
         }
     }
-    let pg = |e: postgres::Error| pg_error(location, e);
     if !c.is_empty() {
         tx.execute(
             "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, attempts, \
@@ -703,7 +735,7 @@ pub(crate) fn write_tasks(
                 &outcome,
             ],
         )
-        .map_err(pg)?;
+        .map_err(&pg)?;
     }
     if !uc.is_empty() {
         tx.execute(
@@ -725,14 +757,14 @@ impl Backend for PgWriter {
     /// One transaction, one `INSERT … SELECT FROM unnest(…)` for the whole
     /// batch however many appends are queued, unless their rows pass
     /// [`Limits::insert_bytes`]: then one per that many bytes.
-    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
+    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), WriteError> {
         let location = &self.location;
-        let at_ms = now_ms();
+        let at_ms = commit_ms(location);
         self.last_row = None;
         let mut tx = self
             .client
             .transaction()
-            .map_err(|e| pg_error(location, e))?;
+            .map_err(|e| write_error(location, e))?;
         let total = batch
             .iter()
             .flat_map(|e| &e.appends)
@@ -754,7 +786,7 @@ impl Backend for PgWriter {
                             "SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE conversation = $1",
                             &[&append.conversation],
                         )
-                        .map_err(|e| pg_error(location, e))?;
+                        .map_err(|e| write_error(location, e))?;
                     let max: i64 = column(location, "events", &row, 0)?;
                     self.next_seq
                         .entry(append.conversation.clone())
@@ -768,13 +800,10 @@ impl Backend for PgWriter {
                 records.push(&row.text);
             }
         }
-        if let (Some(conversation), Some(seq)) = (conversations.last(), seqs.last()) {
-            self.last_row = Some(((*conversation).to_owned(), *seq, at_ms));
-        }
         if !records.is_empty() {
             let insert = tx
                 .prepare(INSERT_EVENTS)
-                .map_err(|e| pg_error(location, e))?;
+                .map_err(|e| write_error(location, e))?;
             let mut start = 0;
             while start < records.len() {
                 // The rows that fit, one at least.
@@ -794,14 +823,16 @@ impl Backend for PgWriter {
                     &records[start..end],
                 );
                 tx.execute(&insert, &[&c, &s, &at_ms, &r])
-                    .map_err(|e| pg_error(location, e))?;
+                    .map_err(|e| write_error(location, e))?;
                 start = end;
             }
         }
         for part in batch {
-            write_tasks(&mut tx, location, &part.tasks, at_ms)?;
+            write_tasks_with(&mut tx, &part.tasks, at_ms, |e| write_error(location, e))?;
         }
-        tx.commit().map_err(|e| pg_error(location, e))
+        // Only the commit can land unanswered.
+        self.last_row = seqs.last().map(|seq| (*seq, at_ms));
+        tx.commit().map_err(|e| write_error(location, e))
     }
 
     /// After a failed batch, a connection the server dropped (a restart, an
@@ -823,14 +854,16 @@ impl Backend for PgWriter {
         }
     }
 
-    fn committed_after_all(&mut self) -> Result<bool, StoreError> {
-        let Some((conversation, seq, at_ms)) = &self.last_row else {
+    fn committed_after_all(&mut self, batch: &[Encoded]) -> Result<bool, StoreError> {
+        let (Some((seq, at_ms)), Some((conversation, text))) = (self.last_row, last_row(batch))
+        else {
             return Ok(false);
         };
         self.client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE conversation = $1 AND seq = $2 AND at_ms = $3)",
-                &[conversation, seq, at_ms],
+                "SELECT EXISTS (SELECT 1 FROM events \
+                 WHERE conversation = $1 AND seq = $2 AND at_ms = $3 AND record = $4)",
+                &[&conversation, &seq, &at_ms, &text],
             )
             .map(|row| row.get(0))
             .map_err(|e| pg_error(&self.location, e))

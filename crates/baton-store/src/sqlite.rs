@@ -18,7 +18,9 @@ use crate::snapshot::{
 };
 use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
-use crate::writer::{now_ms, Backend, Encoded, GroupWriter, StoreStats};
+use crate::writer::{
+    commit_ms, last_row, now_ms, Backend, Encoded, GroupWriter, StoreStats, WriteError,
+};
 
 /// The page size of a new store's file.
 const PAGE_SIZE: u32 = 16 * 1024;
@@ -350,9 +352,9 @@ struct SqliteWriter {
     path: PathBuf,
     /// The last sequence number of each conversation seen.
     next_seq: HashMap<String, i64>,
-    /// The last row the latest batch wrote: its conversation, sequence
-    /// number and time (see [`Backend::committed_after_all`]).
-    last_row: Option<(String, i64, i64)>,
+    /// The sequence number and time of the last row of the latest batch
+    /// that reached its commit (see [`Backend::committed_after_all`]).
+    last_row: Option<(i64, i64)>,
 }
 
 /// A task created (or created again): its whole row.
@@ -381,15 +383,21 @@ pub(crate) fn write_tasks(
     tasks: &TaskChanges,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    write_tasks_with(tx, tasks, at_ms, |e| sqlite_error(path, e))
+}
+
+/// [`write_tasks`], its errors made by `sqlite`.
+fn write_tasks_with<E>(
+    tx: &rusqlite::Transaction<'_>,
+    tasks: &TaskChanges,
+    at_ms: i64,
+    sqlite: impl Fn(rusqlite::Error) -> E,
+) -> Result<(), E> {
     if tasks.changes.is_empty() {
         return Ok(());
     }
-    let mut upsert = tx
-        .prepare_cached(UPSERT_TASK)
-        .map_err(|e| sqlite_error(path, e))?;
-    let mut update = tx
-        .prepare_cached(UPDATE_TASK)
-        .map_err(|e| sqlite_error(path, e))?;
+    let mut upsert = tx.prepare_cached(UPSERT_TASK).map_err(&sqlite)?;
+    let mut update = tx.prepare_cached(UPDATE_TASK).map_err(&sqlite)?;
     for (conversation, id, change) in &tasks.changes {
         match change {
             TaskChange::Row(row) => upsert.execute(params![
@@ -414,23 +422,24 @@ pub(crate) fn write_tasks(
                 finish.as_ref().map(|f| f.at.unwrap_or(at_ms)),
             ]),
         }
-        .map_err(|e| sqlite_error(path, e))?;
+        .map_err(&sqlite)?;
     }
     Ok(())
 }
 
 impl Backend for SqliteWriter {
-    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
+    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), WriteError> {
         let path = &self.path;
-        let at_ms = now_ms();
+        let at_ms = commit_ms(&path.display());
         self.last_row = None;
-        let tx = self.conn.transaction().map_err(|e| sqlite_error(path, e))?;
+        let tx = self.conn.transaction().map_err(|e| write_error(path, e))?;
+        let mut last = None;
         {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO events (conversation, seq, at_ms, record) VALUES (?1, ?2, ?3, ?4)",
                 )
-                .map_err(|e| sqlite_error(path, e))?;
+                .map_err(|e| write_error(path, e))?;
             let appends = batch.iter().flat_map(|e| &e.appends);
             for append in appends.filter(|a| a.count > 0) {
                 let seq = match self.next_seq.get_mut(&append.conversation) {
@@ -442,7 +451,7 @@ impl Backend for SqliteWriter {
                                 [&append.conversation],
                                 |row| row.get(0),
                             )
-                            .map_err(|e| sqlite_error(path, e))?;
+                            .map_err(|e| write_error(path, e))?;
                         self.next_seq
                             .entry(append.conversation.clone())
                             .or_insert(max)
@@ -450,31 +459,35 @@ impl Backend for SqliteWriter {
                 };
                 for row in &append.rows {
                     *seq += i64::try_from(row.count).unwrap_or(i64::MAX);
-                    self.last_row = Some((append.conversation.clone(), *seq, at_ms));
+                    last = Some(*seq);
                     insert
                         .execute(params![append.conversation, *seq, at_ms, row.text])
-                        .map_err(|e| sqlite_error(path, e))?;
+                        .map_err(|e| write_error(path, e))?;
                 }
             }
         }
         for part in batch {
-            write_tasks(&tx, path, &part.tasks, at_ms)?;
+            write_tasks_with(&tx, &part.tasks, at_ms, |e| write_error(path, e))?;
         }
-        tx.commit().map_err(|e| sqlite_error(path, e))
+        // Only the commit can land unanswered.
+        self.last_row = last.map(|seq| (seq, at_ms));
+        tx.commit().map_err(|e| write_error(path, e))
     }
 
     fn rolled_back(&mut self) {
         self.next_seq.clear();
     }
 
-    fn committed_after_all(&mut self) -> Result<bool, StoreError> {
-        let Some((conversation, seq, at_ms)) = &self.last_row else {
+    fn committed_after_all(&mut self, batch: &[Encoded]) -> Result<bool, StoreError> {
+        let (Some((seq, at_ms)), Some((conversation, text))) = (self.last_row, last_row(batch))
+        else {
             return Ok(false);
         };
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE conversation = ?1 AND seq = ?2 AND at_ms = ?3)",
-                params![conversation, seq, at_ms],
+                "SELECT EXISTS (SELECT 1 FROM events \
+                 WHERE conversation = ?1 AND seq = ?2 AND at_ms = ?3 AND record = ?4)",
+                params![conversation, seq, at_ms, text],
                 |row| row.get(0),
             )
             .map_err(|e| sqlite_error(&self.path, e))
@@ -547,6 +560,34 @@ impl Store for SqliteStore {
     }
 }
 
+/// An SQLite error of the writer's batch as a [`WriteError`]: SQLite
+/// refused the data (a CHECK or NOT NULL constraint, a type a strict
+/// column does not take, a value too large), so writing it again fails
+/// again; or a failure that may pass (busy, locked, the disk, another
+/// writer's row on the primary key, and a trigger's `RAISE`, which a
+/// baton store has none of).
+fn write_error(path: &Path, e: rusqlite::Error) -> WriteError {
+    use rusqlite::ffi;
+    let data = match &e {
+        rusqlite::Error::SqliteFailure(failure, _) => {
+            matches!(
+                failure.extended_code,
+                ffi::SQLITE_CONSTRAINT_CHECK
+                    | ffi::SQLITE_CONSTRAINT_NOTNULL
+                    | ffi::SQLITE_CONSTRAINT_DATATYPE
+            ) || matches!(
+                failure.code,
+                rusqlite::ErrorCode::TooBig | rusqlite::ErrorCode::TypeMismatch
+            )
+        }
+        _ => false,
+    };
+    WriteError {
+        error: Box::new(sqlite_error(path, e)),
+        data,
+    }
+}
+
 /// Runs `f` again while SQLite answers "busy" without waiting: switching a
 /// new file to WAL does, when another process opens the file at the same
 /// moment (its busy handler is not consulted). Up to about 2.5 s in all.
@@ -564,4 +605,40 @@ fn retry_while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::
         }
     }
     f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(text: &str) -> JournalRecord {
+        JournalRecord::UserInput { text: text.into() }
+    }
+
+    /// Two writers of one conversation (two stores on one file), committing
+    /// in the same millisecond: the first one's batch fails on the primary
+    /// key, the other having taken its sequence number. Whether it landed
+    /// after all is checked on its own last row, text included, so the
+    /// other's row at that number is not taken for it, and it is written
+    /// after the other's rows. (Before, the check matched the other's row,
+    /// same conversation, number and time, and the batch was dropped.)
+    #[test]
+    fn a_batch_refused_because_another_writer_took_its_seq_is_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.db");
+        crate::writer::seam::fix_commit_ms(&path.display().to_string(), 1_000);
+        let one = SqliteStore::open(&path).unwrap();
+        let two = SqliteStore::open(&path).unwrap();
+        let block = futures::executor::block_on;
+        let (j1, j2) = (one.journal("c").unwrap(), two.journal("c").unwrap());
+        block(j1.append(vec![input("x")])).unwrap();
+        block(j2.append(vec![input("y")])).unwrap();
+        let refused = block(j1.append(vec![input("a")]));
+        assert!(refused.is_err(), "the primary key refused it");
+        block(j1.append(vec![input("b")])).unwrap();
+        assert_eq!(
+            one.read("c").unwrap(),
+            vec![input("x"), input("y"), input("a"), input("b")]
+        );
+    }
 }

@@ -6,10 +6,13 @@
 //! the appends it held and every later one fail at once with
 //! [`StoreError::WriterStopped`], saying why.
 //!
-//! A batch whose transaction fails is answered with the error but kept: it
-//! is written again ahead of the next batch, so an append answered `Ok` has
-//! made everything appended before it durable (the prefix durability of
-//! [`baton_core::Journal`]).
+//! A batch whose transaction fails for a reason that may pass is answered
+//! with the error but kept: it is written again ahead of the next batch (or
+//! after a pause, if none comes), so an append answered `Ok` has made
+//! everything appended before it durable (the prefix durability of
+//! [`baton_core::Journal`]). A batch the database refuses for its data is
+//! written again in parts, so that only the appends it can never take fail
+//! (and are dropped). At most [`MAX_KEPT_BYTES`] are kept.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -204,6 +207,20 @@ pub(crate) struct Append {
     reply: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
+/// The last row `batch` writes: its conversation and text.
+pub(crate) fn last_row(batch: &[Encoded]) -> Option<(&str, &str)> {
+    batch
+        .iter()
+        .flat_map(|e| &e.appends)
+        .filter(|a| a.count > 0)
+        .filter_map(|a| {
+            a.rows
+                .last()
+                .map(|r| (a.conversation.as_str(), r.text.as_str()))
+        })
+        .next_back()
+}
+
 /// Appends encoded together, on their way to the writer thread.
 pub(crate) struct Encoded {
     /// The appends whose records encoded, in call order.
@@ -214,20 +231,44 @@ pub(crate) struct Encoded {
     answered: usize,
 }
 
+/// Why a batch was not committed, and whether the database refused its
+/// data (a value or constraint it can never take, so writing it again
+/// fails again) or failed for a reason that may pass (a connection, the
+/// disk, a lock, another writer's row).
+#[derive(Debug)]
+pub(crate) struct WriteError {
+    pub(crate) error: Box<StoreError>,
+    /// The database refused the data.
+    pub(crate) data: bool,
+}
+
+impl From<StoreError> for WriteError {
+    /// A failure that may pass.
+    fn from(error: StoreError) -> Self {
+        Self {
+            error: Box::new(error),
+            data: false,
+        }
+    }
+}
+
 /// What a backend does on the writer thread.
 pub(crate) trait Backend: Send + 'static {
     /// Writes `batch` in one transaction, with what it does to the task
     /// table (each part's changes after the part before): all of it or none
     /// of it.
-    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError>;
+    fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), WriteError>;
     /// The transaction of a failed batch rolled back: forget whatever was
     /// cached about the stored state (sequence numbers).
     fn rolled_back(&mut self);
-    /// Whether the last batch that failed was committed after all: its
-    /// commit reached the database but the answer did not come back (a
-    /// dropped connection). Asked before that batch is written again, so
-    /// that it is not written twice; `false` if it wrote no row.
-    fn committed_after_all(&mut self) -> Result<bool, StoreError>;
+    /// Whether `batch`, the last one [`Backend::write_batch`] failed to
+    /// write, was committed after all: its commit reached the database but
+    /// the answer did not come back (a dropped connection). Asked before
+    /// that batch is written again, so that it is not written twice;
+    /// `false` if it wrote no row. It must be this writer's own last row
+    /// that is found, not a row another writer of the same conversation
+    /// wrote at that sequence number: the row's text is compared too.
+    fn committed_after_all(&mut self, batch: &[Encoded]) -> Result<bool, StoreError>;
     /// The most bytes one `events` row can hold, its record's JSON and its
     /// conversation's name together: an append with a larger record can
     /// never be written, so it is refused rather than kept to fail every
@@ -276,6 +317,16 @@ impl GroupWriter {
         location: StoreLocation,
         make: impl FnOnce() -> Result<B, StoreError> + Send + 'static,
     ) -> Result<Self, StoreError> {
+        Self::spawn_keeping(location, MAX_KEPT_BYTES, make)
+    }
+
+    /// [`GroupWriter::spawn`], keeping at most `max_kept_bytes` of rows
+    /// while the store fails (see [`MAX_KEPT_BYTES`]).
+    pub(crate) fn spawn_keeping<B: Backend>(
+        location: StoreLocation,
+        max_kept_bytes: usize,
+        make: impl FnOnce() -> Result<B, StoreError> + Send + 'static,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (encoded_tx, encoded_rx) = mpsc::channel::<Encoded>();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -296,14 +347,13 @@ impl GroupWriter {
                 Ok(Ok(backend)) => {
                     let _ = ready_tx.send(Ok(backend.max_row_bytes()));
                     let mut held = Held::default();
+                    let writing = Writing {
+                        stats: &writer_stats,
+                        location: &writer_location,
+                        max_kept_bytes,
+                    };
                     let ended = run_caught(|| {
-                        write_loop(
-                            backend,
-                            &encoded_rx,
-                            &writer_stats,
-                            &writer_in_flight,
-                            &mut held,
-                        );
+                        write_loop(backend, &encoded_rx, &writing, &writer_in_flight, &mut held);
                     });
                     // It returns once the encoder closed the queue (the
                     // store was dropped); if it panicked instead:
@@ -591,28 +641,89 @@ struct Held {
     /// The batches being written: those that failed before (answered,
     /// counted out) and the latest.
     kept: Vec<Encoded>,
+    /// How many parts at the front of `kept` the last `write_batch` that
+    /// failed covered: whether they landed after all is asked before they
+    /// are written again (parts added since were never tried).
+    tried: usize,
+    /// The bytes of rows `kept` holds (see [`MAX_KEPT_BYTES`]).
+    kept_bytes: usize,
     /// How many appends the latest batch answers, until counted out.
     uncounted: usize,
+    /// Conversations whose records were refused because `kept` was full:
+    /// their journal has lost records, so it takes no more.
+    refused: std::collections::HashSet<String>,
+}
+
+/// The most bytes of rows the writer keeps while the store fails (see
+/// [`Held::kept`]): past it, an append with records is refused with
+/// [`StoreError::KeptFull`] rather than kept, and its conversation's
+/// journal takes no more.
+pub(crate) const MAX_KEPT_BYTES: usize = 256 << 20;
+
+/// The first pause before kept batches are written again with no append
+/// to carry them; it doubles after each failure up to [`RETRY_MAX`] (the
+/// runtime's own pauses).
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+/// The longest pause between two tries of kept batches.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The bytes an append's rows take (their texts and conversation).
+fn append_bytes(append: &Append) -> usize {
+    append
+        .rows
+        .iter()
+        .map(|r| r.text.len() + append.conversation.len())
+        .sum()
+}
+
+/// What the writer thread needs beyond its backend.
+struct Writing<'a> {
+    stats: &'a StoreStats,
+    location: &'a StoreLocation,
+    /// [`MAX_KEPT_BYTES`], lowered by tests.
+    max_kept_bytes: usize,
 }
 
 /// The writer thread: takes whatever is encoded, writes it in one
 /// transaction, then answers every append of it.
 ///
-/// A batch that fails is answered with the error and kept, then written
-/// again ahead of the next batch (in one transaction with it), until a
-/// commit succeeds: records are never withdrawn, so an append answered `Ok`
-/// has made every record appended before it durable. Before a kept batch
-/// is written again, the backend checks that its failed commit did not land
-/// after all, so nothing is written twice.
+/// A batch that fails for a reason that may pass (a lost connection, a
+/// busy or full disk, another writer's row) is answered with the error and
+/// kept, then written again ahead of the next batch (in one transaction
+/// with it), or after a pause if none comes, until a commit succeeds:
+/// records are never withdrawn, so an append answered `Ok` has made every
+/// record appended before it durable. Before a kept batch is written
+/// again, the backend checks that its failed commit did not land after
+/// all, so nothing is written twice. A batch the database refuses for its
+/// data is written again in parts to find the appends it can never take:
+/// those are answered with the error and dropped, the others written.
 fn write_loop(
     mut backend: impl Backend,
     rx: &mpsc::Receiver<Encoded>,
-    stats: &StoreStats,
+    writing: &Writing<'_>,
     in_flight: &InFlight,
     held: &mut Held,
 ) {
-    let kept = &mut held.kept;
-    while let Ok(first) = rx.recv() {
+    let mut pause = RETRY_FIRST;
+    loop {
+        let first = if held.kept.is_empty() {
+            pause = RETRY_FIRST;
+            match rx.recv() {
+                Ok(first) => first,
+                Err(mpsc::RecvError) => break,
+            }
+        } else {
+            match rx.recv_timeout(pause) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Kept records of conversations gone quiet.
+                    write_kept(&mut backend, held, writing);
+                    pause = (pause * 2).min(RETRY_MAX);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
@@ -621,68 +732,246 @@ fn write_loop(
         held.uncounted = answered;
         let appends = batch.iter().map(|e| e.appends.len()).sum::<usize>();
         if appends > 0 {
-            stats.appends.fetch_add(appends as u64, Ordering::Relaxed);
-            let retried = kept.len();
-            kept.extend(batch);
-            write_kept(&mut backend, kept, retried, stats);
+            writing
+                .stats
+                .appends
+                .fetch_add(appends as u64, Ordering::Relaxed);
+            for mut part in batch {
+                refuse_past_full(&mut part, held, writing);
+                held.kept.push(part);
+            }
+            write_kept(&mut backend, held, writing);
         }
         held.uncounted = 0;
         in_flight.end(answered);
     }
     // Closing: one last try for what failed before.
-    if !kept.is_empty() {
-        let retried = kept.len();
-        write_kept(&mut backend, kept, retried, stats);
+    if !held.kept.is_empty() {
+        write_kept(&mut backend, held, writing);
+        let appends: usize = held.kept.iter().map(|e| e.appends.len()).sum();
+        if appends > 0 {
+            tracing::error!(
+                appends,
+                bytes = held.kept_bytes,
+                "the store is closing and its last commit failed: the records of these appends are dropped"
+            );
+        }
     }
 }
 
-/// Writes `kept` in one transaction (its first `retried` parts failed
-/// before, the rest are new) and answers the appends not answered yet.
-/// Empties it once committed; keeps it all if the commit failed.
-fn write_kept(
-    backend: &mut impl Backend,
-    kept: &mut Vec<Encoded>,
-    retried: usize,
-    stats: &StoreStats,
-) {
-    let mut result = Ok(());
-    if retried > 0 {
-        match backend.committed_after_all() {
+/// Answers the appends of `part` that cannot be kept: those of a
+/// conversation whose records were refused before, and, once `kept` holds
+/// [`Writing::max_kept_bytes`], any with records (their conversation's
+/// journal then takes no more: a later append answered `Ok` would claim
+/// these records durable). Counts the others' bytes in.
+fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) {
+    let before = part.appends.len();
+    part.appends.retain_mut(|append| {
+        let full = held.kept_bytes >= writing.max_kept_bytes && append.count > 0;
+        if full && held.refused.insert(append.conversation.clone()) {
+            tracing::error!(
+                conversation = %append.conversation,
+                kept_bytes = held.kept_bytes,
+                "the store keeps failing and holds all the records it may keep: this conversation's are refused, its journal takes no more"
+            );
+        }
+        if full || held.refused.contains(&append.conversation) {
+            if let Some(reply) = append.reply.take() {
+                let _ = reply.send(Err(StoreError::KeptFull {
+                    location: writing.location.clone(),
+                    conversation: append.conversation.clone(),
+                    kept_bytes: held.kept_bytes,
+                }));
+            }
+            false
+        } else {
+            held.kept_bytes += append_bytes(append);
+            true
+        }
+    });
+    // The task changes of the refused appends: recomputed from those left.
+    if part.appends.len() < before {
+        part.tasks = tasks_of(&part.appends, writing.location);
+    }
+}
+
+/// The task changes of `appends`, folded from their rows (decoded again:
+/// only on the rare paths that rebuild a part).
+fn tasks_of(appends: &[Append], location: &StoreLocation) -> TaskChanges {
+    let mut tasks = TaskChanges::default();
+    for append in appends {
+        let mut records = Vec::with_capacity(append.count);
+        for row in &append.rows {
+            // Rows the encoder made: they decode.
+            if let Err(error) = crate::snapshot::decode_row(
+                location,
+                &append.conversation,
+                0,
+                &row.text,
+                &mut records,
+            ) {
+                tracing::error!(%error, "a row the writer encoded does not decode");
+            }
+        }
+        tasks.add(&append.conversation, &records);
+    }
+    tasks
+}
+
+/// Answers the appends of `parts` not answered yet with `result`.
+fn answer(parts: &mut [Encoded], result: &Result<(), StoreError>) {
+    for append in parts.iter_mut().flat_map(|e| &mut e.appends) {
+        if let Some(reply) = append.reply.take() {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+/// Writes `held.kept` in one transaction (its first `held.tried` parts
+/// failed before, the rest are new) and answers the appends not answered
+/// yet. Empties it once committed; keeps it if the commit failed for a
+/// reason that may pass; if the database refused its data, writes it again
+/// in parts to drop only the appends it can never take.
+fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
+    if held.tried > 0 {
+        match backend.committed_after_all(&held.kept[..held.tried]) {
             Ok(false) => {}
             Ok(true) => {
                 // The failed commit landed: only what came since is new.
                 tracing::warn!(
                     "a journal commit reported as failed had landed; it is not written again"
                 );
-                kept.drain(..retried);
+                let landed: Vec<Encoded> = held.kept.drain(..held.tried).collect();
+                forget(held, &landed);
+                held.tried = 0;
             }
-            Err(error) => result = Err(error),
+            Err(error) => {
+                // Not known whether it landed: ask again next time (what
+                // was tried and its last row stay as they are).
+                tracing::error!(%error, "cannot tell whether a failed journal commit landed; its records wait");
+                answer(&mut held.kept, &Err(error));
+                return;
+            }
         }
     }
-    if result.is_ok() {
-        result = backend.write_batch(kept);
-    }
-    stats.transactions.fetch_add(1, Ordering::Relaxed);
-    match &result {
+    held.tried = held.kept.len();
+    let result = backend.write_batch(&held.kept);
+    writing.stats.transactions.fetch_add(1, Ordering::Relaxed);
+    match result {
         Ok(()) => {
-            let records: usize = kept.iter().flat_map(|e| &e.appends).map(|a| a.count).sum();
-            stats.records.fetch_add(records as u64, Ordering::Relaxed);
+            committed(held, held.kept.len(), writing.stats);
         }
-        Err(error) => {
+        Err(WriteError { error, data: false }) => {
             // Callers that dropped their future hear of it only here.
-            let appends: usize = kept.iter().map(|e| e.appends.len()).sum();
-            tracing::error!(%error, appends, "journal commit failed; its records go again with the next append");
+            let appends: usize = held.kept.iter().map(|e| e.appends.len()).sum();
+            tracing::error!(%error, appends, "journal commit failed; its records are written again with the next batch, or shortly");
             backend.rolled_back();
+            answer(&mut held.kept, &Err(*error));
+        }
+        Err(WriteError { error, data: true }) => {
+            backend.rolled_back();
+            held.tried = 0;
+            tracing::warn!(%error, "the database refused a journal batch's data; its appends are written again in parts to find those it cannot take");
+            isolate(backend, held, writing);
         }
     }
-    for append in kept.iter_mut().flat_map(|e| &mut e.appends) {
-        if let Some(reply) = append.reply.take() {
-            let _ = reply.send(result.clone());
+}
+
+/// The first `n` parts of `held.kept` committed: answers them and lets
+/// them go.
+fn committed(held: &mut Held, n: usize, stats: &StoreStats) {
+    let records: usize = held.kept[..n]
+        .iter()
+        .flat_map(|e| &e.appends)
+        .map(|a| a.count)
+        .sum();
+    stats.records.fetch_add(records as u64, Ordering::Relaxed);
+    answer(&mut held.kept[..n], &Ok(()));
+    let done: Vec<Encoded> = held.kept.drain(..n).collect();
+    forget(held, &done);
+    held.tried = 0;
+}
+
+/// Counts the bytes of `parts`, no longer kept, out.
+fn forget(held: &mut Held, parts: &[Encoded]) {
+    let bytes: usize = parts
+        .iter()
+        .flat_map(|e| &e.appends)
+        .map(append_bytes)
+        .sum();
+    held.kept_bytes = held.kept_bytes.saturating_sub(bytes);
+}
+
+/// `held.kept` was refused for its data: writes it again one append a
+/// part, halves of it at a time, until each append is written or, alone,
+/// refused (answered with the error, dropped, logged). Stops, keeping the
+/// rest, on a failure that may pass.
+fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
+    let parts = std::mem::take(&mut held.kept);
+    for part in parts {
+        if part.appends.len() <= 1 {
+            held.kept.push(part);
+            continue;
+        }
+        for append in part.appends {
+            let one = vec![append];
+            held.kept.push(Encoded {
+                tasks: tasks_of(&one, writing.location),
+                appends: one,
+                answered: 0,
+            });
         }
     }
-    if result.is_ok() {
-        kept.clear();
+    // How many parts from the front to write together next, innermost last.
+    let mut groups = vec![held.kept.len()];
+    while let Some(n) = groups.pop() {
+        if n == 0 {
+            continue;
+        }
+        held.tried = n;
+        let result = backend.write_batch(&held.kept[..n]);
+        writing.stats.transactions.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => committed(held, n, writing.stats),
+            Err(WriteError { error, data: false }) => {
+                tracing::error!(%error, "journal commit failed; its records are written again with the next batch, or shortly");
+                backend.rolled_back();
+                answer(&mut held.kept, &Err(*error));
+                return;
+            }
+            Err(WriteError { error, data: true }) => {
+                backend.rolled_back();
+                held.tried = 0;
+                if n == 1 {
+                    let conversation = held.kept[0]
+                        .appends
+                        .first()
+                        .map(|a| a.conversation.clone())
+                        .unwrap_or_default();
+                    tracing::error!(%error, %conversation, "the database cannot take an append's records: they are dropped");
+                    answer(&mut held.kept[..1], &Err(*error));
+                    let dropped: Vec<Encoded> = held.kept.drain(..1).collect();
+                    forget(held, &dropped);
+                } else {
+                    let first = n / 2;
+                    groups.push(n - first);
+                    groups.push(first);
+                }
+            }
+        }
     }
+}
+
+/// The time of a batch's commit, for its rows' `at_ms`: now (a test of
+/// the crate may fix it for one `store`, named as it displays).
+pub(crate) fn commit_ms(store: &dyn std::fmt::Display) -> i64 {
+    #[cfg(test)]
+    if let Some(ms) = seam::fixed_ms(&store.to_string()) {
+        return ms;
+    }
+    #[cfg(not(test))]
+    let _ = store;
+    now_ms()
 }
 
 /// Milliseconds since the Unix epoch, for the rows' `at_ms`.
@@ -695,12 +984,25 @@ pub(crate) fn now_ms() -> i64 {
 /// A test's hold on the encoder: what it does before it encodes an append
 /// of a given conversation (panic, or wait to be told to go on).
 #[cfg(test)]
-mod seam {
+pub(crate) mod seam {
     use std::sync::{Arc, Mutex, PoisonError};
 
     type Hook = Arc<dyn Fn() + Send + Sync>;
 
     static HOOKS: Mutex<Vec<(String, Hook)>> = Mutex::new(Vec::new());
+
+    static CLOCKS: Mutex<Vec<(String, i64)>> = Mutex::new(Vec::new());
+
+    /// Fixes the time of every commit to `store` (as it displays) at `ms`.
+    pub(crate) fn fix_commit_ms(store: &str, ms: i64) {
+        let mut clocks = CLOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+        clocks.push((store.to_owned(), ms));
+    }
+
+    pub(super) fn fixed_ms(store: &str) -> Option<i64> {
+        let clocks = CLOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+        clocks.iter().find(|(s, _)| s == store).map(|(_, ms)| *ms)
+    }
 
     /// Runs `hook` on the encoder before each append of `conversation`
     /// (a name of the test's own: tests run at once).
@@ -733,7 +1035,7 @@ mod tests {
     }
 
     impl Backend for Panicking {
-        fn write_batch(&mut self, _: &[Encoded]) -> Result<(), StoreError> {
+        fn write_batch(&mut self, _: &[Encoded]) -> Result<(), WriteError> {
             let _ = self.entered.send(());
             let _ = self.go.recv();
             panic!("disk on fire");
@@ -741,7 +1043,7 @@ mod tests {
 
         fn rolled_back(&mut self) {}
 
-        fn committed_after_all(&mut self) -> Result<bool, StoreError> {
+        fn committed_after_all(&mut self, _: &[Encoded]) -> Result<bool, StoreError> {
             Ok(false)
         }
 
@@ -937,13 +1239,27 @@ mod tests {
         /// The most a row holds (none if `None`): a batch with a larger
         /// row fails.
         max_row: Option<usize>,
+        /// Checks (`committed_after_all`) still to fail (connection down).
+        check_fail: usize,
+        /// A conversation whose rows the database refuses for their data
+        /// (a constraint): a batch holding one fails, for good.
+        refuse: Option<String>,
+        /// The batches written (committed or not), as their appends'
+        /// conversations.
+        writes: Vec<Vec<String>>,
     }
 
     struct Fake(Arc<Mutex<Db>>);
 
     impl Backend for Fake {
-        fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), StoreError> {
+        fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), WriteError> {
             let mut db = self.0.lock().unwrap();
+            let conversations = batch
+                .iter()
+                .flat_map(|e| &e.appends)
+                .map(|a| a.conversation.clone())
+                .collect();
+            db.writes.push(conversations);
             let rows: Vec<(String, String)> = batch
                 .iter()
                 .flat_map(|e| &e.appends)
@@ -961,25 +1277,41 @@ mod tests {
             };
             if db.fail > 0 {
                 db.fail -= 1;
-                return Err(failure);
+                return Err(failure.into());
             }
             if let Some(max) = db.max_row {
                 if rows.iter().any(|(c, r)| c.len() + r.len() > max) {
-                    return Err(failure);
+                    return Err(failure.into());
                 }
+            }
+            if rows.iter().any(|(c, _)| Some(c) == db.refuse.as_ref()) {
+                return Err(WriteError {
+                    error: Box::new(StoreError::Io {
+                        location: StoreLocation::File("fake".into()),
+                        message: "a check constraint refused a row".into(),
+                    }),
+                    data: true,
+                });
             }
             db.rows.extend(rows);
             if db.lose_answer > 0 {
                 db.lose_answer -= 1;
-                return Err(failure);
+                return Err(failure.into());
             }
             Ok(())
         }
 
         fn rolled_back(&mut self) {}
 
-        fn committed_after_all(&mut self) -> Result<bool, StoreError> {
-            let db = self.0.lock().unwrap();
+        fn committed_after_all(&mut self, _: &[Encoded]) -> Result<bool, StoreError> {
+            let mut db = self.0.lock().unwrap();
+            if db.check_fail > 0 {
+                db.check_fail -= 1;
+                return Err(StoreError::Io {
+                    location: StoreLocation::File("fake".into()),
+                    message: "connection refused".into(),
+                });
+            }
             Ok(!db.last.is_empty() && db.rows.ends_with(&db.last))
         }
 
@@ -1087,5 +1419,146 @@ mod tests {
         assert!(futures::executor::block_on(writer.journal_append("c", input("a"))).is_err());
         drop(writer);
         assert_eq!(texts(&db).len(), 1);
+    }
+
+    /// A commit lands but its answer is lost (the server went down); the
+    /// check before the next write fails too (still down): an append made
+    /// meanwhile is not dropped with the batch that landed. (Before, the
+    /// parts to drop once the check found the commit had landed were all
+    /// those kept, the append made while the check failed included: it
+    /// was answered `Ok` by the next append and never written.)
+    #[test]
+    fn an_append_made_while_the_check_fails_is_not_dropped() {
+        let db = Arc::new(Mutex::new(Db {
+            lose_answer: 1,
+            check_fail: 1,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        assert!(block(writer.journal_append("c", input("a"))).is_err());
+        assert!(block(writer.journal_append("c", input("b"))).is_err());
+        assert_eq!(block(writer.journal_append("c", input("c"))), Ok(()));
+        let rows = texts(&db);
+        assert_eq!(rows.len(), 3, "a, b and c each once: {rows:?}");
+        for (row, text) in rows.iter().zip(["a", "b", "c"]) {
+            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
+        }
+    }
+
+    /// An append the database can never take (its data breaks a
+    /// constraint) fails alone, with the database's error, and is not
+    /// kept: the appends of its batch around it, and later ones, are
+    /// written. (Before, it was kept and went ahead of every later batch,
+    /// failing all of them for good.)
+    #[test]
+    fn an_append_the_database_refuses_for_its_data_fails_alone() {
+        let db = Arc::new(Mutex::new(Db {
+            refuse: Some("bad".into()),
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        // Queued at once, so that they share batches.
+        let pending: Vec<_> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|t| {
+                let conversation = if *t == "c" { "bad" } else { "good" };
+                writer.journal_append(conversation, input(t))
+            })
+            .collect();
+        let results: Vec<_> = pending.into_iter().map(block).collect();
+        for (i, result) in results.iter().enumerate() {
+            if i == 2 {
+                let error = result.as_ref().unwrap_err();
+                assert!(!error.is_closed(), "{error}");
+                assert!(
+                    error.message().contains("a check constraint refused a row"),
+                    "{error}"
+                );
+            } else {
+                assert_eq!(*result, Ok(()), "append {i}");
+            }
+        }
+        assert_eq!(block(writer.journal_append("good", input("f"))), Ok(()));
+        let rows = texts(&db);
+        let expected = ["a", "b", "d", "e", "f"];
+        assert_eq!(rows.len(), expected.len(), "{rows:?}");
+        for (row, text) in rows.iter().zip(expected) {
+            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
+        }
+    }
+
+    /// Records kept after a failure are written again after a pause even
+    /// when no later append comes to carry them (a conversation gone
+    /// quiet).
+    #[test]
+    fn kept_records_are_written_again_without_a_later_append() {
+        let db = Arc::new(Mutex::new(Db {
+            fail: 2,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        assert!(futures::executor::block_on(writer.journal_append("c", input("a"))).is_err());
+        // The tries after 200 ms (fails) and 400 ms more (lands); waits
+        // for the event, not for a time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while texts(&db).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never written again");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(texts(&db).len(), 1);
+        assert_eq!(db.lock().unwrap().writes.len(), 3, "one write, two retries");
+        assert_eq!(
+            futures::executor::block_on(writer.journal_append("c", Vec::new())),
+            Ok(())
+        );
+        assert_eq!(texts(&db).len(), 1, "nothing written twice");
+    }
+
+    /// While the store fails, the writer keeps at most so many bytes of
+    /// records: past that, an append with records is refused, its
+    /// conversation's journal closed for good (its records are lost, so a
+    /// later `Ok` would lie), and the other conversations go on once the
+    /// store works again. (Before, the kept records grew without bound.)
+    #[test]
+    fn past_the_kept_limit_appends_are_refused_and_their_journal_closed() {
+        let db = Arc::new(Mutex::new(Db {
+            fail: usize::MAX,
+            ..Db::default()
+        }));
+        let fake = Arc::clone(&db);
+        let writer =
+            GroupWriter::spawn_keeping(StoreLocation::File("fake".into()), 10, move || {
+                Ok(Fake(fake))
+            })
+            .unwrap();
+        let block = futures::executor::block_on;
+        let error = block(writer.journal_append("c", input("a"))).unwrap_err();
+        assert!(!error.is_closed(), "kept, not refused: {error}");
+        let error = block(writer.journal_append("d", input("b"))).unwrap_err();
+        assert!(error.is_closed(), "{error}");
+        assert!(
+            error.message().starts_with(
+                "fake: the store keeps failing and 35 bytes of journal records already wait in memory, the most it keeps: records of `d` were refused and are lost"
+            ),
+            "{error}"
+        );
+        db.lock().unwrap().fail = 0;
+        // `c` is written; `d` takes no more, even empty appends.
+        assert_eq!(block(writer.journal_append("c", Vec::new())), Ok(()));
+        assert!(block(writer.journal_append("d", Vec::new()))
+            .unwrap_err()
+            .is_closed());
+        assert!(block(writer.journal_append("d", input("c")))
+            .unwrap_err()
+            .is_closed());
+        assert_eq!(block(writer.journal_append("e", input("d"))), Ok(()));
+        let rows = texts(&db);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows[0].contains("\"a\"") && rows[1].contains("\"d\""),
+            "{rows:?}"
+        );
     }
 }

@@ -511,3 +511,47 @@ fn an_unreachable_server_is_a_clear_error() {
     );
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
+
+/// An append the server can never take (here a check, added by the test,
+/// refusing one conversation's rows with SQLSTATE 23514, a data error)
+/// fails alone, with the server's error, and is not kept: the other
+/// conversations' appends, in its batch and later, are written. (Before, it
+/// was kept and written again ahead of every later batch, so every
+/// conversation of the store failed from then on, for good.)
+#[test]
+fn an_append_that_can_never_land_does_not_stall_other_conversations() {
+    let Some(schema) = Schema::new() else { return };
+    let store = (schema.opener())();
+    schema.execute(
+        "CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.conversation = 'bad' THEN \
+         RAISE EXCEPTION 'no rows of bad' USING ERRCODE = 'check_violation'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_bad BEFORE INSERT ON events \
+         FOR EACH ROW EXECUTE FUNCTION refuse_bad();",
+    );
+    let block = futures::executor::block_on;
+    let (good, bad) = (
+        store.journal("good").unwrap(),
+        store.journal("bad").unwrap(),
+    );
+    // Queued at once, so that they may share a batch.
+    let pending = vec![
+        good.append(vec![common::input("a")]),
+        bad.append(vec![common::input("x")]),
+        good.append(vec![common::input("b")]),
+    ];
+    let results: Vec<_> = pending.into_iter().map(block).collect();
+    assert_eq!(results[0], Ok(()));
+    let error = results[1].clone().unwrap_err();
+    assert!(!error.is_closed(), "{error}");
+    assert!(error.message().contains("no rows of bad"), "{error}");
+    assert_eq!(results[2], Ok(()));
+    for text in ["c", "d", "e"] {
+        let r = block(good.append(vec![common::input(text)]));
+        assert!(r.is_ok(), "another conversation cannot write: {r:?}");
+    }
+    let texts: Vec<_> = ["a", "b", "c", "d", "e"].map(common::input).into();
+    assert_eq!(store.read("good").unwrap(), texts);
+    assert_eq!(store.read("bad").unwrap(), vec![]);
+}
