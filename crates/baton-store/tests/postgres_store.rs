@@ -555,3 +555,124 @@ fn an_append_that_can_never_land_does_not_stall_other_conversations() {
     assert_eq!(store.read("good").unwrap(), texts);
     assert_eq!(store.read("bad").unwrap(), vec![]);
 }
+
+/// A TCP proxy to the test server that, once armed, lets one `COMMIT`
+/// through and drops the connection instead of passing its answer back:
+/// the commit lands, the store hears only that the connection went.
+struct LosingProxy {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    dropped: Arc<AtomicU32>,
+}
+
+impl LosingProxy {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::AtomicBool;
+        let config: postgres::Config = server_url().parse().unwrap();
+        let host = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Self {
+            port: listener.local_addr().unwrap().port(),
+            armed: Arc::new(AtomicBool::new(false)),
+            dropped: Arc::new(AtomicU32::new(0)),
+        };
+        let (armed, dropped) = (Arc::clone(&proxy.armed), Arc::clone(&proxy.dropped));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect((host.as_str(), port)) else {
+                    return;
+                };
+                let commit_sent = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (sent, armed_up) = (Arc::clone(&commit_sent), Arc::clone(&armed));
+                // Client to server: notes a COMMIT (simple query) while armed.
+                std::thread::spawn(move || {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let commit = b"Q\0\0\0\x0bCOMMIT\0";
+                        if armed_up.load(Ordering::SeqCst)
+                            && buf[..n].windows(commit.len()).any(|w| w == commit)
+                        {
+                            sent.store(true, Ordering::SeqCst);
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let (armed, dropped) = (Arc::clone(&armed), Arc::clone(&dropped));
+                // Server to client: drops the connection instead of passing
+                // on the COMMIT's answer (the commit is done by then).
+                std::thread::spawn(move || {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let done = b"COMMIT\0";
+                        if commit_sent.load(Ordering::SeqCst)
+                            && buf[..n].windows(done.len()).any(|w| w == done)
+                            && armed.swap(false, Ordering::SeqCst)
+                        {
+                            dropped.fetch_add(1, Ordering::SeqCst);
+                            let _ = c_out.shutdown(Shutdown::Both);
+                            let _ = s_in.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        proxy
+    }
+
+    /// The test server's URL, through the proxy.
+    fn url(&self) -> String {
+        let config: postgres::Config = server_url().parse().unwrap();
+        let user = config.get_user().unwrap_or("postgres");
+        let db = config.get_dbname().unwrap_or("test");
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+/// A commit that lands on the server but whose answer is lost (the
+/// connection drops right after it): the append fails, the store connects
+/// again, and before writing the batch again it finds that it landed, so
+/// its records are in the log once. (This is the writer's "landed after
+/// all" check on a real server; without it the records would be written
+/// twice.)
+#[test]
+fn a_commit_that_landed_but_whose_answer_was_lost_is_not_written_twice() {
+    let Some(schema) = Schema::new() else { return };
+    let proxy = LosingProxy::start();
+    let store = PgStore::open(&proxy.url(), schema.options()).unwrap();
+    let journal = Store::journal(&store, "c").unwrap();
+    let block = futures::executor::block_on;
+    block(journal.append(vec![common::input("a")])).unwrap();
+    proxy.armed.store(true, Ordering::SeqCst);
+    let lost = block(journal.append(vec![common::input("b")]));
+    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 1, "{lost:?}");
+    assert!(lost.is_err(), "the answer was lost");
+    block(journal.append(vec![common::input("c")])).unwrap();
+    assert_eq!(
+        store.read("c").unwrap(),
+        ["a", "b", "c"].map(common::input).to_vec()
+    );
+}
