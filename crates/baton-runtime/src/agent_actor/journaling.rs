@@ -57,8 +57,8 @@ pub(super) struct Concluding {
     stalled: Vec<Waiting>,
     /// Whether the [`WhenDurable`] future is running.
     running: bool,
-    /// The pause before the next try after a failed append; `None` while
-    /// appends succeed.
+    /// The pause before the next try after a failed append; `None` once an
+    /// append succeeded.
     retry: Option<Duration>,
     /// Whether a retry is scheduled (no append goes out until then).
     waiting_to_retry: bool,
@@ -179,9 +179,10 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
                     continue;
                 }
                 failed = None;
-                if act.concluding.in_flight.is_empty() && !act.concluding.waiting_to_retry {
-                    act.concluding.retry = None;
-                }
+                // The journal works: a later failure is a new outage, whose
+                // first pause is the shortest (also when this success came
+                // while a retry was scheduled).
+                act.concluding.retry = None;
                 // Durable too: the results of failed appends before it.
                 let stalled = std::mem::take(&mut act.concluding.stalled);
                 for waiting in stalled.into_iter().chain(results) {
