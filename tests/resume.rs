@@ -662,3 +662,64 @@ fn inputs_are_delivered_in_the_order_of_the_log_when_an_append_failed() {
         );
     });
 }
+
+/// A result's append that succeeds while a retry is scheduled (an earlier
+/// one failed) resets the pause: the next, unrelated outage is tried again
+/// after 200 ms, not after the pause the last one reached. (Before, only
+/// a success with nothing in flight and no retry scheduled reset it.)
+#[test]
+fn a_success_while_a_retry_is_scheduled_resets_the_pause() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req: &baton::ChatRequest| {
+            match (req.agent.as_str(), req.messages.last()) {
+                ("leaf", Some(Message::User { content })) => {
+                    let secs = match content.as_str() {
+                        "1" => 1,
+                        "2" => 2,
+                        _ => 5,
+                    };
+                    ScriptedTurn::text("leaf done").after(Duration::from_secs(secs))
+                }
+                (_, Some(Message::User { .. })) => ScriptedTurn::calls(
+                    "create_task",
+                    (1..=3).map(|i| json!({"agent": "leaf", "prompt": i.to_string()})),
+                ),
+                _ => ScriptedTurn::text("ok"),
+            }
+        });
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([leaf])
+            .build();
+        let journal = Unreliable::new();
+        let convo = durable(lead, &journal);
+        let start = tokio::time::Instant::now();
+        let at = |ms: u64| tokio::time::sleep_until(start + Duration::from_millis(ms));
+        convo.send_user("go").await.unwrap();
+        at(500).await;
+        journal.hold_results();
+        // Results 1 and 2 (at 1 s and 2 s) are in flight; 1 fails: a
+        // retry is scheduled in 200 ms; then 2 lands, and 1 with it.
+        at(2_100).await;
+        journal.answer_oldest(false);
+        at(2_150).await;
+        journal.answer_oldest(true);
+        at(2_500).await;
+        assert_eq!(results_in(&convo.history().await.unwrap()), 2);
+        journal.release();
+        // Another outage: result 3 (at 5 s) fails; the store is back at
+        // 5.1 s; the retry after 200 ms makes it durable.
+        at(4_500).await;
+        journal.go_down();
+        at(5_100).await;
+        journal.recover();
+        at(5_300).await;
+        assert_eq!(
+            results_in(&convo.history().await.unwrap()),
+            3,
+            "not retried after 200 ms"
+        );
+        convo.settled().await.unwrap();
+    });
+}

@@ -226,7 +226,10 @@ struct UnreliableState {
     refused: u32,
     /// Whether appends are held back (until `release`).
     holding: bool,
-    held: Vec<futures::channel::oneshot::Sender<()>>,
+    /// Whether only appends carrying a `TaskFinished` record are held.
+    holding_results: bool,
+    /// The held appends' answers (`true`: durable), oldest first.
+    held: Vec<futures::channel::oneshot::Sender<bool>>,
 }
 
 impl Unreliable {
@@ -277,11 +280,36 @@ impl Unreliable {
     pub fn release(&self) {
         let mut state = self.lock();
         state.holding = false;
+        state.holding_results = false;
         let queued = std::mem::take(&mut state.queued);
         drop(self.durable.append(queued));
         for held in state.held.drain(..) {
-            let _ = held.send(());
+            let _ = held.send(true);
         }
+    }
+
+    /// From now on the appends carrying a `TaskFinished` record are held
+    /// back (others go through), until `answer_oldest` or `release`.
+    pub fn hold_results(&self) {
+        let mut state = self.lock();
+        state.holding = true;
+        state.holding_results = true;
+    }
+
+    /// Answers the oldest held append: it succeeds (and what waits becomes
+    /// durable) if `durable`, fails otherwise (its records wait).
+    pub fn answer_oldest(&self, durable: bool) {
+        let mut state = self.lock();
+        if state.held.is_empty() {
+            return;
+        }
+        if durable {
+            let queued = std::mem::take(&mut state.queued);
+            drop(self.durable.append(queued));
+        } else {
+            state.refused += 1;
+        }
+        let _ = state.held.remove(0).send(durable);
     }
 
     /// How many appends failed so far.
@@ -297,10 +325,10 @@ impl baton::core::Journal for Unreliable {
     ) -> futures::future::BoxFuture<'static, Result<(), baton::core::JournalError>> {
         use futures::FutureExt;
         let mut state = self.lock();
-        if records
+        let result = records
             .iter()
-            .any(|r| matches!(r, baton::core::JournalRecord::TaskFinished { .. }))
-        {
+            .any(|r| matches!(r, baton::core::JournalRecord::TaskFinished { .. }));
+        if result {
             state.armed = true;
         }
         if state.closed {
@@ -320,10 +348,15 @@ impl baton::core::Journal for Unreliable {
             state.refused += 1;
             return Box::pin(async { Err(baton::core::JournalError::new("the disk is full")) });
         }
-        if state.holding {
+        if state.holding && (result || !state.holding_results) {
             let (tx, rx) = futures::channel::oneshot::channel();
             state.held.push(tx);
-            return rx.map(|_| Ok(())).boxed();
+            return rx
+                .map(|durable| match durable {
+                    Ok(false) => Err(baton::core::JournalError::new("the disk is full")),
+                    _ => Ok(()),
+                })
+                .boxed();
         }
         let queued = std::mem::take(&mut state.queued);
         drop(self.durable.append(queued));
