@@ -141,6 +141,20 @@ pub enum StoreError {
         /// The encoder's message, or the record's size and the limit.
         message: String,
     },
+    /// The database refused a record of the conversation for its data (a
+    /// value or constraint it can never take): the record is lost, so the
+    /// conversation's journal takes no more (a later append answered `Ok`
+    /// would claim it durable; [`StoreError::ends_journal`]). Resume the
+    /// conversation from the store.
+    #[error("{location}: the store refused a record of `{conversation}` ({message}): it is lost, and the conversation's journal takes no more (resume it from the store)")]
+    Refused {
+        /// The store.
+        location: StoreLocation,
+        /// The conversation.
+        conversation: String,
+        /// The database's reason.
+        message: String,
+    },
     /// The store has been failing for so long that the writer holds all
     /// the records it may keep in memory waiting for it
     /// (`MAX_KEPT_BYTES`, 256 MiB): this conversation's latest records
@@ -210,11 +224,30 @@ impl StoreError {
 }
 
 impl StoreError {
+    /// What the database or the system said, without the store's location
+    /// (for an error that wraps this one and names the store itself).
+    pub fn reason(&self) -> String {
+        match self {
+            StoreError::Sqlite { message, .. }
+            | StoreError::Postgres { message, .. }
+            | StoreError::Io { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the journal that got this takes no more records: the store
     /// is closed ([`StoreError::is_closed`]), or the journal lost records
-    /// ([`StoreError::KeptFull`]).
+    /// ([`StoreError::KeptFull`], [`StoreError::Refused`],
+    /// [`StoreError::Unencodable`]): a later append answered `Ok` would
+    /// claim them durable.
     pub fn ends_journal(&self) -> bool {
-        self.is_closed() || matches!(self, StoreError::KeptFull { .. })
+        self.is_closed()
+            || matches!(
+                self,
+                StoreError::KeptFull { .. }
+                    | StoreError::Refused { .. }
+                    | StoreError::Unencodable { .. }
+            )
     }
 }
 

@@ -12,8 +12,11 @@
 //! everything appended before it durable (the prefix durability of
 //! [`baton_core::Journal`]). A batch the database refuses for its data is
 //! written again in parts, so that only the appends it can never take fail
-//! (and are dropped). At most [`MAX_KEPT_BYTES`] are kept.
+//! (and are dropped; their conversation's journal then takes no more, as a
+//! later `Ok` would claim the dropped records durable). At most
+//! [`MAX_KEPT_BYTES`] are kept.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -590,6 +593,9 @@ fn encode_loop(
     failing: &Failing<'_>,
     held: &mut usize,
 ) {
+    // Conversations with an append that could not be written: their
+    // journal takes no more (a later `Ok` would claim it durable).
+    let mut refused: HashMap<String, StoreError> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let mut requests = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -604,6 +610,10 @@ fn encode_loop(
         for request in requests {
             #[cfg(test)]
             seam::before_encoding(&request.conversation);
+            if let Some(error) = refused.get(&request.conversation) {
+                let _ = request.reply.send(Err(error.clone()));
+                continue;
+            }
             match target.encode(&request.conversation, &request.records) {
                 Ok(rows) => {
                     encoded.tasks.add(&request.conversation, &request.records);
@@ -617,7 +627,8 @@ fn encode_loop(
                 Err(e) => {
                     // Not a passing failure: these records can never be
                     // written, so they are not kept (see `Journal`).
-                    tracing::error!(error = %e, "journal records cannot be written; they are dropped");
+                    tracing::error!(error = %e, "journal records cannot be written; they are dropped, and the conversation's journal takes no more");
+                    refused.insert(request.conversation, e.clone());
                     let _ = request.reply.send(Err(e));
                 }
             }
@@ -649,9 +660,10 @@ struct Held {
     kept_bytes: usize,
     /// How many appends the latest batch answers, until counted out.
     uncounted: usize,
-    /// Conversations whose records were refused because `kept` was full:
-    /// their journal has lost records, so it takes no more.
-    refused: std::collections::HashSet<String>,
+    /// Conversations whose records were refused (`kept` was full, or the
+    /// database cannot take them), with why: their journal has lost
+    /// records, so it takes no more.
+    refused: HashMap<String, StoreError>,
 }
 
 /// The most bytes of rows the writer keeps while the store fails (see
@@ -768,20 +780,24 @@ fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) 
     let before = part.appends.len();
     part.appends.retain_mut(|append| {
         let full = held.kept_bytes >= writing.max_kept_bytes && append.count > 0;
-        if full && held.refused.insert(append.conversation.clone()) {
+        if full && !held.refused.contains_key(&append.conversation) {
             tracing::error!(
                 conversation = %append.conversation,
                 kept_bytes = held.kept_bytes,
                 "the store keeps failing and holds all the records it may keep: this conversation's are refused, its journal takes no more"
             );
-        }
-        if full || held.refused.contains(&append.conversation) {
-            if let Some(reply) = append.reply.take() {
-                let _ = reply.send(Err(StoreError::KeptFull {
+            held.refused.insert(
+                append.conversation.clone(),
+                StoreError::KeptFull {
                     location: writing.location.clone(),
                     conversation: append.conversation.clone(),
                     kept_bytes: held.kept_bytes,
-                }));
+                },
+            );
+        }
+        if let Some(error) = held.refused.get(&append.conversation) {
+            if let Some(reply) = append.reply.take() {
+                let _ = reply.send(Err(error.clone()));
             }
             false
         } else {
@@ -877,6 +893,30 @@ fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>
     }
 }
 
+/// Answers every append of `conversation` still in `held.kept` with
+/// `error` and takes it out (its part stays, emptied, so the counts of
+/// parts being written stay right).
+fn refuse_later(held: &mut Held, conversation: &str, error: &StoreError, writing: &Writing<'_>) {
+    let mut freed = 0;
+    for part in &mut held.kept {
+        let before = part.appends.len();
+        part.appends.retain_mut(|append| {
+            if append.conversation != conversation {
+                return true;
+            }
+            freed += append_bytes(append);
+            if let Some(reply) = append.reply.take() {
+                let _ = reply.send(Err(error.clone()));
+            }
+            false
+        });
+        if part.appends.len() < before {
+            part.tasks = tasks_of(&part.appends, writing.location);
+        }
+    }
+    held.kept_bytes = held.kept_bytes.saturating_sub(freed);
+}
+
 /// The first `n` parts of `held.kept` committed: answers them and lets
 /// them go.
 fn committed(held: &mut Held, n: usize, stats: &StoreStats) {
@@ -948,10 +988,19 @@ fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
                         .first()
                         .map(|a| a.conversation.clone())
                         .unwrap_or_default();
-                    tracing::error!(%error, %conversation, "the database cannot take an append's records: they are dropped");
-                    answer(&mut held.kept[..1], &Err(*error));
+                    tracing::error!(%error, %conversation, "the database cannot take an append's records: they are dropped, and the conversation's journal takes no more");
+                    let refusal = StoreError::Refused {
+                        location: writing.location.clone(),
+                        conversation: conversation.clone(),
+                        message: error.reason(),
+                    };
+                    answer(&mut held.kept[..1], &Err(refusal.clone()));
                     let dropped: Vec<Encoded> = held.kept.drain(..1).collect();
                     forget(held, &dropped);
+                    // Its later appends must not be written either: the
+                    // log would have a hole a later `Ok` papers over.
+                    refuse_later(held, &conversation, &refusal, writing);
+                    held.refused.insert(conversation, refusal);
                 } else {
                     let first = n / 2;
                     groups.push(n - first);
@@ -1244,6 +1293,8 @@ mod tests {
         /// A conversation whose rows the database refuses for their data
         /// (a constraint): a batch holding one fails, for good.
         refuse: Option<String>,
+        /// A text the database refuses in any row, as `refuse` does.
+        refuse_text: Option<String>,
         /// The batches written (committed or not), as their appends'
         /// conversations.
         writes: Vec<Vec<String>>,
@@ -1284,7 +1335,11 @@ mod tests {
                     return Err(failure.into());
                 }
             }
-            if rows.iter().any(|(c, _)| Some(c) == db.refuse.as_ref()) {
+            let poisoned = |r: &String| db.refuse_text.as_ref().is_some_and(|t| r.contains(t));
+            if rows
+                .iter()
+                .any(|(c, r)| Some(c) == db.refuse.as_ref() || poisoned(r))
+            {
                 return Err(WriteError {
                     error: Box::new(StoreError::Io {
                         location: StoreLocation::File("fake".into()),
@@ -1395,7 +1450,9 @@ mod tests {
             },
         ];
         let error = block(writer.journal_append("c", huge)).unwrap_err();
-        assert!(!error.is_closed(), "{error}");
+        // Its records are lost: the conversation's journal takes no more
+        // (a later `Ok` would claim them durable); others go on.
+        assert!(error.is_closed(), "{error}");
         let message = error.message();
         assert!(
             message.starts_with("fake: a record of `c` could not be encoded: it is ")
@@ -1403,10 +1460,12 @@ mod tests {
                     .ends_with(" bytes of JSON, more than a row of this store holds (1000 bytes)"),
             "{message}"
         );
-        assert_eq!(block(writer.journal_append("c", input("c"))), Ok(()));
+        let later = block(writer.journal_append("c", input("c"))).unwrap_err();
+        assert_eq!(later, error);
+        assert_eq!(block(writer.journal_append("d", input("d"))), Ok(()));
         let rows = texts(&db);
         assert_eq!(rows.len(), 2, "{rows:?}");
-        assert!(rows[1].contains("\"c\""), "{rows:?}");
+        assert!(rows[1].contains("\"d\""), "{rows:?}");
     }
 
     #[test]
@@ -1454,35 +1513,44 @@ mod tests {
     #[test]
     fn an_append_the_database_refuses_for_its_data_fails_alone() {
         let db = Arc::new(Mutex::new(Db {
-            refuse: Some("bad".into()),
+            refuse_text: Some("poison".into()),
             ..Db::default()
         }));
         let writer = writer(&db);
         let block = futures::executor::block_on;
-        // Queued at once, so that they share batches.
-        let pending: Vec<_> = ["a", "b", "c", "d", "e"]
-            .iter()
-            .map(|t| {
-                let conversation = if *t == "c" { "bad" } else { "good" };
-                writer.journal_append(conversation, input(t))
-            })
-            .collect();
+        // Queued at once, so that they share batches: "poison" is refused;
+        // the appends of its conversation after it must not be written
+        // either (the log would have a hole that a later `Ok` papers over),
+        // those of other conversations are.
+        let pending: Vec<_> = [
+            ("good", "a"),
+            ("bad", "b"),
+            ("bad", "poison"),
+            ("bad", "d"),
+            ("good", "e"),
+        ]
+        .iter()
+        .map(|(conversation, t)| writer.journal_append(conversation, input(t)))
+        .collect();
         let results: Vec<_> = pending.into_iter().map(block).collect();
         for (i, result) in results.iter().enumerate() {
-            if i == 2 {
+            if i == 2 || i == 3 {
                 let error = result.as_ref().unwrap_err();
-                assert!(!error.is_closed(), "{error}");
+                assert!(error.is_closed(), "the journal takes no more: {error}");
                 assert!(
-                    error.message().contains("a check constraint refused a row"),
+                    error.message().contains("a check constraint refused a row")
+                        && error.message().contains("`bad`"),
                     "{error}"
                 );
             } else {
                 assert_eq!(*result, Ok(()), "append {i}");
             }
         }
-        assert_eq!(block(writer.journal_append("good", input("f"))), Ok(()));
+        let later = block(writer.journal_append("bad", input("f"))).unwrap_err();
+        assert!(later.is_closed(), "{later}");
+        assert_eq!(block(writer.journal_append("good", input("g"))), Ok(()));
         let rows = texts(&db);
-        let expected = ["a", "b", "d", "e", "f"];
+        let expected = ["a", "b", "e", "g"];
         assert_eq!(rows.len(), expected.len(), "{rows:?}");
         for (row, text) in rows.iter().zip(expected) {
             assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");

@@ -517,7 +517,8 @@ fn an_unreachable_server_is_a_clear_error() {
 /// fails alone, with the server's error, and is not kept: the other
 /// conversations' appends, in its batch and later, are written. (Before, it
 /// was kept and written again ahead of every later batch, so every
-/// conversation of the store failed from then on, for good.)
+/// conversation of the store failed from then on, for good.) Its records
+/// are lost, so its own journal takes no more: it is closed.
 #[test]
 fn an_append_that_can_never_land_does_not_stall_other_conversations() {
     let Some(schema) = Schema::new() else { return };
@@ -544,8 +545,12 @@ fn an_append_that_can_never_land_does_not_stall_other_conversations() {
     let results: Vec<_> = pending.into_iter().map(block).collect();
     assert_eq!(results[0], Ok(()));
     let error = results[1].clone().unwrap_err();
-    assert!(!error.is_closed(), "{error}");
+    assert!(error.is_closed(), "{error}");
     assert!(error.message().contains("no rows of bad"), "{error}");
+    assert!(
+        block(bad.append(Vec::new())).is_err_and(|e| e.is_closed()),
+        "a later append of `bad` would claim the lost record durable"
+    );
     assert_eq!(results[2], Ok(()));
     for text in ["c", "d", "e"] {
         let r = block(good.append(vec![common::input(text)]));
