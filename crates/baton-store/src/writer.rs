@@ -261,8 +261,10 @@ pub(crate) trait Backend: Send + 'static {
     /// table (each part's changes after the part before): all of it or none
     /// of it.
     fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), WriteError>;
-    /// The transaction of a failed batch rolled back: forget whatever was
-    /// cached about the stored state (sequence numbers).
+    /// The transaction of a failed batch rolled back, or whether a failed
+    /// commit landed could not be told: forget whatever was cached about
+    /// the stored state (sequence numbers), and connect again if the
+    /// connection is gone.
     fn rolled_back(&mut self);
     /// Whether `batch`, the last one [`Backend::write_batch`] failed to
     /// write, was committed after all: its commit reached the database but
@@ -863,8 +865,10 @@ fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>
             }
             Err(error) => {
                 // Not known whether it landed: ask again next time (what
-                // was tried and its last row stay as they are).
+                // was tried and its last row stay as they are), on a fresh
+                // connection if this one is gone.
                 tracing::error!(%error, "cannot tell whether a failed journal commit landed; its records wait");
+                backend.rolled_back();
                 answer(&mut held.kept, &Err(error));
                 return;
             }

@@ -568,6 +568,8 @@ struct LosingProxy {
     port: u16,
     armed: Arc<std::sync::atomic::AtomicBool>,
     dropped: Arc<AtomicU32>,
+    /// While set, new connections are closed at once (the server is down).
+    refusing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LosingProxy {
@@ -586,11 +588,17 @@ impl LosingProxy {
             port: listener.local_addr().unwrap().port(),
             armed: Arc::new(AtomicBool::new(false)),
             dropped: Arc::new(AtomicU32::new(0)),
+            refusing: Arc::new(AtomicBool::new(false)),
         };
         let (armed, dropped) = (Arc::clone(&proxy.armed), Arc::clone(&proxy.dropped));
+        let refusing = Arc::clone(&proxy.refusing);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect((host.as_str(), port)) else {
                     return;
                 };
@@ -679,5 +687,40 @@ fn a_commit_that_landed_but_whose_answer_was_lost_is_not_written_twice() {
     assert_eq!(
         store.read("c").unwrap(),
         ["a", "b", "c"].map(common::input).to_vec()
+    );
+}
+
+/// A commit's answer is lost and the server is still down when the writer
+/// tries to reconnect. Once it is back, the writer reconnects: the "landed
+/// after all" check that failed on the dead connection makes it try
+/// again. (Before, every later try started with that check on the dead
+/// connection, failed, and never reached the reconnect: the store wrote
+/// nothing more, for good.)
+#[test]
+fn a_lost_commit_answer_while_the_server_is_down_does_not_wedge_the_writer() {
+    let Some(schema) = Schema::new() else { return };
+    let proxy = LosingProxy::start();
+    let store = PgStore::open(&proxy.url(), schema.options()).unwrap();
+    let journal = Store::journal(&store, "c").unwrap();
+    let block = futures::executor::block_on;
+    block(journal.append(vec![common::input("a")])).unwrap();
+    proxy.refusing.store(true, Ordering::SeqCst);
+    proxy.armed.store(true, Ordering::SeqCst);
+    let lost = block(journal.append(vec![common::input("b")]));
+    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 1, "{lost:?}");
+    assert!(lost.is_err());
+    // The server is back.
+    proxy.refusing.store(false, Ordering::SeqCst);
+    // The first try's check meets the dead connection and reconnects; the
+    // next one writes.
+    let tries: Vec<_> = (0..2).map(|_| block(journal.append(vec![]))).collect();
+    assert_eq!(
+        tries.last(),
+        Some(&Ok(())),
+        "still failing after the server came back: {tries:?}"
+    );
+    assert_eq!(
+        store.read("c").unwrap(),
+        ["a", "b"].map(common::input).to_vec()
     );
 }
