@@ -1129,24 +1129,12 @@ mod tests {
         entered.recv().unwrap();
         pending.extend((0..3).map(|i| writer.journal_append("c", input(&format!("queued {i}")))));
         go.send(()).unwrap();
-        let check = |result: Result<(), JournalError>| {
-            let error = result.unwrap_err();
-            assert!(error.is_closed(), "{error}");
-            let message = error.message();
-            assert!(
-                message.contains("panics.db: the store's writer has stopped")
-                    && message.contains("its writer thread panicked: disk on fire"),
-                "{message}"
-            );
-        };
-        for p in pending {
-            check(futures::executor::block_on(p));
-        }
-        for i in 0..3 {
-            check(futures::executor::block_on(
-                writer.journal_append("c", input(&format!("later {i}"))),
-            ));
-        }
+        all_fail_stopped(
+            &writer,
+            pending,
+            "panics.db: the store's writer has stopped",
+            "its writer thread panicked: disk on fire",
+        );
         let in_flight = Arc::clone(&writer.in_flight);
         drop(writer);
         assert_eq!(
@@ -1236,24 +1224,12 @@ mod tests {
         entered.recv().unwrap();
         pending.extend((0..3).map(|i| writer.journal_append("c", input(&format!("queued {i}")))));
         go.send(()).unwrap();
-        let check = |result: Result<(), JournalError>| {
-            let error = result.unwrap_err();
-            assert!(error.is_closed(), "{error}");
-            let message = error.message();
-            assert!(
-                message.contains("fake: the store's writer has stopped")
-                    && message.contains("its encoder thread panicked: encoder on fire"),
-                "{message}"
-            );
-        };
-        for p in pending {
-            check(futures::executor::block_on(p));
-        }
-        for i in 0..3 {
-            check(futures::executor::block_on(
-                writer.journal_append("c", input(&format!("later {i}"))),
-            ));
-        }
+        all_fail_stopped(
+            &writer,
+            pending,
+            "fake: the store's writer has stopped",
+            "its encoder thread panicked: encoder on fire",
+        );
         assert_counted_out(writer);
         assert!(texts(&db).is_empty(), "{:?}", texts(&db));
     }
@@ -1276,6 +1252,30 @@ mod tests {
                 && message.contains("panicked while opening the store: migration on fire"),
             "{message}"
         );
+    }
+
+    /// Every append of `pending`, and three made now, fail as a closed
+    /// journal whose message holds `store` and `why`.
+    fn all_fail_stopped(
+        writer: &GroupWriter,
+        pending: Vec<BoxFuture<'static, Result<(), JournalError>>>,
+        store: &str,
+        why: &str,
+    ) {
+        let later = (0..3).map(|i| writer.journal_append("c", input(&format!("later {i}"))));
+        for result in pending
+            .into_iter()
+            .chain(later)
+            .map(futures::executor::block_on)
+        {
+            let error = result.unwrap_err();
+            assert!(error.is_closed(), "{error}");
+            let message = error.message();
+            assert!(
+                message.contains(store) && message.contains(why),
+                "{message}"
+            );
+        }
     }
 
     /// What the fake database holds, and how its next commits go.
