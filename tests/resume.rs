@@ -589,9 +589,10 @@ fn a_suspended_conversation_starts_its_running_tasks_again_on_resume() {
         let tasks = convo.tasks();
         assert_eq!(tasks.len(), 2);
         // Both ran to the end in the resumed conversation (they had not
-        // ended before: see above).
+        // ended before: see above), in a second attempt.
         for task in &tasks {
             assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+            assert_eq!(task.attempts, 2, "{task:?}");
         }
         let history = convo.history().await.unwrap();
         assert_eq!(history.check_tool_protocol(), Ok(()));

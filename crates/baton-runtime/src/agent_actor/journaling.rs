@@ -440,14 +440,17 @@ impl<R: Role> AgentActor<R> {
     }
 
     /// Journals a new task as it now stands (with its first attempt, if
-    /// it started), and a background tool's arguments.
+    /// it was launched: a sub-agent built on another thread may not have
+    /// told the registry yet), and a background tool's arguments.
     pub(super) fn journal_created(&mut self, id: TaskId) {
         if self.shared.journal.is_none() {
             return;
         }
-        let (Some(task), Some(own)) = (self.shared.registry.get(id), self.tasks.get(&id)) else {
+        let (Some(mut task), Some(own)) = (self.shared.registry.get(id), self.tasks.get(&id))
+        else {
             return;
         };
+        task.attempts = task.attempts.max(own.attempt);
         let arguments = match &own.work {
             TaskWork::Tool { arguments, .. } => Some(arguments.clone()),
             TaskWork::Delegation { .. } => None,
