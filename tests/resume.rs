@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -722,5 +723,111 @@ fn a_success_while_a_retry_is_scheduled_resets_the_pause() {
             "not retried after 200 ms"
         );
         convo.settled().await.unwrap();
+    });
+}
+
+/// A worker stopped by a closed journal reports `Failed`; its parent, with
+/// retries left, does not start it again (new model calls and tools while
+/// the journal is known closed): it stops too.
+#[test]
+fn a_worker_failed_by_a_closed_journal_is_not_started_again() {
+    block_on_paused(async {
+        let helper_turns = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&helper_turns);
+        let model =
+            ScriptedModel::from_fn(move |req| match (req.agent.as_str(), req.messages.last()) {
+                ("lead", Some(Message::User { .. })) => ScriptedTurn::calls(
+                    "create_task",
+                    [json!({"agent": "helper", "prompt": "look it up"})],
+                ),
+                ("lead", _) => ScriptedTurn::text("noted"),
+                ("helper", Some(Message::User { .. })) => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    ScriptedTurn::call("deep_research", json!({"topic": "bees"}))
+                }
+                _ => ScriptedTurn::text("found it"),
+            });
+        let helper = Agent::builder("helper")
+            .model(model.clone())
+            .background_tool(DeepResearch { secs: 2 })
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([helper])
+            .supervision(Supervision::retry(2))
+            .build();
+        let journal = Unreliable::new();
+        let convo = durable(lead, &journal);
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        journal.close();
+        let settled = tokio::time::timeout(Duration::from_secs(600), convo.settled())
+            .await
+            .expect("settled answers");
+        assert!(
+            matches!(settled, Err(baton::RuntimeError::Journal(_))),
+            "{settled:?}"
+        );
+        assert_eq!(
+            helper_turns.load(Ordering::SeqCst),
+            1,
+            "the sub-agent was started again (a new attempt) after the journal closed"
+        );
+    });
+}
+
+/// `send_user` after `suspend` answers `Stopped`, and its input is not in
+/// the log (a resume would answer an input its sender was told failed).
+#[test]
+fn an_input_sent_after_suspend_is_refused_and_not_journaled() {
+    block_on_paused(async {
+        let journal = MemoryJournal::new();
+        let agent = Agent::builder("assistant").model(echo_model()).build();
+        let convo = durable(agent, &journal);
+        convo.send_user("first").await.unwrap();
+        convo.settled().await.unwrap();
+        convo.suspend().await.unwrap();
+        let late = convo.send_user("late").await;
+        let logged = journal
+            .records()
+            .iter()
+            .any(|r| matches!(r, JournalRecord::UserInput { text } if text == "late"));
+        assert_eq!(late, Err(baton::RuntimeError::Stopped));
+        assert!(
+            !logged,
+            "the refused input is in the log (a resume answers it)"
+        );
+    });
+}
+
+/// A `settled` waiting when the conversation is suspended answers with an
+/// error, not `Ok`: its task still runs (in the log) and never settled.
+#[test]
+fn settled_pending_across_suspend_answers_stopped() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req| match req.messages.last() {
+            Some(Message::User { .. }) => {
+                ScriptedTurn::call("deep_research", json!({"topic": "bees"}))
+            }
+            _ => ScriptedTurn::text("noted"),
+        });
+        let agent = Agent::builder("assistant")
+            .model(model)
+            .background_tool(DeepResearch { secs: 30 })
+            .build();
+        let journal = MemoryJournal::new();
+        let convo = durable(agent, &journal);
+        convo.send_user("go").await.unwrap();
+        let waiter = {
+            let convo = convo.clone();
+            tokio::spawn(async move { convo.settled().await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        convo.suspend().await.unwrap();
+        let settled = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("settled answers")
+            .unwrap();
+        assert_eq!(settled, Err(baton::RuntimeError::Stopped));
     });
 }

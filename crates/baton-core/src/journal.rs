@@ -125,17 +125,19 @@ impl JournalError {
 ///   append is how to wait for that: it resolves once everything appended
 ///   before it is durable, or fails.
 ///
-/// A failure is therefore "not durable yet", never "refused": a caller that
-/// must know its records are durable waits for a later append that
-/// succeeds, and never hands the same records again (they would be logged
-/// twice). Implementations report failures of dropped futures themselves,
-/// e.g. in their log. Records a journal cannot represent at all (a bug, not
-/// a passing failure) are the one thing it may drop; it must say so loudly.
+/// A failure ([`JournalError::new`]) is therefore "not durable yet": a
+/// caller that must know its records are durable waits for a later append
+/// that succeeds, and never hands the same records again (they would be
+/// logged twice). Implementations report failures of dropped futures
+/// themselves, e.g. in their log.
 ///
-/// A journal that can take no more records at all (closed, its writer
-/// dead) fails every append with [`JournalError::closed`]: then nothing
-/// handed over since the last successful append will be durable, and
-/// callers stop waiting (a conversation stops, see `baton-runtime`).
+/// A journal that can take no more records (closed, its writer dead, or
+/// records of it it had to drop: too large, refused by its database, no
+/// room left to keep them) fails that append and every later one with
+/// [`JournalError::closed`], and says so loudly: a later `Ok` would claim
+/// the dropped records durable. Callers stop waiting then (a conversation
+/// stops, see `baton-runtime`); nothing handed over since the last
+/// successful append is durable.
 pub trait Journal: Send + Sync + 'static {
     /// Appends records; resolves once they, and every record appended
     /// before them, are durable.

@@ -149,10 +149,7 @@ impl Orchestrator {
             actor.resume_from(replay);
         }
         let addr = actor.start();
-        let inputs = shared
-            .journal
-            .as_ref()
-            .map(|journal| Arc::new(Inputs::start(Arc::clone(journal), addr.clone())));
+        let inputs = Inputs::start(Arc::clone(&shared), addr.clone()).map(Arc::new);
         Conversation {
             addr,
             shared,
@@ -170,8 +167,18 @@ impl Orchestrator {
 struct Inputs {
     /// Appends and queues under one lock, so the queue's order is the
     /// journal's.
-    queue: std::sync::Mutex<tokio::sync::mpsc::UnboundedSender<Input>>,
+    queue: std::sync::Mutex<InputQueue>,
     journal: Arc<dyn Journal>,
+    /// How many inputs are journaled and not delivered yet (`settled`
+    /// waits for none).
+    pending: tokio::sync::watch::Sender<usize>,
+}
+
+struct InputQueue {
+    tx: tokio::sync::mpsc::UnboundedSender<Input>,
+    /// Set when the conversation is stopped on purpose: an input sent
+    /// later is refused before it is journaled.
+    closed: bool,
 }
 
 /// One input: its append's future, its text, and who waits for it.
@@ -183,46 +190,88 @@ struct Input {
 
 impl Inputs {
     /// Starts the task that delivers the inputs, one after the other.
-    fn start(journal: Arc<dyn Journal>, addr: Addr<OrchestratorActor>) -> Self {
+    fn start(shared: Arc<Shared>, addr: Addr<OrchestratorActor>) -> Option<Self> {
+        let journal = Arc::clone(shared.journal.as_ref()?);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+        let pending = tokio::sync::watch::Sender::new(0usize);
+        let delivered = pending.clone();
         let deliverer = Arc::clone(&journal);
         tokio::spawn(async move {
             while let Some(input) = rx.recv().await {
                 let result = match until_durable(&*deliverer, input.durable, "a user input").await {
-                    Ok(()) => addr
-                        .send(UserInput { text: input.text })
-                        .await
-                        .map_err(RuntimeError::from),
-                    Err(e) => Err(RuntimeError::Journal(e.message().to_owned())),
+                    // Durable, so accepted: a conversation stopped meanwhile
+                    // finds it in its log when resumed.
+                    Ok(()) => {
+                        let _ = addr.send(UserInput { text: input.text }).await;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Closed for good: the conversation stops (if the
+                        // actor has not found out itself).
+                        if shared.journal_closed.set(e.clone()).is_ok() {
+                            addr.do_send(Shutdown {
+                                reason: format!(
+                                    "the conversation's journal is closed ({})",
+                                    e.message()
+                                ),
+                                suspend: true,
+                            });
+                        }
+                        Err(RuntimeError::Journal(e.message().to_owned()))
+                    }
                 };
+                delivered.send_modify(|n| *n = n.saturating_sub(1));
                 let _ = input.delivered.send(result);
             }
         });
-        Self {
-            queue: std::sync::Mutex::new(tx),
+        Some(Self {
+            queue: std::sync::Mutex::new(InputQueue { tx, closed: false }),
             journal,
-        }
+            pending,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InputQueue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Journals `text` and queues it for delivery; the receiver says when
-    /// it was delivered (or why not).
-    fn send(&self, text: String) -> tokio::sync::oneshot::Receiver<Result<(), RuntimeError>> {
+    /// it was delivered (or why not). Refused, and not journaled, once the
+    /// conversation was stopped.
+    fn send(
+        &self,
+        text: String,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), RuntimeError>>, RuntimeError> {
+        let queue = self.lock();
+        if queue.closed {
+            return Err(RuntimeError::Stopped);
+        }
         let (delivered, done) = tokio::sync::oneshot::channel();
-        let queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let durable = self
             .journal
             .append(vec![JournalRecord::UserInput { text: text.clone() }]);
+        self.pending.send_modify(|n| *n += 1);
         // A send fails only once the delivering task is gone (the runtime
         // is shutting down): then the dropped sender answers `Stopped`.
-        let _ = queue.send(Input {
+        let _ = queue.tx.send(Input {
             durable,
             text,
             delivered,
         });
-        done
+        Ok(done)
+    }
+
+    /// No input is taken from now on (the conversation is being stopped).
+    fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Resolves once every input journaled so far has been delivered.
+    async fn drained(&self) {
+        let mut pending = self.pending.subscribe();
+        let _ = pending.wait_for(|n| *n == 0).await;
     }
 }
 
@@ -264,7 +313,10 @@ impl Conversation {
     /// or have it sent twice by a caller trying again.) Inputs are
     /// delivered in the order they were journaled, also when sent at once
     /// from several tasks. Only a journal closed for good fails it:
-    /// [`RuntimeError::Journal`], and the input is not delivered.
+    /// [`RuntimeError::Journal`], and the input is not delivered; and once
+    /// the conversation was shut down or suspended, an input is refused
+    /// ([`RuntimeError::Stopped`]) before it is journaled. (One journaled
+    /// before is accepted: a conversation resumed from the log gets it.)
     pub async fn send_user(&self, text: impl Into<String>) -> Result<(), RuntimeError> {
         let text = text.into();
         let Some(inputs) = &self.inputs else {
@@ -275,7 +327,7 @@ impl Conversation {
             return Err(RuntimeError::Journal(error.message().to_owned()));
         }
         inputs
-            .send(text)
+            .send(text)?
             .await
             .unwrap_or(Err(RuntimeError::Stopped))
     }
@@ -395,8 +447,12 @@ impl Conversation {
     /// Fails with [`RuntimeError::Journal`] if the journal turned out closed
     /// for good (the conversation stopped then).
     pub async fn settled(&self) -> Result<(), RuntimeError> {
+        if let Some(inputs) = &self.inputs {
+            // Inputs sent before this call count: once they are delivered.
+            inputs.drained().await;
+        }
         match self.addr.send(WhenSettled).await {
-            Ok(result) => result.map_err(|e| RuntimeError::Journal(e.message().to_owned())),
+            Ok(result) => result,
             Err(stopped) => match self.shared.journal_closed.get() {
                 Some(e) => Err(RuntimeError::Journal(e.message().to_owned())),
                 None => Err(stopped.into()),
@@ -407,6 +463,9 @@ impl Conversation {
     /// Stops the conversation: aborts model and tool calls and cancels every
     /// task in its tree.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
+        if let Some(inputs) = &self.inputs {
+            inputs.close();
+        }
         self.addr
             .send(Shutdown {
                 reason: "the conversation was shut down".into(),
@@ -430,6 +489,9 @@ impl Conversation {
         let Some(journal) = &self.shared.journal else {
             return self.shutdown().await;
         };
+        if let Some(inputs) = &self.inputs {
+            inputs.close();
+        }
         self.addr
             .send(Shutdown {
                 reason: "the conversation was suspended".into(),

@@ -108,7 +108,7 @@ pub struct GetHistory;
 /// Resolve once the conversation is settled: no turn in flight, no queued
 /// input, no running task, and (with a journal) everything written to it.
 #[derive(Debug, Clone, ActixMessage)]
-#[rtype(result = "Result<(), baton_core::JournalError>")]
+#[rtype(result = "Result<(), crate::RuntimeError>")]
 pub struct WhenSettled;
 
 /// Stop the agent: abort its model and tool calls and cancel its tasks,

@@ -146,7 +146,7 @@ pub enum StoreError {
     /// conversation's journal takes no more (a later append answered `Ok`
     /// would claim it durable; [`StoreError::ends_journal`]). Resume the
     /// conversation from the store.
-    #[error("{location}: the store refused a record of `{conversation}` ({message}): it is lost, and the conversation's journal takes no more (resume it from the store)")]
+    #[error("{location}: the store refused a record of `{conversation}` ({message}): it is lost, and the conversation's journal takes no more (resume it from the store, opened again)")]
     Refused {
         /// The store.
         location: StoreLocation,
@@ -162,7 +162,7 @@ pub enum StoreError {
     /// later append answered `Ok` would claim them durable). Its journal is
     /// closed for good ([`StoreError::ends_journal`]); resume the
     /// conversation from the store once the store works again.
-    #[error("{location}: the store keeps failing and {kept_bytes} bytes of journal records already wait in memory, the most it keeps: records of `{conversation}` were refused and are lost, and its journal takes no more (resume it once the store works)")]
+    #[error("{location}: the store keeps failing and {kept_bytes} bytes of journal records already wait in memory, the most it keeps: records of `{conversation}` were refused and are lost, and its journal takes no more (resume it from the store, opened again once it works)")]
     KeptFull {
         /// The store.
         location: StoreLocation,

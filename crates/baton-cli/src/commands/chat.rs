@@ -59,7 +59,8 @@ pub enum ChatLine {
     Reject(TaskId),
     /// List the commands.
     Help,
-    /// Leave (running tasks are cancelled).
+    /// Leave (a stored session is suspended: its running tasks start again
+    /// when it is resumed; otherwise they are cancelled).
     Quit,
     /// Nothing (an empty line).
     Nothing,
@@ -281,7 +282,13 @@ impl Session {
             // Leaving a stored session keeps its work: running tasks start
             // again when it is resumed.
             Some(session) => {
-                let open = self.convo.registry().running_count();
+                // The conversation's own: those below start over with them.
+                let open = self
+                    .convo
+                    .tasks()
+                    .iter()
+                    .filter(|t| t.parent.is_none() && !t.status.is_terminal())
+                    .count();
                 self.convo.suspend().await?;
                 if open > 0 {
                     let _ = say_tx.send(format!(
@@ -344,12 +351,10 @@ impl Transcript {
     /// running from an earlier session (they started again on resume,
     /// before this transcript listened).
     fn resuming(tasks: &[baton_core::TaskRecord], running: &AtomicUsize) -> Self {
-        let top_level: std::collections::HashSet<TaskId> = tasks
-            .iter()
-            .filter(|t| t.parent.is_none() && !t.status.is_terminal())
-            .map(|t| t.id)
-            .collect();
-        running.fetch_add(top_level.len(), Ordering::Relaxed);
+        let open = tasks.iter().filter(|t| !t.status.is_terminal());
+        running.fetch_add(open.clone().count(), Ordering::Relaxed);
+        let top_level: std::collections::HashSet<TaskId> =
+            open.filter(|t| t.parent.is_none()).map(|t| t.id).collect();
         Self {
             top_level,
             heard: false,

@@ -281,6 +281,11 @@ impl<R: Role> AgentActor<R> {
     /// registry records their outcomes as the log will have them (they are
     /// not cancelled).
     pub(super) fn seal_waiting_results(&mut self) {
+        if self.shared.journal_closed.get().is_some() {
+            // Their records will never be durable: they did not happen.
+            self.concluding = Concluding::default();
+            return;
+        }
         self.journal_buffer
             .extend(self.concluding.records.drain(..));
         let concluding = &mut self.concluding;
@@ -305,12 +310,13 @@ impl<R: Role> AgentActor<R> {
     }
 
     /// The journal is closed for good: nothing more can be made durable, so
-    /// the agent stops. What waits for the journal stays unfolded (a
-    /// resumed conversation would find those tasks running and start them
-    /// again); a worker fails its task to its parent, whose own appends fail
-    /// the same way, up to the conversation, which stops. Its API then
-    /// answers with this error ([`crate::RuntimeError::Journal`]).
-    fn journal_closed(&mut self, error: &JournalError, ctx: &mut Context<Self>) {
+    /// the agent stops, as a crash would leave it: its tasks are stopped,
+    /// not ended, and what waits for the journal stays unfolded (a resumed
+    /// conversation would find those tasks running and start them again).
+    /// A worker tells its parent, which stops the same way (no retry), up
+    /// to the conversation. Its API then answers with this error
+    /// ([`crate::RuntimeError::Journal`]).
+    pub(super) fn journal_closed(&mut self, error: &JournalError, ctx: &mut Context<Self>) {
         if self.shared.journal_closed.set(error.clone()).is_ok() {
             tracing::error!(
                 %error,
@@ -320,7 +326,10 @@ impl<R: Role> AgentActor<R> {
         let reason = format!("the conversation's journal is closed ({})", error.message());
         self.role.failed(&reason);
         self.abort_in_flight(ctx);
-        self.cancel_all(&reason);
+        // As a crash would leave them: nothing more can be journaled, so
+        // the tasks are stopped, not ended (the log has them running).
+        self.suspending = true;
+        self.suspend_all(&reason);
         ctx.stop();
     }
 

@@ -844,7 +844,7 @@ impl<R: Role> Handler<Shutdown> for AgentActor<R> {
 }
 
 impl Handler<WhenSettled> for OrchestratorActor {
-    type Result = ResponseFuture<Result<(), baton_core::JournalError>>;
+    type Result = ResponseFuture<Result<(), crate::RuntimeError>>;
 
     fn handle(&mut self, _msg: WhenSettled, _ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -854,14 +854,26 @@ impl Handler<WhenSettled> for OrchestratorActor {
             self.role.waiters.push(tx);
         }
         let journal = self.shared.journal.clone();
+        let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let _ = rx.await;
+            let journal_error =
+                |e: &baton_core::JournalError| crate::RuntimeError::Journal(e.message().to_owned());
+            if rx.await.is_err() {
+                // The conversation stopped (shut down, suspended, or its
+                // journal closed) before it settled.
+                return Err(shared
+                    .journal_closed
+                    .get()
+                    .map_or(crate::RuntimeError::Stopped, journal_error));
+            }
             // Settled includes durable: an empty append resolves once
             // everything appended before it is in the journal.
             match journal {
                 Some(journal) => {
                     let synced = journal.append(Vec::new());
-                    until_durable(&*journal, synced, "settling").await
+                    until_durable(&*journal, synced, "settling")
+                        .await
+                        .map_err(|e| journal_error(&e))
                 }
                 None => Ok(()),
             }

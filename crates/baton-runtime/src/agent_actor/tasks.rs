@@ -633,6 +633,11 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
             tracing::debug!(task_id = %msg.task_id, "ignored a report for an ended attempt");
             return;
         };
+        if let Some(error) = self.shared.journal_closed.get().cloned() {
+            // Nothing can be made durable any more: no retry, no fold; this
+            // agent stops as the one below did.
+            return self.journal_closed(&error, ctx);
+        }
         let supervision = self.agent.spec.supervision;
         let retry = !msg.outcome.is_success()
             && !matches!(msg.outcome, TaskOutcome::Cancelled { .. })
