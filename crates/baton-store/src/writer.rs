@@ -860,6 +860,15 @@ fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>
                     "a journal commit reported as failed had landed; it is not written again"
                 );
                 let landed: Vec<Encoded> = held.kept.drain(..held.tried).collect();
+                let records: usize = landed
+                    .iter()
+                    .flat_map(|e| &e.appends)
+                    .map(|a| a.count)
+                    .sum();
+                writing
+                    .stats
+                    .records
+                    .fetch_add(records as u64, Ordering::Relaxed);
                 forget(held, &landed);
                 held.tried = 0;
             }
@@ -1433,6 +1442,7 @@ mod tests {
             rows[0].contains("\"a\"") && rows[1].contains("\"b\""),
             "{rows:?}"
         );
+        assert_eq!(writer.stats().records(), 2, "the landed record counts");
     }
 
     /// A record larger than a row of the store holds can never be written:
