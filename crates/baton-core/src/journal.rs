@@ -108,6 +108,24 @@ impl JournalError {
     }
 }
 
+/// The pause before trying a failing journal again, after `previous` (or
+/// none): 200 ms, doubling up to 5 s. One schedule for whoever waits on a
+/// journal: the runtime's waits for durability and a store's own retries.
+///
+/// ```
+/// use std::time::Duration;
+/// use baton_core::journal::retry_pause;
+///
+/// assert_eq!(retry_pause(None), Duration::from_millis(200));
+/// assert_eq!(retry_pause(Some(Duration::from_millis(200))), Duration::from_millis(400));
+/// assert_eq!(retry_pause(Some(Duration::from_secs(4))), Duration::from_secs(5));
+/// ```
+pub fn retry_pause(previous: Option<std::time::Duration>) -> std::time::Duration {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+    previous.map_or(FIRST, |p| (p * 2).min(MAX))
+}
+
 /// A durable, append-only log of one conversation.
 ///
 /// The contract, which the runtime relies on:

@@ -217,7 +217,7 @@ impl Inputs {
                                 suspend: true,
                             });
                         }
-                        Err(RuntimeError::Journal(e.message().to_owned()))
+                        Err(e.into())
                     }
                 };
                 delivered.send_modify(|n| *n = n.saturating_sub(1));
@@ -324,7 +324,7 @@ impl Conversation {
             return Ok(());
         };
         if let Some(error) = self.shared.journal_closed.get() {
-            return Err(RuntimeError::Journal(error.message().to_owned()));
+            return Err(error.clone().into());
         }
         inputs
             .send(text)?
@@ -453,23 +453,26 @@ impl Conversation {
         }
         match self.addr.send(WhenSettled).await {
             Ok(result) => result,
-            Err(stopped) => match self.shared.journal_closed.get() {
-                Some(e) => Err(RuntimeError::Journal(e.message().to_owned())),
-                None => Err(stopped.into()),
-            },
+            Err(_) => Err(self.shared.stopped_error()),
         }
     }
 
     /// Stops the conversation: aborts model and tool calls and cancels every
     /// task in its tree.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
+        self.stop("the conversation was shut down", false).await
+    }
+
+    /// Takes no more input and stops the conversation's actor (the tree
+    /// follows), cancelling or suspending its tasks.
+    async fn stop(&self, reason: &str, suspend: bool) -> Result<(), RuntimeError> {
         if let Some(inputs) = &self.inputs {
             inputs.close();
         }
         self.addr
             .send(Shutdown {
-                reason: "the conversation was shut down".into(),
-                suspend: false,
+                reason: reason.to_owned(),
+                suspend,
             })
             .await?;
         Ok(())
@@ -489,18 +492,8 @@ impl Conversation {
         let Some(journal) = &self.shared.journal else {
             return self.shutdown().await;
         };
-        if let Some(inputs) = &self.inputs {
-            inputs.close();
-        }
-        self.addr
-            .send(Shutdown {
-                reason: "the conversation was suspended".into(),
-                suspend: true,
-            })
-            .await?;
+        self.stop("the conversation was suspended", true).await?;
         let synced = journal.append(Vec::new());
-        until_durable(&**journal, synced, "suspending")
-            .await
-            .map_err(|e| RuntimeError::Journal(e.message().to_owned()))
+        Ok(until_durable(&**journal, synced, "suspending").await?)
     }
 }

@@ -26,6 +26,13 @@ pub enum RuntimeError {
     NotAwaitingApproval(TaskId, TaskStatus),
 }
 
+impl From<baton_core::JournalError> for RuntimeError {
+    /// A journal closed for good (the only journal error the API returns).
+    fn from(e: baton_core::JournalError) -> Self {
+        RuntimeError::Journal(e.message().to_owned())
+    }
+}
+
 impl From<actix::MailboxError> for RuntimeError {
     fn from(_: actix::MailboxError) -> Self {
         RuntimeError::Stopped

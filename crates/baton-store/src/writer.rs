@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+use baton_core::journal::retry_pause;
 use baton_core::{JournalError, JournalRecord};
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, watch};
@@ -674,13 +675,6 @@ struct Held {
 /// journal takes no more.
 pub(crate) const MAX_KEPT_BYTES: usize = 256 << 20;
 
-/// The first pause before kept batches are written again with no append
-/// to carry them; it doubles after each failure up to [`RETRY_MAX`] (the
-/// runtime's own pauses).
-const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
-/// The longest pause between two tries of kept batches.
-const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The bytes an append's rows take (their texts and conversation).
 fn append_bytes(append: &Append) -> usize {
     append
@@ -718,10 +712,12 @@ fn write_loop(
     in_flight: &InFlight,
     held: &mut Held,
 ) {
-    let mut pause = RETRY_FIRST;
+    // Kept batches with no append to carry them are written again after
+    // the journal's retry pauses (`retry_pause`).
+    let mut pause = retry_pause(None);
     loop {
         let first = if held.kept.is_empty() {
-            pause = RETRY_FIRST;
+            pause = retry_pause(None);
             match rx.recv() {
                 Ok(first) => first,
                 Err(mpsc::RecvError) => break,
@@ -732,7 +728,7 @@ fn write_loop(
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Kept records of conversations gone quiet.
                     write_kept(&mut backend, held, writing);
-                    pause = (pause * 2).min(RETRY_MAX);
+                    pause = retry_pause(Some(pause));
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -856,21 +852,11 @@ fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>
             Ok(false) => {}
             Ok(true) => {
                 // The failed commit landed: only what came since is new.
+                // (Its appends were answered with the failure already.)
                 tracing::warn!(
                     "a journal commit reported as failed had landed; it is not written again"
                 );
-                let landed: Vec<Encoded> = held.kept.drain(..held.tried).collect();
-                let records: usize = landed
-                    .iter()
-                    .flat_map(|e| &e.appends)
-                    .map(|a| a.count)
-                    .sum();
-                writing
-                    .stats
-                    .records
-                    .fetch_add(records as u64, Ordering::Relaxed);
-                forget(held, &landed);
-                held.tried = 0;
+                committed(held, held.tried, writing.stats);
             }
             Err(error) => {
                 // Not known whether it landed: ask again next time (what
@@ -1096,6 +1082,24 @@ mod tests {
         go: mpsc::Receiver<()>,
     }
 
+    impl Panicking {
+        /// A writer over a `Panicking` backend at `name`; the receiver
+        /// hears when its write begins, the sender lets it panic.
+        fn writer(name: &str) -> (GroupWriter, mpsc::Receiver<()>, mpsc::Sender<()>) {
+            let (entered_tx, entered) = mpsc::channel();
+            let (go, go_rx) = mpsc::channel();
+            let location = StoreLocation::File(name.into());
+            let writer = GroupWriter::spawn(location, move || {
+                Ok(Panicking {
+                    entered: entered_tx,
+                    go: go_rx,
+                })
+            })
+            .unwrap();
+            (writer, entered, go)
+        }
+    }
+
     impl Backend for Panicking {
         fn write_batch(&mut self, _: &[Encoded]) -> Result<(), WriteError> {
             let _ = self.entered.send(());
@@ -1124,16 +1128,7 @@ mod tests {
     /// a runtime, and dropping the runtime, wait for).
     #[test]
     fn a_writer_that_panics_fails_every_append_with_why() {
-        let (entered_tx, entered) = mpsc::channel();
-        let (go, go_rx) = mpsc::channel();
-        let location = StoreLocation::File("panics.db".into());
-        let writer = GroupWriter::spawn(location, move || {
-            Ok(Panicking {
-                entered: entered_tx,
-                go: go_rx,
-            })
-        })
-        .unwrap();
+        let (writer, entered, go) = Panicking::writer("panics.db");
         let mut pending = vec![writer.journal_append("c", input("first"))];
         entered.recv().unwrap();
         pending.extend((0..3).map(|i| writer.journal_append("c", input(&format!("queued {i}")))));
@@ -1177,16 +1172,7 @@ mod tests {
     /// reach 0 with appends still in flight.)
     #[test]
     fn after_the_writer_dies_each_append_is_counted_out_once() {
-        let (entered_tx, entered) = mpsc::channel();
-        let (go, go_rx) = mpsc::channel();
-        let location = StoreLocation::File("counts.db".into());
-        let writer = GroupWriter::spawn(location, move || {
-            Ok(Panicking {
-                entered: entered_tx,
-                go: go_rx,
-            })
-        })
-        .unwrap();
+        let (writer, entered, go) = Panicking::writer("counts.db");
         let (stalled_tx, stalled) = mpsc::channel();
         let (resume, resume_rx) = mpsc::channel::<()>();
         let (stalled_tx, resume_rx) = (Mutex::new(stalled_tx), Mutex::new(resume_rx));

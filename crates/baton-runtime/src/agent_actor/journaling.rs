@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actix::{ActorContext, ActorFuture, AsyncContext, Context};
+use baton_core::journal::retry_pause;
 use baton_core::{
     CallId, DynTool, Event, JournalError, JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus,
     ToolError, ToolOutput,
@@ -37,7 +38,7 @@ const JOURNAL_SLICE: usize = 1024;
 /// records (a failed append is not withdrawn, see [`baton_core::Journal`]),
 /// so they are not sent again: the results wait until a later append
 /// succeeds, which makes everything appended before it durable. After a
-/// pause (doubling up to [`RETRY_MAX`]) an append goes out for that, empty
+/// pause (`retry_pause`: 200 ms, doubling up to 5 s) an append goes out for that, empty
 /// if nothing else waits. Results that end meanwhile wait behind them, so
 /// history never shows a result the journal does not have, and results are
 /// folded in the order they ended.
@@ -64,11 +65,6 @@ pub(super) struct Concluding {
     waiting_to_retry: bool,
 }
 
-/// The first pause before appending a failed append's results again.
-const RETRY_FIRST: Duration = Duration::from_millis(200);
-/// The longest pause between tries.
-const RETRY_MAX: Duration = Duration::from_secs(5);
-
 /// An append's future: resolves once its records are durable.
 pub(crate) type Durable = BoxFuture<'static, Result<(), JournalError>>;
 
@@ -85,7 +81,7 @@ pub(crate) async fn until_durable(
     what: &str,
 ) -> Result<(), JournalError> {
     let mut durable = first;
-    let mut pause = RETRY_FIRST;
+    let mut pause = retry_pause(None);
     while let Err(error) = durable.await {
         if error.is_closed() {
             tracing::error!(%error, "the journal is closed; {what} is not durable");
@@ -97,7 +93,7 @@ pub(crate) async fn until_durable(
             "journal append failed; {what} waits until its record is durable"
         );
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(RETRY_MAX);
+        pause = retry_pause(Some(pause));
         durable = journal.append(Vec::new());
     }
     Ok(())
@@ -348,10 +344,7 @@ impl<R: Role> AgentActor<R> {
         if self.concluding.stalled.is_empty() || self.concluding.waiting_to_retry {
             return;
         }
-        let pause = self
-            .concluding
-            .retry
-            .map_or(RETRY_FIRST, |p| (p * 2).min(RETRY_MAX));
+        let pause = retry_pause(self.concluding.retry);
         tracing::error!(
             %error,
             waiting = self.concluding.stalled.len(),

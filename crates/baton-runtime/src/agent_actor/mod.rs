@@ -102,6 +102,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Why the conversation no longer answers: its journal closed for
+    /// good, or it was stopped.
+    pub(crate) fn stopped_error(&self) -> crate::RuntimeError {
+        self.journal_closed
+            .get()
+            .map_or(crate::RuntimeError::Stopped, |e| e.clone().into())
+    }
+
     pub(crate) fn new(
         limits: Limits,
         event_capacity: usize,
@@ -853,27 +861,19 @@ impl Handler<WhenSettled> for OrchestratorActor {
         } else {
             self.role.waiters.push(tx);
         }
-        let journal = self.shared.journal.clone();
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let journal_error =
-                |e: &baton_core::JournalError| crate::RuntimeError::Journal(e.message().to_owned());
             if rx.await.is_err() {
                 // The conversation stopped (shut down, suspended, or its
                 // journal closed) before it settled.
-                return Err(shared
-                    .journal_closed
-                    .get()
-                    .map_or(crate::RuntimeError::Stopped, journal_error));
+                return Err(shared.stopped_error());
             }
             // Settled includes durable: an empty append resolves once
             // everything appended before it is in the journal.
-            match journal {
+            match &shared.journal {
                 Some(journal) => {
                     let synced = journal.append(Vec::new());
-                    until_durable(&*journal, synced, "settling")
-                        .await
-                        .map_err(|e| journal_error(&e))
+                    Ok(until_durable(&**journal, synced, "settling").await?)
                 }
                 None => Ok(()),
             }
