@@ -142,7 +142,9 @@ pub enum StoreError {
         message: String,
     },
     /// The database refused a record of the conversation for its data (a
-    /// value or constraint it can never take): the record is lost, so the
+    /// value or constraint it can never take), while it takes a row it took
+    /// before (else the fault is the database's:
+    /// [`StoreError::RefusesEveryRow`]): the record is lost, so the
     /// conversation's journal takes no more (a later append answered `Ok`
     /// would claim it durable; [`StoreError::ends_journal`]). Resume the
     /// conversation from the store.
@@ -155,14 +157,30 @@ pub enum StoreError {
         /// The database's reason.
         message: String,
     },
-    /// The store has been failing for so long that the writer holds all
-    /// the records it may keep in memory waiting for it
-    /// (`MAX_KEPT_BYTES`, 256 MiB): this conversation's latest records
-    /// were refused, so they are lost, and its journal takes no more (a
-    /// later append answered `Ok` would claim them durable). Its journal is
-    /// closed for good ([`StoreError::ends_journal`]); resume the
-    /// conversation from the store once the store works again.
-    #[error("{location}: the store keeps failing and {kept_bytes} bytes of journal records already wait in memory, the most it keeps: records of `{conversation}` were refused and are lost, and its journal takes no more (resume it from the store, opened again once it works)")]
+    /// The database refuses every row alike, not this conversation's data:
+    /// a row it took before is refused too (an administrator's change to
+    /// its tables, such as a new `NOT NULL` column, a constraint or a
+    /// trigger, that no record of baton's can meet). The records are kept,
+    /// not lost, and written again, ahead of later ones, after the journal's
+    /// retry pauses; they land once the database takes rows again. A
+    /// failure that may pass: the journal stays open.
+    #[error("{location}: the database refuses every journal row alike, not only these records ({message}): they are kept and written again once it takes rows (was a column, a constraint or a trigger added to its tables?)")]
+    RefusesEveryRow {
+        /// The store.
+        location: StoreLocation,
+        /// The database's reason, for the append's own rows.
+        message: String,
+    },
+    /// The store has been failing for so long that the records waiting for
+    /// it in memory would pass the most the writer keeps
+    /// (`MAX_KEPT_BYTES`, 256 MiB) with this append's: its records were
+    /// refused, so they are lost, and the conversation's journal takes no
+    /// more (a later append answered `Ok` would claim them durable). Its
+    /// journal is closed for good ([`StoreError::ends_journal`]); resume
+    /// the conversation from the store once the store works again. (An
+    /// append with no records is never refused so; nor is one alone when
+    /// nothing waits.)
+    #[error("{location}: the store keeps failing and {kept_bytes} bytes of journal records already wait in memory; {bytes} more would pass the most it keeps ({max_bytes}): records of `{conversation}` were refused and are lost, and its journal takes no more (resume it from the store, opened again once it works)")]
     KeptFull {
         /// The store.
         location: StoreLocation,
@@ -170,6 +188,10 @@ pub enum StoreError {
         conversation: String,
         /// The bytes of records waiting.
         kept_bytes: usize,
+        /// The bytes of the refused append's records.
+        bytes: usize,
+        /// The most bytes of records kept.
+        max_bytes: usize,
     },
     /// The operating system refused something (a thread, a file).
     #[error("{location}: {message}")]

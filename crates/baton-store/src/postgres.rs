@@ -27,8 +27,8 @@ use crate::snapshot::{
 use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
 use crate::writer::{
-    await_ready, commit_ms, last_row, now_ms, run_caught, Backend, Encoded, GroupWriter,
-    StoreStats, WriteError,
+    await_ready, commit_ms, last_row, now_ms, probe_record, run_caught, Backend, Encoded,
+    GroupWriter, StoreStats, WriteError, PROBE_CONVERSATION,
 };
 
 /// How long a connection attempt may take unless the URL says otherwise.
@@ -872,7 +872,62 @@ impl Backend for PgWriter {
     fn max_row_bytes(&self) -> usize {
         self.limits.row_bytes
     }
+
+    fn probe(&mut self, conversation: &str, tasks: bool) -> Result<(), WriteError> {
+        let location = &self.location;
+        let at_ms = now_ms();
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| write_error(location, e))?;
+        // The latest row of the last conversation after `conversation`, or
+        // of the last one before it (the primary key's order: one index
+        // probe each), copied to its next sequence number.
+        let copy = |tx: &mut postgres::Transaction<'_>, sql: &str| {
+            let mut copied = 0;
+            for op in [">", "<"] {
+                if copied == 0 {
+                    copied = tx.execute(&sql.replace("{op}", op), &[&conversation, &at_ms])?;
+                }
+            }
+            Ok::<_, postgres::Error>(copied)
+        };
+        if copy(&mut tx, PROBE_EVENT).map_err(|e| write_error(location, e))? == 0 {
+            tx.execute(
+                "INSERT INTO events (conversation, seq, at_ms, record) \
+                 SELECT $1::text, COALESCE(MAX(seq), 0) + 1, $2::bigint, $3::text FROM events \
+                 WHERE conversation = $1",
+                &[&PROBE_CONVERSATION, &at_ms, &probe_record()],
+            )
+            .map_err(|e| write_error(location, e))?;
+        }
+        if tasks && copy(&mut tx, PROBE_TASK).map_err(|e| write_error(location, e))? == 0 {
+            tx.execute(
+                "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, \
+                 attempts, created_at_ms, finished_at_ms, outcome) \
+                 SELECT $1::text, COALESCE(MAX(id), 0) + 1, NULL, 'probe', 'tool', 'probe', \
+                 'running', 1, $2::bigint, NULL, NULL FROM tasks WHERE conversation = $1",
+                &[&PROBE_CONVERSATION, &at_ms],
+            )
+            .map_err(|e| write_error(location, e))?;
+        }
+        tx.rollback().map_err(|e| write_error(location, e))
+    }
 }
+
+/// [`Backend::probe`]'s copy of the latest `events` row of the last
+/// conversation `{op}` `$1`, at its next sequence number and time `$2`.
+const PROBE_EVENT: &str = "INSERT INTO events (conversation, seq, at_ms, record) \
+     SELECT conversation, seq + 1, $2::bigint, record FROM events WHERE conversation {op} $1::text \
+     ORDER BY conversation DESC, seq DESC LIMIT 1";
+
+/// [`Backend::probe`]'s copy of the last task row of the last conversation
+/// `{op}` `$1`, as its next task (created at `$2`).
+const PROBE_TASK: &str = "INSERT INTO tasks (conversation, id, parent, owner, kind, source, \
+     status, attempts, created_at_ms, finished_at_ms, outcome) \
+     SELECT conversation, id + 1, parent, owner, kind, source, status, attempts, $2::bigint, \
+     finished_at_ms, outcome FROM tasks WHERE conversation {op} $1::text \
+     ORDER BY conversation DESC, id DESC LIMIT 1";
 
 /// One conversation's journal in a [`PgStore`]. Every
 /// [`PgStore::set_snapshot_every`] records appended through it (and its

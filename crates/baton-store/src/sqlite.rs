@@ -19,7 +19,8 @@ use crate::snapshot::{
 use crate::store::Store;
 use crate::tasks::{stored_task, StoredTask, TaskChange, TaskChanges};
 use crate::writer::{
-    commit_ms, last_row, now_ms, Backend, Encoded, GroupWriter, StoreStats, WriteError,
+    commit_ms, last_row, now_ms, probe_record, Backend, Encoded, GroupWriter, StoreStats,
+    WriteError, PROBE_CONVERSATION,
 };
 
 /// The page size of a new store's file.
@@ -496,6 +497,74 @@ impl Backend for SqliteWriter {
     fn max_row_bytes(&self) -> usize {
         MAX_ROW_BYTES
     }
+
+    fn probe(&mut self, conversation: &str, tasks: bool) -> Result<(), WriteError> {
+        let path = &self.path;
+        let at_ms = now_ms();
+        let tx = self.conn.transaction().map_err(|e| write_error(path, e))?;
+        // The latest row of the last conversation after `conversation`, or
+        // of the last one before it (the primary key's order: one index
+        // probe each), copied to its next sequence number.
+        let copied = probe_copy(&tx, PROBE_EVENT, ">", conversation, at_ms)
+            .and_then(|n| match n {
+                0 => probe_copy(&tx, PROBE_EVENT, "<", conversation, at_ms),
+                n => Ok(n),
+            })
+            .map_err(|e| write_error(path, e))?;
+        if copied == 0 {
+            tx.execute(
+                "INSERT INTO events (conversation, seq, at_ms, record) \
+                 SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3 FROM events WHERE conversation = ?1",
+                params![PROBE_CONVERSATION, at_ms, probe_record()],
+            )
+            .map_err(|e| write_error(path, e))?;
+        }
+        if tasks {
+            let copied = probe_copy(&tx, PROBE_TASK, ">", conversation, at_ms)
+                .and_then(|n| match n {
+                    0 => probe_copy(&tx, PROBE_TASK, "<", conversation, at_ms),
+                    n => Ok(n),
+                })
+                .map_err(|e| write_error(path, e))?;
+            if copied == 0 {
+                tx.execute(
+                    "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, \
+                     attempts, created_at_ms, finished_at_ms, outcome) \
+                     SELECT ?1, COALESCE(MAX(id), 0) + 1, NULL, 'probe', 'tool', 'probe', \
+                     'running', 1, ?2, NULL, NULL FROM tasks WHERE conversation = ?1",
+                    params![PROBE_CONVERSATION, at_ms],
+                )
+                .map_err(|e| write_error(path, e))?;
+            }
+        }
+        tx.rollback().map_err(|e| write_error(path, e))
+    }
+}
+
+/// [`Backend::probe`]'s copy of the latest `events` row of the last
+/// conversation `{op}` `?1`, at its next sequence number and time `?2`.
+const PROBE_EVENT: &str = "INSERT INTO events (conversation, seq, at_ms, record) \
+     SELECT conversation, seq + 1, ?2, record FROM events WHERE conversation {op} ?1 \
+     ORDER BY conversation DESC, seq DESC LIMIT 1";
+
+/// [`Backend::probe`]'s copy of the last task row of the last conversation
+/// `{op}` `?1`, as its next task (created at `?2`).
+const PROBE_TASK: &str = "INSERT INTO tasks (conversation, id, parent, owner, kind, source, \
+     status, attempts, created_at_ms, finished_at_ms, outcome) \
+     SELECT conversation, id + 1, parent, owner, kind, source, status, attempts, ?2, \
+     finished_at_ms, outcome FROM tasks WHERE conversation {op} ?1 \
+     ORDER BY conversation DESC, id DESC LIMIT 1";
+
+/// Runs one of [`Backend::probe`]'s copies (`sql`, its `{op}` replaced by
+/// `op`): the rows it wrote, 0 or 1.
+fn probe_copy(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    op: &str,
+    conversation: &str,
+    at_ms: i64,
+) -> rusqlite::Result<usize> {
+    tx.execute(&sql.replace("{op}", op), params![conversation, at_ms])
 }
 
 /// One conversation's journal in a [`SqliteStore`]. Every

@@ -13,8 +13,14 @@
 //! [`baton_core::Journal`]). A batch the database refuses for its data is
 //! written again in parts, so that only the appends it can never take fail
 //! (and are dropped; their conversation's journal then takes no more, as a
-//! later `Ok` would claim the dropped records durable). At most
-//! [`MAX_KEPT_BYTES`] are kept.
+//! later `Ok` would claim the dropped records durable). An append refused
+//! alone is taken for the data's fault only if the database takes a row it
+//! took before ([`Backend::probe`]); if it refuses that too, it refuses
+//! every row alike (an administrator's new column, constraint or trigger),
+//! and the batch is kept and written again like one that failed for a
+//! reason that may pass, its appends answered with
+//! [`StoreError::RefusesEveryRow`]. At most [`MAX_KEPT_BYTES`] are kept: an
+//! append that would take the records kept past it is refused.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -280,6 +286,32 @@ pub(crate) trait Backend: Send + 'static {
     /// never be written, so it is refused rather than kept to fail every
     /// later batch.
     fn max_row_bytes(&self) -> usize;
+    /// Whether the database takes a row it took before, asked when one
+    /// append of `conversation`, alone, was refused for its data: to tell a
+    /// refusal of that append's data from a database that refuses every
+    /// row alike (an administrator's new `NOT NULL` column, constraint or
+    /// trigger). Writes, in a transaction it rolls back, a copy of a stored
+    /// `events` row at the next sequence number of its conversation (the
+    /// latest row of another conversation; if there is none, a row of
+    /// [`PROBE_CONVERSATION`] holding [`probe_record`]), and, if `tasks`
+    /// (the append changes the task table), a copy of a stored task row the
+    /// same way. `Ok` if the database took them; a [`WriteError`] as
+    /// [`Backend::write_batch`] gives one if not: with `data`, the database
+    /// refuses every row.
+    fn probe(&mut self, conversation: &str, tasks: bool) -> Result<(), WriteError>;
+}
+
+/// The conversation [`Backend::probe`] writes (and rolls back) when no
+/// other conversation has a row to copy.
+pub(crate) const PROBE_CONVERSATION: &str = "baton-store probe";
+
+/// The record [`Backend::probe`] writes when no other conversation has a
+/// row to copy: an empty user input, as the encoder writes it.
+pub(crate) fn probe_record() -> String {
+    let record = JournalRecord::UserInput {
+        text: String::new(),
+    };
+    serde_json::to_string(&record).unwrap_or_default()
 }
 
 /// The queue, the encoder thread and the writer thread. Dropping it commits
@@ -670,9 +702,9 @@ struct Held {
 }
 
 /// The most bytes of rows the writer keeps while the store fails (see
-/// [`Held::kept`]): past it, an append with records is refused with
-/// [`StoreError::KeptFull`] rather than kept, and its conversation's
-/// journal takes no more.
+/// [`Held::kept`]): an append with records that would take them past it is
+/// refused with [`StoreError::KeptFull`] rather than kept, and its
+/// conversation's journal takes no more (see [`refuse_past_full`]).
 pub(crate) const MAX_KEPT_BYTES: usize = 256 << 20;
 
 /// The bytes an append's rows take (their texts and conversation).
@@ -704,7 +736,9 @@ struct Writing<'a> {
 /// again, the backend checks that its failed commit did not land after
 /// all, so nothing is written twice. A batch the database refuses for its
 /// data is written again in parts to find the appends it can never take:
-/// those are answered with the error and dropped, the others written.
+/// those are answered with the error and dropped, the others written;
+/// unless the database refuses every row alike, which is waited for like a
+/// failure that may pass (see [`isolate`]).
 fn write_loop(
     mut backend: impl Backend,
     rx: &mpsc::Receiver<Encoded>,
@@ -770,19 +804,28 @@ fn write_loop(
 }
 
 /// Answers the appends of `part` that cannot be kept: those of a
-/// conversation whose records were refused before, and, once `kept` holds
-/// [`Writing::max_kept_bytes`], any with records (their conversation's
-/// journal then takes no more: a later append answered `Ok` would claim
-/// these records durable). Counts the others' bytes in.
+/// conversation whose records were refused before, and any with records
+/// whose bytes would take `kept` past [`Writing::max_kept_bytes`] (their
+/// conversation's journal then takes no more: a later append answered `Ok`
+/// would claim these records durable). An append with no records is never
+/// refused for that, nor one alone when nothing is kept (refusing it would
+/// refuse it in a store that works: the limit is on what waits; so `kept`
+/// holds at most the limit, or that one append). Counts the others' bytes
+/// in.
 fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) {
     let before = part.appends.len();
     part.appends.retain_mut(|append| {
-        let full = held.kept_bytes >= writing.max_kept_bytes && append.count > 0;
+        let bytes = append_bytes(append);
+        let full = append.count > 0
+            && held.kept_bytes > 0
+            && held.kept_bytes.saturating_add(bytes) > writing.max_kept_bytes;
         if full && !held.refused.contains_key(&append.conversation) {
             tracing::error!(
                 conversation = %append.conversation,
                 kept_bytes = held.kept_bytes,
-                "the store keeps failing and holds all the records it may keep: this conversation's are refused, its journal takes no more"
+                bytes,
+                max_bytes = writing.max_kept_bytes,
+                "the store keeps failing and this conversation's records would pass the most it may keep: they are refused, its journal takes no more"
             );
             held.refused.insert(
                 append.conversation.clone(),
@@ -790,6 +833,8 @@ fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) 
                     location: writing.location.clone(),
                     conversation: append.conversation.clone(),
                     kept_bytes: held.kept_bytes,
+                    bytes,
+                    max_bytes: writing.max_kept_bytes,
                 },
             );
         }
@@ -799,7 +844,7 @@ fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) 
             }
             false
         } else {
-            held.kept_bytes += append_bytes(append);
+            held.kept_bytes += bytes;
             true
         }
     });
@@ -845,7 +890,8 @@ fn answer(parts: &mut [Encoded], result: &Result<(), StoreError>) {
 /// failed before, the rest are new) and answers the appends not answered
 /// yet. Empties it once committed; keeps it if the commit failed for a
 /// reason that may pass; if the database refused its data, writes it again
-/// in parts to drop only the appends it can never take.
+/// in parts to drop only the appends it can never take (keeping it all if
+/// the database refuses every row: [`isolate`]).
 fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
     if held.tried > 0 {
         match backend.committed_after_all(&held.kept[..held.tried]) {
@@ -943,8 +989,18 @@ fn forget(held: &mut Held, parts: &[Encoded]) {
 
 /// `held.kept` was refused for its data: writes it again one append a
 /// part, halves of it at a time, until each append is written or, alone,
-/// refused (answered with the error, dropped, logged). Stops, keeping the
-/// rest, on a failure that may pass.
+/// refused. An append refused alone is the data's fault only if the
+/// database takes a row it took before ([`Backend::probe`]): then it is
+/// answered with [`StoreError::Refused`], dropped and logged, and its
+/// conversation's journal takes no more. If the database refuses that row
+/// too, the fault is its own (an administrator's change to its tables):
+/// nothing is dropped, every append is answered with
+/// [`StoreError::RefusesEveryRow`], a failure that may pass, and all of
+/// `kept` waits for the next try. Stops, keeping the rest, on a failure
+/// that may pass too.
+///
+/// While the database refuses every row, each try costs the halvings down
+/// to the first append (about log₂ of the appends kept) and one probe.
 fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
     let parts = std::mem::take(&mut held.kept);
     for part in parts {
@@ -987,7 +1043,34 @@ fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
                         .first()
                         .map(|a| a.conversation.clone())
                         .unwrap_or_default();
-                    tracing::error!(%error, %conversation, "the database cannot take an append's records: they are dropped, and the conversation's journal takes no more");
+                    let tasks = !held.kept[0].tasks.changes.is_empty();
+                    match backend.probe(&conversation, tasks) {
+                        Ok(()) => {}
+                        Err(WriteError {
+                            error: probe,
+                            data: true,
+                        }) => {
+                            let appends: usize = held.kept.iter().map(|e| e.appends.len()).sum();
+                            tracing::error!(%error, %probe, appends, "the database refuses every journal row alike, a row it took before too: the fault is its own (a column, a constraint or a trigger added to its tables?), not the records'; they are kept and written again shortly");
+                            backend.rolled_back();
+                            let waiting = StoreError::RefusesEveryRow {
+                                location: writing.location.clone(),
+                                message: error.reason(),
+                            };
+                            answer(&mut held.kept, &Err(waiting));
+                            return;
+                        }
+                        Err(WriteError {
+                            error: probe,
+                            data: false,
+                        }) => {
+                            tracing::error!(error = %probe, "cannot tell whether the database takes any journal row; the records wait and are written again with the next batch, or shortly");
+                            backend.rolled_back();
+                            answer(&mut held.kept, &Err(*probe));
+                            return;
+                        }
+                    }
+                    tracing::error!(%error, %conversation, "the database cannot take an append's records, though it takes other rows: they are dropped, and the conversation's journal takes no more");
                     let refusal = StoreError::Refused {
                         location: writing.location.clone(),
                         conversation: conversation.clone(),
@@ -1115,6 +1198,10 @@ mod tests {
 
         fn max_row_bytes(&self) -> usize {
             usize::MAX
+        }
+
+        fn probe(&mut self, _: &str, _: bool) -> Result<(), WriteError> {
+            Ok(())
         }
     }
 
@@ -1294,6 +1381,11 @@ mod tests {
         refuse: Option<String>,
         /// A text the database refuses in any row, as `refuse` does.
         refuse_text: Option<String>,
+        /// The database refuses every row for its data, a row it took
+        /// before too (a column an administrator added).
+        refuse_all: bool,
+        /// The probes made ([`Backend::probe`]).
+        probes: usize,
         /// The batches written (committed or not), as their appends'
         /// conversations.
         writes: Vec<Vec<String>>,
@@ -1334,6 +1426,9 @@ mod tests {
                     return Err(failure.into());
                 }
             }
+            if db.refuse_all && !rows.is_empty() {
+                return Err(Fake::refused_all());
+            }
             let poisoned = |r: &String| db.refuse_text.as_ref().is_some_and(|t| r.contains(t));
             if rows
                 .iter()
@@ -1371,6 +1466,28 @@ mod tests {
 
         fn max_row_bytes(&self) -> usize {
             self.0.lock().unwrap().max_row.unwrap_or(usize::MAX)
+        }
+
+        fn probe(&mut self, _: &str, _: bool) -> Result<(), WriteError> {
+            let mut db = self.0.lock().unwrap();
+            db.probes += 1;
+            if db.refuse_all {
+                return Err(Fake::refused_all());
+            }
+            Ok(())
+        }
+    }
+
+    impl Fake {
+        /// What the database says when it refuses every row.
+        fn refused_all() -> WriteError {
+            WriteError {
+                error: Box::new(StoreError::Io {
+                    location: StoreLocation::File("fake".into()),
+                    message: "NOT NULL constraint failed: events.tenant".into(),
+                }),
+                data: true,
+            }
         }
     }
 
@@ -1585,14 +1702,67 @@ mod tests {
     }
 
     /// While the store fails, the writer keeps at most so many bytes of
-    /// records: past that, an append with records is refused, its
-    /// conversation's journal closed for good (its records are lost, so a
-    /// later `Ok` would lie), and the other conversations go on once the
-    /// store works again. (Before, the kept records grew without bound.)
+    /// records: an append with records that would take them past it is
+    /// refused, its conversation's journal closed for good (its records are
+    /// lost, so a later `Ok` would lie), and the other conversations go on
+    /// once the store works again. An empty append is never refused for
+    /// that. (Before, the kept records grew without bound; then, an append
+    /// was refused only once they had reached the limit, so the one before
+    /// could take them past it by any amount.)
     #[test]
     fn past_the_kept_limit_appends_are_refused_and_their_journal_closed() {
         let db = Arc::new(Mutex::new(Db {
             fail: usize::MAX,
+            ..Db::default()
+        }));
+        let fake = Arc::clone(&db);
+        // Each append here is one row of 35 bytes (34 of JSON, 1 of name).
+        let writer =
+            GroupWriter::spawn_keeping(StoreLocation::File("fake".into()), 80, move || {
+                Ok(Fake(fake))
+            })
+            .unwrap();
+        let block = futures::executor::block_on;
+        let error = block(writer.journal_append("c", input("a"))).unwrap_err();
+        assert!(!error.is_closed(), "kept, not refused: {error}");
+        let error = block(writer.journal_append("d", input("b"))).unwrap_err();
+        assert!(!error.is_closed(), "70 bytes kept, not refused: {error}");
+        // 105 bytes would pass the 80 kept at most (70 do not reach it).
+        let error = block(writer.journal_append("e", input("c"))).unwrap_err();
+        assert!(error.is_closed(), "{error}");
+        assert!(
+            error.message().starts_with(
+                "fake: the store keeps failing and 70 bytes of journal records already wait in memory; 35 more would pass the most it keeps (80): records of `e` were refused and are lost"
+            ),
+            "{error}"
+        );
+        // An empty append is kept to wait, not refused.
+        let error = block(writer.journal_append("f", Vec::new())).unwrap_err();
+        assert!(!error.is_closed(), "{error}");
+        db.lock().unwrap().fail = 0;
+        // `c` and `d` are written; `e` takes no more, even empty appends.
+        assert_eq!(block(writer.journal_append("c", Vec::new())), Ok(()));
+        assert!(block(writer.journal_append("e", Vec::new()))
+            .unwrap_err()
+            .is_closed());
+        assert!(block(writer.journal_append("e", input("x")))
+            .unwrap_err()
+            .is_closed());
+        assert_eq!(block(writer.journal_append("g", input("d"))), Ok(()));
+        let rows = texts(&db);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        for (row, text) in rows.iter().zip(["a", "b", "d"]) {
+            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
+        }
+    }
+
+    /// One append alone, larger than the kept limit, with nothing else
+    /// kept: it is kept (refusing it would refuse it in a store that
+    /// works), and written once the store works.
+    #[test]
+    fn an_append_alone_larger_than_the_kept_limit_is_kept() {
+        let db = Arc::new(Mutex::new(Db {
+            fail: 1,
             ..Db::default()
         }));
         let fake = Arc::clone(&db);
@@ -1604,29 +1774,58 @@ mod tests {
         let block = futures::executor::block_on;
         let error = block(writer.journal_append("c", input("a"))).unwrap_err();
         assert!(!error.is_closed(), "kept, not refused: {error}");
-        let error = block(writer.journal_append("d", input("b"))).unwrap_err();
-        assert!(error.is_closed(), "{error}");
-        assert!(
-            error.message().starts_with(
-                "fake: the store keeps failing and 35 bytes of journal records already wait in memory, the most it keeps: records of `d` were refused and are lost"
-            ),
-            "{error}"
-        );
-        db.lock().unwrap().fail = 0;
-        // `c` is written; `d` takes no more, even empty appends.
         assert_eq!(block(writer.journal_append("c", Vec::new())), Ok(()));
-        assert!(block(writer.journal_append("d", Vec::new()))
-            .unwrap_err()
-            .is_closed());
-        assert!(block(writer.journal_append("d", input("c")))
-            .unwrap_err()
-            .is_closed());
-        assert_eq!(block(writer.journal_append("e", input("d"))), Ok(()));
+        assert_eq!(texts(&db).len(), 1);
+    }
+
+    /// The database refuses every row for its data, a row it took before
+    /// too (an administrator added a `NOT NULL` column): the fault is the
+    /// database's, not the records'. Nothing is refused or dropped and no
+    /// journal is closed: every append, in a batch of several or alone,
+    /// fails with an error that may pass, its records are kept, and once
+    /// the database takes rows again they land, in order, and the journals
+    /// go on. (Before, each append was refused alone, and the journal of
+    /// every conversation that wrote was closed.)
+    #[test]
+    fn a_database_refusing_every_row_keeps_the_records_and_the_journals_open() {
+        let db = Arc::new(Mutex::new(Db {
+            refuse_all: true,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        let waits = |result: &Result<(), JournalError>| {
+            let error = result.as_ref().unwrap_err();
+            assert!(!error.is_closed(), "the journal stays open: {error}");
+            let message = error.message();
+            assert!(
+                message.starts_with(
+                    "fake: the database refuses every journal row alike, not only these records (NOT NULL constraint failed: events.tenant)"
+                ),
+                "{message}"
+            );
+        };
+        // Queued at once, so that they may share a batch.
+        let pending: Vec<_> = [("c", "a"), ("d", "b"), ("c", "c")]
+            .iter()
+            .map(|(conversation, t)| writer.journal_append(conversation, input(t)))
+            .collect();
+        for result in pending.into_iter().map(block) {
+            waits(&result);
+        }
+        // An append alone: nothing but the probe can tell.
+        waits(&block(writer.journal_append("d", input("d"))));
+        assert!(db.lock().unwrap().probes > 0);
+        assert!(texts(&db).is_empty());
+        db.lock().unwrap().refuse_all = false;
+        assert_eq!(block(writer.journal_append("c", Vec::new())), Ok(()));
+        assert_eq!(block(writer.journal_append("d", input("e"))), Ok(()));
+        assert_eq!(block(writer.journal_append("c", input("f"))), Ok(()));
         let rows = texts(&db);
-        assert_eq!(rows.len(), 2, "{rows:?}");
-        assert!(
-            rows[0].contains("\"a\"") && rows[1].contains("\"d\""),
-            "{rows:?}"
-        );
+        let expected = ["a", "b", "c", "d", "e", "f"];
+        assert_eq!(rows.len(), expected.len(), "{rows:?}");
+        for (row, text) in rows.iter().zip(expected) {
+            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
+        }
     }
 }

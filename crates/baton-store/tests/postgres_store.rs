@@ -197,6 +197,45 @@ fn a_store_failing_for_a_while_loses_nothing() {
     common::a_store_failing_for_a_while_loses_nothing(schema.opener(), fail);
 }
 
+/// An administrator adds a required column to `table` (a column, and a
+/// check that it is set, `NOT VALID` so that the rows there pass; every
+/// new row breaks it, SQLSTATE 23514, a refusal of the data): the writer
+/// finds that the database refuses every row and waits, refusing nothing,
+/// until the column is dropped.
+fn a_database_refusing_every_row_is_waited_for(table: &'static str) {
+    let Some(schema) = Schema::new() else { return };
+    let schema = Arc::new(schema);
+    let refuse: common::Breaker = {
+        let schema = Arc::clone(&schema);
+        Arc::new(move |on: bool| {
+            schema.execute(&if on {
+                format!(
+                    "ALTER TABLE {table} ADD COLUMN tenant text; \
+                     ALTER TABLE {table} ADD CONSTRAINT {table}_tenant \
+                     CHECK (tenant IS NOT NULL) NOT VALID;"
+                )
+            } else {
+                format!("ALTER TABLE {table} DROP COLUMN tenant;")
+            });
+        })
+    };
+    common::a_database_refusing_every_row_is_waited_for(
+        schema.opener(),
+        refuse,
+        &format!("violates check constraint \"{table}_tenant\""),
+    );
+}
+
+#[test]
+fn a_database_refusing_every_event_row_is_waited_for() {
+    a_database_refusing_every_row_is_waited_for("events");
+}
+
+#[test]
+fn a_database_refusing_every_task_row_is_waited_for() {
+    a_database_refusing_every_row_is_waited_for("tasks");
+}
+
 #[test]
 fn snapshots_replay_as_the_whole_journal() {
     let Some(schema) = Schema::new() else { return };

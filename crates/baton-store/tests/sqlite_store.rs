@@ -63,6 +63,142 @@ fn a_store_failing_for_a_while_loses_nothing() {
     common::a_store_failing_for_a_while_loses_nothing(opener(&path), fail);
 }
 
+/// A connection of the test's own to the file at `path`.
+fn connect(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn
+}
+
+/// Rebuilds `table` of the file `conn` holds as SQLite changes a table in
+/// ways `ALTER TABLE` cannot (a `NOT NULL` column, a check): its `CREATE`
+/// statement made by `change` from the one it has, its rows copied by
+/// `SELECT {columns} FROM {table}`.
+fn rebuild(
+    conn: &rusqlite::Connection,
+    table: &str,
+    change: impl FnOnce(&str) -> String,
+    columns: &str,
+) {
+    let create: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [table],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let new = change(&create).replacen(table, &format!("{table}_new"), 1);
+    conn.execute_batch(&format!(
+        "BEGIN; {new}; INSERT INTO {table}_new SELECT {columns} FROM {table}; \
+         DROP TABLE {table}; ALTER TABLE {table}_new RENAME TO {table}; COMMIT;"
+    ))
+    .unwrap();
+}
+
+/// `table` rebuilt with a first column `tenant TEXT NOT NULL`, which no
+/// insert of baton's fills; then that column dropped again.
+fn required_column(path: &Path, table: &'static str) -> common::Breaker {
+    let path = path.to_owned();
+    Arc::new(move |on: bool| {
+        let conn = connect(&path);
+        if on {
+            let add = |create: &str| {
+                let (head, tail) = create.split_at(create.find('(').unwrap() + 1);
+                format!("{head}tenant TEXT NOT NULL, {tail}")
+            };
+            rebuild(&conn, table, add, "'main', *");
+        } else {
+            conn.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN tenant;"))
+                .unwrap();
+        }
+    })
+}
+
+/// An append the database can never take (here a check, added by the
+/// test, refusing one conversation's rows: `SQLITE_CONSTRAINT_CHECK`, a
+/// refusal of the data), while it takes the other conversations' rows,
+/// fails alone, its journal closed, and the other conversations' appends,
+/// in its batch and later, are written. The probe that tells this from a
+/// database refusing every row writes nothing: it is rolled back.
+#[test]
+fn an_append_that_can_never_land_does_not_stall_other_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.db");
+    let store = opener(&path)();
+    let check = |create: &str| {
+        let end = create.rfind(')').unwrap();
+        format!(
+            "{}, CHECK (conversation <> 'bad'){}",
+            &create[..end],
+            &create[end..]
+        )
+    };
+    rebuild(&connect(&path), "events", check, "*");
+    let block = futures::executor::block_on;
+    let (good, bad) = (
+        store.journal("good").unwrap(),
+        store.journal("bad").unwrap(),
+    );
+    let pending = vec![
+        good.append(vec![input("a")]),
+        bad.append(vec![input("x")]),
+        good.append(vec![input("b")]),
+    ];
+    let results: Vec<_> = pending.into_iter().map(block).collect();
+    assert_eq!(results[0], Ok(()));
+    let error = results[1].clone().unwrap_err();
+    assert!(error.is_closed(), "{error}");
+    assert!(
+        error
+            .message()
+            .contains("the store refused a record of `bad` (CHECK constraint failed"),
+        "{error}"
+    );
+    assert!(block(bad.append(Vec::new())).is_err_and(|e| e.is_closed()));
+    assert_eq!(results[2], Ok(()));
+    assert_eq!(block(good.append(vec![input("c")])), Ok(()));
+    assert_eq!(
+        store.read("good").unwrap(),
+        vec![input("a"), input("b"), input("c")]
+    );
+    assert_eq!(store.read("bad").unwrap(), vec![]);
+    assert_eq!(
+        store.conversations().unwrap(),
+        vec!["good".to_owned()],
+        "the probe left nothing"
+    );
+}
+
+/// An administrator adds a `NOT NULL` column to `events` (SQLite says
+/// `SQLITE_CONSTRAINT_NOTNULL`, a refusal of the data): the writer finds
+/// that the database refuses every row and waits, refusing nothing, until
+/// the column is dropped. (A trigger's `RAISE` would not do here: SQLite
+/// says `SQLITE_CONSTRAINT_TRIGGER`, which the writer takes for a failure
+/// that may pass, so it never took it for a refusal of the data.)
+#[test]
+fn a_database_refusing_every_event_row_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refusing.db");
+    common::a_database_refusing_every_row_is_waited_for(
+        opener(&path),
+        required_column(&path, "events"),
+        "NOT NULL constraint failed: events.tenant",
+    );
+}
+
+/// The same with the column added to the task table.
+#[test]
+fn a_database_refusing_every_task_row_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refusing.db");
+    common::a_database_refusing_every_row_is_waited_for(
+        opener(&path),
+        required_column(&path, "tasks"),
+        "NOT NULL constraint failed: tasks.tenant",
+    );
+}
+
 #[test]
 fn snapshots_replay_as_the_whole_journal() {
     let dir = tempfile::tempdir().unwrap();

@@ -591,6 +591,84 @@ pub fn a_store_failing_for_a_while_loses_nothing(open: Opener, fail: Breaker) {
     });
 }
 
+/// The database refuses every row for its data (`refuse(true)`: an
+/// administrator adds a required column to a table, which baton does not
+/// fill), a row it took before too: the fault is the database's, not the
+/// records'. So nothing is refused and no journal is closed: every append,
+/// in a batch of several or alone, the first of a conversation or not,
+/// fails with an error that may pass, saying so and why (`why`, the
+/// database's words), and nothing lands. Once the column is dropped
+/// (`refuse(false)`), the kept records land, in order, each once, the task
+/// table agreeing, and later appends succeed. (Before, each append was
+/// refused as if for its own data, and the journal of every conversation
+/// that wrote was closed.) Each append creates a task, so that a refusing
+/// task table is met too.
+pub fn a_database_refusing_every_row_is_waited_for(open: Opener, refuse: Breaker, why: &str) {
+    let store = open();
+    let block = futures::executor::block_on;
+    let (one, two) = (store.journal("one").unwrap(), store.journal("two").unwrap());
+    let with_task = |text: &str, id: u64| {
+        vec![
+            input(text),
+            JournalRecord::TaskCreated {
+                task: tool_task(id),
+                arguments: Some("{}".into()),
+            },
+        ]
+    };
+    block(one.append(with_task("a", 1))).unwrap();
+    refuse(true);
+    let waits = |result: Result<(), JournalError>| {
+        let error = result.unwrap_err();
+        assert!(!error.is_closed(), "the journal stays open: {error}");
+        let message = error.message();
+        assert!(
+            message.contains("the database refuses every journal row alike")
+                && message.contains(why),
+            "{message}"
+        );
+    };
+    // Alone, and no other conversation has a row to copy for the probe.
+    waits(block(one.append(with_task("b", 2))));
+    // Alone, the first of its conversation.
+    waits(block(two.append(with_task("x", 1))));
+    // Queued at once, so that they may share a batch.
+    let pending = vec![
+        one.append(with_task("c", 3)),
+        two.append(with_task("y", 2)),
+        one.append(Vec::new()),
+    ];
+    for result in pending.into_iter().map(block) {
+        waits(result);
+    }
+    assert_eq!(store.read("one").unwrap(), with_task("a", 1));
+    assert_eq!(store.read("two").unwrap(), vec![]);
+    refuse(false);
+    block(one.append(Vec::new())).unwrap();
+    block(two.append(with_task("z", 3))).unwrap();
+    block(one.append(vec![input("d")])).unwrap();
+    let all = |parts: Vec<Vec<JournalRecord>>| parts.concat();
+    assert_eq!(
+        store.read("one").unwrap(),
+        all(vec![
+            with_task("a", 1),
+            with_task("b", 2),
+            with_task("c", 3),
+            vec![input("d")]
+        ])
+    );
+    assert_eq!(
+        store.read("two").unwrap(),
+        all(vec![
+            with_task("x", 1),
+            with_task("y", 2),
+            with_task("z", 3)
+        ])
+    );
+    assert_eq!(assert_task_table_agrees(store.as_ref(), "one").len(), 3);
+    assert_eq!(assert_task_table_agrees(store.as_ref(), "two").len(), 3);
+}
+
 /// A conversation "dies" with 20 tasks in flight and resumes from the store
 /// in a new runtime: every input and every result is in history exactly
 /// once, and the journal then replays to what the actor holds.
