@@ -610,7 +610,6 @@ fn after_shutdown_no_actor_or_task_remains() {
         assert_eq!(convo.live_agents(), 7);
         assert_eq!(convo.registry().running_count(), 6);
         convo.shutdown().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(convo.live_agents(), 0);
         assert_eq!(convo.registry().running_count(), 0);
         assert!(convo
@@ -1017,33 +1016,8 @@ fn user_input_interrupts_a_reply_that_is_still_being_dispatched() {
             "the rest were answered as interrupted"
         );
         convo.shutdown().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(convo.live_agents(), 0);
     });
-}
-
-/// A tool that blocks its thread until released: it holds an arbiter
-/// still, so whatever else is on that arbiter waits.
-struct HoldThread {
-    holding: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
-}
-
-impl Tool for HoldThread {
-    type Args = NoArgs;
-    fn name(&self) -> &str {
-        "hold_thread"
-    }
-    fn description(&self) -> &str {
-        "Blocks its thread until released."
-    }
-    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
-        if let Some(holding) = self.holding.lock().unwrap().take() {
-            let _ = holding.send(());
-        }
-        let _ = self.release.lock().unwrap().recv();
-        Ok("released".into())
-    }
 }
 
 #[test]
@@ -1051,8 +1025,7 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
     // Real threads: the only arbiter is held still by a tool, so the middle
     // worker cannot handle its shutdown while the test looks at the tree.
     actix_rt::System::new().block_on(async {
-        let (holding_tx, holding_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let (hold, holding, release) = HoldThread::new();
         let model = ScriptedModel::from_fn(|req: &ChatRequest| {
             match (req.agent.as_str(), req.messages.last()) {
                 ("lead", Some(Message::User { .. })) => {
@@ -1070,10 +1043,7 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
         let mid = Agent::builder("mid")
             .model(model.clone())
             .delegates_to([leaf])
-            .tool(HoldThread {
-                holding: std::sync::Mutex::new(Some(holding_tx)),
-                release: std::sync::Mutex::new(release_rx),
-            })
+            .tool(hold)
             .build();
         let lead = Agent::builder("lead")
             .model(model)
@@ -1081,10 +1051,7 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
             .build();
         let convo = Orchestrator::builder(lead).worker_threads(1).spawn();
         convo.send_user("go").await.unwrap();
-        tokio::task::spawn_blocking(move || holding_rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        held(holding).await;
         // task-1: mid (its arbiter is held); task-2: the leaf it created.
         assert_eq!(convo.registry().len(), 2);
         assert_eq!(
@@ -1096,7 +1063,7 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
             TaskStatus::Cancelled,
             "the leaf is cancelled with its parent, though nothing on its arbiter has run"
         );
-        release_tx.send(()).unwrap();
+        drop(release);
         convo.settled().await.unwrap();
         convo.shutdown().await.unwrap();
     });

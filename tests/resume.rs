@@ -563,7 +563,6 @@ fn a_suspended_conversation_starts_its_running_tasks_again_on_resume() {
         convo.send_user("go").await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         convo.suspend().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(convo.live_agents(), 0, "the whole tree stopped");
         // Nothing was ended: the log has both tasks running.
         assert!(!first
@@ -609,7 +608,6 @@ fn a_shut_down_conversation_cancels_its_running_tasks() {
         convo.send_user("go").await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         convo.shutdown().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
         let replay = Replay::from_records(journal.records());
         assert_eq!(replay.tasks.len(), 2);
         assert!(replay
@@ -830,4 +828,279 @@ fn settled_pending_across_suspend_answers_stopped() {
             .unwrap();
         assert_eq!(settled, Err(baton::RuntimeError::Stopped));
     });
+}
+
+/// A lead that delegates once to `helper` and notes its result; the model
+/// records every request.
+fn delegating_model() -> ScriptedModel {
+    ScriptedModel::from_fn(|req| match (req.agent.as_str(), req.messages.last()) {
+        ("lead", Some(Message::User { .. })) => ScriptedTurn::call(
+            "create_task",
+            json!({"agent": "helper", "prompt": "look it up"}),
+        ),
+        ("lead", _) => ScriptedTurn::text("noted"),
+        _ => ScriptedTurn::text("found it"),
+    })
+    .recording()
+}
+
+fn delegating_lead(model: &ScriptedModel) -> Agent {
+    let helper = Agent::builder("helper").model(model.clone()).build();
+    Agent::builder("lead")
+        .model(model.clone())
+        .delegates_to([helper])
+        .build()
+}
+
+/// Suspends `convo` (or shuts it down) as soon as an agent has created a
+/// task: the sub-agent's seed is made, but the sub-agent has not run yet.
+/// (It runs on this thread, after this task: the task's event wakes this
+/// one before the sub-agent is spawned.)
+fn stop_at_first_task(
+    convo: &baton::Conversation,
+    suspend: bool,
+) -> tokio::task::JoinHandle<Result<(), baton::RuntimeError>> {
+    let mut events = convo.subscribe();
+    let convo = convo.clone();
+    tokio::task::spawn_local(async move {
+        wait_for(&mut events, |e| {
+            matches!(e, baton::Event::TaskCreated { .. })
+        })
+        .await;
+        if suspend {
+            convo.suspend().await
+        } else {
+            convo.shutdown().await
+        }
+    })
+}
+
+/// The sub-agent stopped at once: it never started (its task never
+/// read running).
+fn assert_never_started(events: &mut tokio::sync::broadcast::Receiver<baton::EventEnvelope>) {
+    let started = matching(&drain(events), |e| {
+        matches!(e, baton::Event::TaskStarted { .. })
+    });
+    assert!(started.is_empty(), "{started:?}");
+}
+
+/// A sub-agent not started yet when the conversation is suspended starts
+/// no work: no model request (before, it sent one after `suspend` had
+/// returned). The log keeps its task running, so a resume runs it.
+#[test]
+fn a_sub_agent_not_started_when_suspended_sends_nothing_and_runs_after_resume() {
+    let journal = MemoryJournal::new();
+    let first = journal.clone();
+    block_on_paused(async move {
+        let model = delegating_model();
+        let convo = durable(delegating_lead(&model), &first);
+        let mut events = convo.subscribe();
+        let suspended = stop_at_first_task(&convo, true);
+        convo.send_user("go").await.unwrap();
+        suspended.await.unwrap().unwrap();
+        assert_eq!(convo.live_agents(), 0);
+        assert_eq!(
+            requests_of(&model, "helper"),
+            0,
+            "the sub-agent sent a model request after the conversation was suspended"
+        );
+        assert_never_started(&mut events);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(requests_of(&model, "helper"), 0);
+        let replay = Replay::from_records(first.records());
+        assert_eq!(replay.tasks.len(), 1);
+        assert!(!replay.tasks[0].0.status.is_terminal(), "{replay:?}");
+    });
+
+    block_on_paused(async move {
+        let model = delegating_model();
+        let convo = Orchestrator::builder(delegating_lead(&model))
+            .journal(Arc::new(journal.clone()))
+            .resume(Replay::from_records(journal.records()))
+            .spawn();
+        convo.settled().await.unwrap();
+        let task = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!((task.status, task.attempts), (TaskStatus::Succeeded, 2));
+        assert_eq!(requests_of(&model, "helper"), 1);
+        let history = convo.history().await.unwrap();
+        assert_eq!(history.check_tool_protocol(), Ok(()));
+        assert_eq!(results_in(&history), 1);
+    });
+}
+
+/// A sub-agent not started yet when the conversation is shut down starts
+/// no work, and its task is cancelled like the others.
+#[test]
+fn a_sub_agent_not_started_when_shut_down_sends_nothing_and_is_cancelled() {
+    block_on_paused(async {
+        let model = delegating_model();
+        let journal = MemoryJournal::new();
+        let convo = durable(delegating_lead(&model), &journal);
+        let mut events = convo.subscribe();
+        let stopped = stop_at_first_task(&convo, false);
+        convo.send_user("go").await.unwrap();
+        stopped.await.unwrap().unwrap();
+        assert_eq!(convo.live_agents(), 0);
+        assert_eq!(
+            requests_of(&model, "helper"),
+            0,
+            "the sub-agent sent a model request after the conversation was shut down"
+        );
+        assert_never_started(&mut events);
+        assert_eq!(
+            convo.check_task(TaskId::new(1)).unwrap().status,
+            TaskStatus::Cancelled
+        );
+        let replay = Replay::from_records(journal.records());
+        assert_eq!(replay.tasks.len(), 1);
+        assert_eq!(replay.tasks[0].0.status, TaskStatus::Cancelled);
+    });
+}
+
+/// A tree with a worker on another thread: the lead delegates to `mid`
+/// (task 1); `mid` runs a quick background tool (task 2), delegates to
+/// `leaf` (task 3) and blocks its thread in an inline tool, so the
+/// leaf's seed waits behind it on that thread. Returns the lead and what
+/// says (and releases) the hold.
+fn held_tree(
+    model: &ScriptedModel,
+) -> (
+    Agent,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (hold, holding, release) = HoldThread::new();
+    let leaf = Agent::builder("leaf").model(model.clone()).build();
+    let mid = Agent::builder("mid")
+        .model(model.clone())
+        .background_tool(Flaky {
+            calls: Arc::default(),
+            failures: 0,
+            takes: Duration::ZERO,
+        })
+        .tool(hold)
+        .delegates_to([leaf])
+        .build();
+    let lead = Agent::builder("lead")
+        .model(model.clone())
+        .delegates_to([mid])
+        .build();
+    (lead, holding, release)
+}
+
+fn held_tree_model() -> ScriptedModel {
+    ScriptedModel::from_fn(|req| match (req.agent.as_str(), req.messages.last()) {
+        ("lead", Some(Message::User { .. })) => {
+            ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
+        }
+        ("mid", Some(Message::User { .. })) => ScriptedTurn::call("flaky", json!({}))
+            .and_call("create_task", json!({"agent": "leaf", "prompt": "l"}))
+            .and_call("hold_thread", json!({})),
+        _ => ScriptedTurn::text("done"),
+    })
+    .recording()
+}
+
+/// Whether the log holds a `TaskFinished` for `id`.
+fn finished_in(records: &[JournalRecord], id: u64) -> bool {
+    records.iter().any(
+        |r| matches!(r, JournalRecord::TaskFinished { task_id, .. } if *task_id == TaskId::new(id)),
+    )
+}
+
+/// Stops (suspends, or shuts down) the [`held_tree`] while `mid` holds its
+/// thread, on a pool of one thread. The stop must not return until the
+/// thread is released and `mid` and the leaf have stopped: by then `mid`
+/// has journaled what it had to (the quick tool's result), and nothing
+/// of the tree is left to write. (Before, it returned once the lead had
+/// stopped, and `mid` wrote to the journal afterwards.) Returns the log.
+fn stop_while_a_worker_holds_its_thread(suspend: bool) -> MemoryJournal {
+    let journal = MemoryJournal::new();
+    let log = journal.clone();
+    block_on_paused(async move {
+        let model = held_tree_model();
+        let (lead, holding, release) = held_tree(&model);
+        // Real threads for the workers (their clock is not paused).
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .worker_threads(1)
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        held(holding).await;
+        let mut stop: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = if suspend {
+            Box::pin(convo.suspend())
+        } else {
+            Box::pin(convo.shutdown())
+        };
+        // Once the lead has stopped this thread has nothing to do, and the
+        // paused clock runs ahead: a stop that returns without waiting for
+        // the held worker has returned by then.
+        let early = tokio::time::timeout(Duration::from_secs(60), &mut stop).await;
+        assert!(
+            early.is_err(),
+            "returned while a worker was still running: {early:?}"
+        );
+        drop(release);
+        stop.await.unwrap();
+        assert_eq!(convo.live_agents(), 0);
+        assert!(
+            finished_in(&journal.records(), 2),
+            "the quick tool's result, journaled by `mid` as it stopped, is in the log"
+        );
+        assert_eq!(
+            requests_of(&model, "leaf"),
+            0,
+            "the leaf, on its way to its thread, sent a model request"
+        );
+    });
+    log
+}
+
+#[test]
+fn suspend_returns_once_workers_on_other_threads_have_stopped_and_journaled() {
+    let journal = stop_while_a_worker_holds_its_thread(true);
+    let replay = Replay::from_records(journal.records());
+    let status = |id: u64| {
+        replay
+            .tasks
+            .iter()
+            .find(|(t, _)| t.id == TaskId::new(id))
+            .map(|(t, _)| t.status)
+    };
+    assert_eq!(status(2), Some(TaskStatus::Succeeded));
+    assert!(!status(1).unwrap().is_terminal() && !status(3).unwrap().is_terminal());
+
+    // Resumed, `mid` starts over (its leaf with it) and runs to the end.
+    block_on_paused(async move {
+        let model = held_tree_model();
+        let (lead, _holding, release) = held_tree(&model);
+        drop(release);
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .resume(replay)
+            .spawn();
+        convo.settled().await.unwrap();
+        let mid = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!((mid.status, mid.attempts), (TaskStatus::Succeeded, 2));
+        assert_eq!(requests_of(&model, "leaf"), 1);
+    });
+}
+
+#[test]
+fn shutdown_returns_once_workers_on_other_threads_have_stopped_and_journaled() {
+    let journal = stop_while_a_worker_holds_its_thread(false);
+    let replay = Replay::from_records(journal.records());
+    let mut statuses: Vec<(TaskId, TaskStatus)> =
+        replay.tasks.iter().map(|(t, _)| (t.id, t.status)).collect();
+    // (A worker's records may come before its parent's `TaskCreated`.)
+    statuses.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        statuses,
+        [
+            (TaskId::new(1), TaskStatus::Cancelled),
+            (TaskId::new(2), TaskStatus::Succeeded),
+            // Cancelled by `mid` as it stopped, before the stop returned.
+            (TaskId::new(3), TaskStatus::Cancelled),
+        ]
+    );
 }

@@ -92,6 +92,67 @@ impl Tool for Forever {
     }
 }
 
+/// A tool that blocks its thread until released: it holds an arbiter
+/// still, so whatever else is on that arbiter waits. Only its first call
+/// says it holds the thread; once the release is dropped, every call
+/// returns at once.
+pub struct HoldThread {
+    holding: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl HoldThread {
+    /// The tool, what says that its first call holds the thread (see
+    /// [`held`]), and what releases it (send, or drop for good).
+    pub fn new() -> (
+        Self,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (holding_tx, holding) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let tool = Self {
+            holding: std::sync::Mutex::new(Some(holding_tx)),
+            release: std::sync::Mutex::new(release_rx),
+        };
+        (tool, holding, release)
+    }
+}
+
+impl Tool for HoldThread {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "hold_thread"
+    }
+    fn description(&self) -> &str {
+        "Blocks its thread until released."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        if let Some(holding) = self.holding.lock().unwrap().take() {
+            let _ = holding.send(());
+        }
+        let _ = self.release.lock().unwrap().recv();
+        Ok("released".into())
+    }
+}
+
+/// Resolves once a [`HoldThread`] holds its thread.
+pub async fn held(holding: std::sync::mpsc::Receiver<()>) {
+    tokio::task::spawn_blocking(move || holding.recv())
+        .await
+        .unwrap()
+        .expect("the thread is held");
+}
+
+/// How many requests `agent` sent to a recording scripted model.
+pub fn requests_of(model: &baton::ScriptedModel, agent: &str) -> usize {
+    model
+        .requests()
+        .iter()
+        .filter(|r| r.agent.as_str() == agent)
+        .count()
+}
+
 /// Waits for the first event that matches `pred` (the bus must not lag).
 pub async fn wait_for(
     rx: &mut broadcast::Receiver<EventEnvelope>,

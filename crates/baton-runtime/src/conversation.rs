@@ -135,6 +135,7 @@ impl Orchestrator {
             self.journal,
         ));
         let root = self.agent.name().clone();
+        let enlisted = shared.census.enlist();
         let mut actor = OrchestratorActor::new(
             self.agent,
             Root {
@@ -144,6 +145,7 @@ impl Orchestrator {
             Arc::clone(&shared),
             self.policy,
             None,
+            enlisted,
         );
         if let Some(replay) = self.replay {
             actor.resume_from(replay);
@@ -353,10 +355,14 @@ impl Conversation {
         TaskTree::snapshot(self.root.clone(), &self.shared.registry)
     }
 
-    /// How many agent actors of this conversation are alive (the
-    /// conversation's own included); 0 after shutdown.
+    /// How many agents of this conversation's tree are running: started
+    /// and not stopped yet, the conversation's own included. A sub-agent
+    /// counts once it has started on its thread (not while it is on its
+    /// way there). 0 once [`Conversation::shutdown`] or
+    /// [`Conversation::suspend`] has returned: they wait for every agent,
+    /// those on their way included.
     pub fn live_agents(&self) -> usize {
-        self.shared.live_agents.load(Ordering::Relaxed)
+        self.shared.census.running()
     }
 
     /// Tokens used by the whole tree so far.
@@ -458,23 +464,42 @@ impl Conversation {
     }
 
     /// Stops the conversation: aborts model and tool calls and cancels every
-    /// task in its tree.
+    /// task in its tree (journaled, with a journal). Resolves once every
+    /// agent of the tree has stopped, so nothing of the conversation runs
+    /// or writes to its journal any more: the sub-agents on other threads
+    /// too, and those still on their way to their thread, which start no
+    /// work (no model request, no tool call) and whose tasks are cancelled
+    /// like the rest. (A sub-agent whose thread is busy in a blocking tool
+    /// call stops once that call returns.) Remote tasks are told to stop;
+    /// they run elsewhere, so there is nothing to wait for.
+    ///
+    /// Fails with [`RuntimeError::Stopped`] if the conversation had stopped
+    /// already (it still waits for its tree).
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
         self.stop("the conversation was shut down", false).await
     }
 
-    /// Takes no more input and stops the conversation's actor (the tree
-    /// follows), cancelling or suspending its tasks.
+    /// Takes no more input and stops the conversation's actor, cancelling or
+    /// suspending its tasks; resolves once the whole tree has stopped.
     async fn stop(&self, reason: &str, suspend: bool) -> Result<(), RuntimeError> {
         if let Some(inputs) = &self.inputs {
             inputs.close();
         }
-        self.addr
+        // First, so that no agent starts new work while the stop goes down
+        // the tree, and a worker built from now on stops at once.
+        self.shared.census.begin_stopping();
+        let sent = self
+            .addr
             .send(Shutdown {
                 reason: reason.to_owned(),
                 suspend,
             })
-            .await?;
+            .await;
+        // Each agent stops its children as it stops (those on other
+        // threads, or not built yet, in their own time): wait for them all.
+        // Awaiting (not blocking) is what lets agents on this thread stop.
+        self.shared.census.all_stopped().await;
+        sent?;
         Ok(())
     }
 
@@ -484,7 +509,15 @@ impl Conversation {
     /// journaled, and the journal still has the other tasks running, so a
     /// conversation resumed from it ([`Orchestrator::resume`]) starts them
     /// again (tools declared not idempotent end `Interrupted`); remote
-    /// tasks go on where they run. Resolves once everything is durable.
+    /// tasks go on where they run.
+    ///
+    /// Resolves once every agent of the tree has stopped (as for
+    /// [`Conversation::shutdown`]: sub-agents on other threads too, and
+    /// those still on their way to their thread, which start no work and
+    /// whose tasks stay running in the journal) and, after that,
+    /// everything they journaled is durable: once it returns, the journal
+    /// gets nothing more from this conversation, and resuming from it (or
+    /// reading it with `baton log`) is safe.
     ///
     /// Without a journal there is nothing to resume from: it is
     /// [`Conversation::shutdown`].

@@ -313,6 +313,8 @@ impl<R: Role> AgentActor<R> {
     /// to the conversation. Its API then answers with this error
     /// ([`crate::RuntimeError::Journal`]).
     pub(super) fn journal_closed(&mut self, error: &JournalError, ctx: &mut Context<Self>) {
+        // Nothing in the tree starts new work from now on.
+        self.shared.census.begin_stopping();
         if self.shared.journal_closed.set(error.clone()).is_ok() {
             tracing::error!(
                 %error,
@@ -560,8 +562,9 @@ impl<R: Role> AgentActor<R> {
                 self.finish_task(id, TaskOutcome::Interrupted { reason }, ctx);
             } else if !awaiting {
                 self.shared.registry.set_status(id, TaskStatus::Pending);
-                self.launch(id, ctx);
-                self.journal_attempt(id);
+                if self.launch(id, ctx) {
+                    self.journal_attempt(id);
+                }
             }
         }
         self.flush_journal();

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,8 +35,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+mod census;
 mod journaling;
 mod tasks;
+
+pub(crate) use census::{Census, Enlisted};
 
 pub(crate) use journaling::{until_durable, Durable};
 
@@ -91,7 +94,9 @@ pub(crate) struct Shared {
     /// runs as (`None`: the conversation): a task's owner is the agent
     /// running its parent task. One entry per agent, not per task.
     pub(crate) owners: Arc<DashMap<Option<TaskId>, Arc<Owner>, IdHasher>>,
-    pub(crate) live_agents: Arc<AtomicUsize>,
+    /// The tree's agents: which exist (seeds on their way to their thread
+    /// included), which run, and whether the tree is stopping.
+    pub(crate) census: Arc<Census>,
     /// The threads workers run on; `None`: the conversation's own thread.
     pub(crate) arbiters: Option<Arc<ArbiterPool>>,
     /// Where durable records go, if the conversation has a journal.
@@ -125,7 +130,7 @@ impl Shared {
             slots,
             tokens_used: Arc::default(),
             owners: Arc::default(),
-            live_agents: Arc::default(),
+            census: Arc::default(),
             arbiters: ArbiterPool::new(worker_threads).map(Arc::new),
             journal,
             journal_closed: Arc::default(),
@@ -195,6 +200,8 @@ pub struct AgentActor<R: Role> {
     /// Set when the agent is being suspended: on stop its tasks are left
     /// unfinished rather than cancelled.
     suspending: bool,
+    /// This agent's place in the tree's census, left once it has stopped.
+    enlisted: Option<Enlisted>,
 }
 
 /// How many calls of one model reply are dispatched before the actor
@@ -217,12 +224,15 @@ pub(crate) struct Handles {
 }
 
 impl<R: Role> AgentActor<R> {
+    /// The actor for `agent`, counted in its tree's census by `enlisted`
+    /// (made when the agent was decided on: for a worker, with its seed).
     pub(crate) fn new(
         agent: Agent,
         role: R,
         shared: Arc<Shared>,
         policy: InputPolicy,
         attempt_timeout: Option<Duration>,
+        enlisted: Enlisted,
     ) -> Self {
         let spec = &agent.spec;
         let (parent_span, started_by) = role.spans();
@@ -264,6 +274,7 @@ impl<R: Role> AgentActor<R> {
             starts: StartBatch::default(),
             defer_starts: false,
             suspending: false,
+            enlisted: Some(enlisted),
         }
     }
 
@@ -370,6 +381,11 @@ impl<R: Role> AgentActor<R> {
     }
 
     fn start_turn(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.census.is_stopping() {
+            // The tree is being stopped: no new model request (the agent's
+            // `Shutdown` is on its way).
+            return;
+        }
         let Some(turn) = self.turns.begin_turn() else {
             return;
         };
@@ -558,6 +574,11 @@ impl<R: Role> AgentActor<R> {
         fut: BoxFuture<'static, Result<ToolOutput, ToolError>>,
         ctx: &mut Context<Self>,
     ) {
+        if self.shared.census.is_stopping() {
+            // The tree is being stopped: no new tool call (the call stays
+            // unanswered; the agent's `Shutdown` is on its way).
+            return;
+        }
         let timeout = self.agent.spec.tool_timeout;
         let me = ctx.address();
         let work = async move {
@@ -648,7 +669,20 @@ impl<R: Role> Actor for AgentActor<R> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
-        self.shared.live_agents.fetch_add(1, Ordering::Relaxed);
+        if self.role.task().is_some() && self.shared.census.is_stopping() {
+            // Built after the tree began stopping (its seed was on its way
+            // to this thread then, or supervision restarted it since): it
+            // does no work and stops at once, leaving its task as the stop
+            // does (cancelled by its parent on shutdown, still running in
+            // the journal on suspend). It must not report.
+            tracing::debug!("the tree is stopping: the agent does not start");
+            self.role.detach();
+            ctx.stop();
+            return;
+        }
+        if let Some(enlisted) = &mut self.enlisted {
+            enlisted.started();
+        }
         tracing::debug!("agent started");
         if matches!(self.slot, Slot::NotNeeded) {
             self.mark_started(ctx);
@@ -659,6 +693,11 @@ impl<R: Role> Actor for AgentActor<R> {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
+        if self.role.task().is_none() {
+            // The conversation stopped (also when its journal closed): so
+            // does the whole tree, and nothing in it starts new work.
+            self.shared.census.begin_stopping();
+        }
         self.abort_in_flight(ctx);
         // First the results that ended but wait to be folded: they are
         // the truth about their tasks, which `cancel_all` would otherwise
@@ -677,8 +716,10 @@ impl<R: Role> Actor for AgentActor<R> {
                 .owners
                 .remove_if(&self.role.task(), |_, o| Arc::ptr_eq(o, &handles.owner));
         }
-        self.shared.live_agents.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!("agent stopped");
+        // Last: everything this agent journals is handed over by now, so
+        // once the census is empty the journal gets nothing more from it.
+        drop(self.enlisted.take());
     }
 }
 

@@ -38,7 +38,9 @@ pub(super) enum TaskWork {
 }
 
 /// What a worker for one attempt of a delegation is made from: sent to
-/// the worker's thread and built there.
+/// the worker's thread and built there. It counts in the tree's census
+/// from the moment it is made (a seed dropped unbuilt leaves it), so a
+/// stop waits for it too.
 pub(super) struct WorkerSeed {
     agent: Agent,
     prompt: Arc<str>,
@@ -50,6 +52,7 @@ pub(super) struct WorkerSeed {
     started_by: tracing::Span,
     shared: Arc<super::Shared>,
     timeout: Option<Duration>,
+    enlisted: super::Enlisted,
 }
 
 impl WorkerSeed {
@@ -64,6 +67,7 @@ impl WorkerSeed {
             self.shared,
             InputPolicy::Queue,
             self.timeout,
+            self.enlisted,
         );
         actor.turns.enqueue(Message::user(&*self.prompt));
         // Only now may the spans close: the worker's span is made.
@@ -197,10 +201,16 @@ impl<R: Role> AgentActor<R> {
         Ok(task_answer(id, status))
     }
 
-    /// Starts the next attempt of one of this agent's tasks.
-    pub(super) fn launch(&mut self, id: TaskId, ctx: &mut Context<Self>) {
+    /// Starts the next attempt of one of this agent's tasks; `false` if
+    /// it did not (the task is gone, or the tree is being stopped: then the
+    /// task stays waiting, and the stop cancels it or, on suspend, leaves
+    /// it running in the journal).
+    pub(super) fn launch(&mut self, id: TaskId, ctx: &mut Context<Self>) -> bool {
+        if self.shared.census.is_stopping() {
+            return false;
+        }
         let Some(own) = self.tasks.get_mut(&id) else {
-            return;
+            return false;
         };
         own.attempt += 1;
         let attempt = own.attempt;
@@ -235,6 +245,7 @@ impl<R: Role> AgentActor<R> {
                     },
                     parent_span: self.span.clone(),
                     started_by,
+                    enlisted: self.shared.census.enlist(),
                     shared: Arc::clone(&self.shared),
                     timeout,
                 };
@@ -255,6 +266,7 @@ impl<R: Role> AgentActor<R> {
         if let Some(own) = self.tasks.get_mut(&id) {
             own.state = state;
         }
+        true
     }
 
     /// Starts the workers launched since the last call, a batch per arbiter.
@@ -664,8 +676,7 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
                 .tasks
                 .get(&id)
                 .is_some_and(|t| t.attempt == attempt && matches!(t.state, TaskState::Waiting));
-            if still_waiting {
-                act.launch(id, ctx);
+            if still_waiting && act.launch(id, ctx) {
                 act.journal_attempt(id);
             }
         });
@@ -757,6 +768,7 @@ mod tests {
             let parent = tracing::info_span!("agent");
             let turn = tracing::info_span!("turn");
             let agent = Agent::builder("worker").model(ScriptedModel::new()).build();
+            let shared = Arc::new(super::super::Shared::new(Limits::default(), 16, 0, None));
             let seed = WorkerSeed {
                 agent,
                 prompt: "p".into(),
@@ -771,7 +783,8 @@ mod tests {
                 },
                 parent_span: parent.clone(),
                 started_by: turn.clone(),
-                shared: Arc::new(super::super::Shared::new(Limits::default(), 16, 0, None)),
+                enlisted: shared.census.enlist(),
+                shared,
                 timeout: None,
             };
             let (parent_id, turn_id) = (parent.id(), turn.id());
