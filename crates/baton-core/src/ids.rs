@@ -52,7 +52,16 @@ impl FromStr for TaskId {
 
 impl Serialize for TaskId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // `task-N` without the formatting machinery: the journal writes
+        // several ids per task.
+        let mut text = [0u8; 5 + 20];
+        text[..5].copy_from_slice(b"task-");
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(self.0).as_bytes();
+        let end = 5 + digits.len();
+        text[5..end].copy_from_slice(digits);
+        // ASCII only.
+        s.serialize_str(std::str::from_utf8(&text[..end]).unwrap_or_default())
     }
 }
 

@@ -35,6 +35,7 @@ pub enum JournalRecord {
         /// Its record as created.
         task: TaskRecord,
         /// A background tool's arguments, to run it again on resume.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         arguments: Option<String>,
     },
     /// A later attempt of a task started: a retry, or a restart after a

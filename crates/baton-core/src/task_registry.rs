@@ -103,11 +103,16 @@ impl TaskKind {
 }
 
 /// One task's record: who made it, what it runs, where it is, how it ended.
+///
+/// Serialized (the journal's `TaskCreated`, snapshots), fields that are
+/// absent or zero are left out (the journal writes one per task); reading
+/// takes them as absent or zero again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The task's id.
     pub id: TaskId,
     /// The task that created it, or `None` for the conversation itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<TaskId>,
     /// The agent that created it.
     pub owner: AgentName,
@@ -118,18 +123,25 @@ pub struct TaskRecord {
     /// When it was created, in ms since the registry began.
     pub created_ms: u64,
     /// When it ended, in ms since the registry began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
     /// How it ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<TaskOutcome>,
     /// How many attempts have started (retries add one each).
     pub attempts: u32,
     /// Tokens its sub-agent used, over all attempts.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tokens: u64,
     /// The model's tool call that created it (`create_task` or a
     /// background tool), if a model did: a resumed conversation answers
     /// that call with the task rather than as interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<CallId>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TaskRecord {

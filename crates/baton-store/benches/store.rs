@@ -24,6 +24,7 @@ use baton_core::{JournalRecord, Message, Replay};
 use baton_llm::{ChatRequest, ScriptedModel, ScriptedTurn};
 use baton_runtime::{Agent, Orchestrator};
 use baton_store::{PgOptions, PgStore, SqliteStore, Store};
+use cpu_time::ProcessTime;
 
 fn input(i: usize) -> JournalRecord {
     JournalRecord::UserInput {
@@ -49,6 +50,27 @@ fn fanout_lead(n: usize, latency: Duration) -> Agent {
         .model(model)
         .delegates_to([worker])
         .build()
+}
+
+/// The CPU time, in seconds, the store's threads (named `baton-store-…`)
+/// of this process have run so far, from Linux's per-thread `schedstat`
+/// (nanoseconds); `None` elsewhere.
+fn store_threads_cpu() -> Option<f64> {
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = entry.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("baton-store") {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        ns += schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(ns as f64 / 1e9)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -111,6 +133,13 @@ fn fanout(dir: &tempfile::TempDir, pg: Option<&PgStore>, latency: Duration) {
     let mut off = Vec::new();
     let mut on = Vec::new();
     let mut on_pg = Vec::new();
+    // Process CPU time of each run (every thread's, the store's included):
+    // less sensitive to a busy machine than wall time.
+    let mut cpu_off = Vec::new();
+    let mut cpu_on = Vec::new();
+    // The CPU time of the store's own threads (encoder, writer) in each
+    // SQLite run: the store's share of the journal's cost.
+    let mut cpu_store = Vec::new();
     for round in 0..5 {
         for durable in [None, Some("sqlite"), Some("postgres")] {
             let path = dir
@@ -124,6 +153,7 @@ fn fanout(dir: &tempfile::TempDir, pg: Option<&PgStore>, latency: Duration) {
                     None => continue,
                 },
             };
+            let cpu = ProcessTime::now();
             let took = actix_rt::System::new().block_on(async move {
                 let mut builder = Orchestrator::builder(fanout_lead(N, latency));
                 if let Some(store) = &store {
@@ -135,22 +165,42 @@ fn fanout(dir: &tempfile::TempDir, pg: Option<&PgStore>, latency: Duration) {
                 convo.send_user("go").await.expect("send");
                 convo.settled().await.expect("settled");
                 let took = start.elapsed();
+                let store_cpu = store_threads_cpu();
                 convo.shutdown().await.expect("shutdown");
-                took.as_secs_f64()
+                (took.as_secs_f64(), store_cpu)
             });
+            let (took, store_cpu) = took;
+            let cpu = cpu.elapsed().as_secs_f64();
             match durable {
-                None => off.push(took),
-                Some("sqlite") => on.push(took),
+                None => {
+                    off.push(took);
+                    cpu_off.push(cpu);
+                }
+                Some("sqlite") => {
+                    on.push(took);
+                    cpu_on.push(cpu);
+                    cpu_store.extend(store_cpu);
+                }
                 Some(_) => on_pg.push(took),
             }
         }
     }
     let (off, on) = (median(off), median(on));
+    let (cpu_off, cpu_on) = (median(cpu_off), median(cpu_on));
     let ms = latency.as_millis();
     println!(
-        "fan-out of {N} delegated tasks, sub-agents at {ms} ms: store off {off:.3} s, SQLite on {on:.3} s: {:.2}x (goal ≤ 1.2x)",
-        on / off
+        "fan-out of {N} delegated tasks, sub-agents at {ms} ms: store off {off:.3} s, SQLite on {on:.3} s: {:.2}x (goal ≤ 1.2x); CPU off {:.1} ms, on {:.1} ms: the journal's {:.2} µs per task",
+        on / off,
+        cpu_off * 1e3,
+        cpu_on * 1e3,
+        (cpu_on - cpu_off) * 1e6 / N as f64
     );
+    if !cpu_store.is_empty() {
+        println!(
+            "  of which the store's threads (encoder, writer): {:.2} µs per task",
+            median(cpu_store) * 1e6 / N as f64
+        );
+    }
     if !on_pg.is_empty() {
         let on_pg = median(on_pg);
         println!(

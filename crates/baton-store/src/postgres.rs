@@ -692,7 +692,7 @@ fn write_tasks_with<E>(
     for (conversation, id, change) in &tasks.changes {
         match change {
             TaskChange::Row(row) => {
-                c.push(conversation.as_str());
+                c.push(&**conversation);
                 i.push(*id);
                 parent.push(row.parent);
                 owner.push(row.owner.as_str());
@@ -708,7 +708,7 @@ fn write_tasks_with<E>(
                 attempts: count,
                 finish,
             } => {
-                uc.push(conversation.as_str());
+                uc.push(&**conversation);
                 ui.push(*id);
                 ua.push(*count);
                 ustatus.push(finish.as_ref().map(|f| f.status));

@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: the embedded store. One file, one writer thread, group
 //! commit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -132,6 +132,8 @@ impl SqliteStore {
             path: path.clone(),
             next_seq: HashMap::new(),
             last_row: None,
+            committing: None,
+            put_off: PutOff::default(),
         };
         let writer = GroupWriter::spawn(location.clone(), move || Ok(backend))?;
         Ok(Self {
@@ -296,39 +298,52 @@ impl SqliteStore {
         Ok(records)
     }
 
-    /// The task table's rows for `conversation`, by task id.
+    /// The task table's rows for `conversation`, by task id, with the
+    /// changes of the events the table does not hold yet folded in (its
+    /// writer writes it when idle): what the log says of each task.
     pub fn tasks(&self, conversation: &str) -> Result<Vec<StoredTask>, StoreError> {
         let path = &self.inner.path;
-        let reader = self.reader();
-        let mut stmt = reader
-            .prepare_cached(
-                "SELECT id, parent, owner, kind, source, status, attempts, created_at_ms, \
-                 finished_at_ms, outcome FROM tasks WHERE conversation = ?1 ORDER BY id",
-            )
-            .map_err(|e| sqlite_error(path, e))?;
-        let mut rows = stmt
-            .query([conversation])
-            .map_err(|e| sqlite_error(path, e))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
-            let location = &self.inner.location;
-            let status: String = column(location, "tasks", row, 5)?;
-            out.push(stored_task(
-                location,
-                conversation,
-                column(location, "tasks", row, 0)?,
-                column(location, "tasks", row, 1)?,
-                column(location, "tasks", row, 2)?,
-                column(location, "tasks", row, 3)?,
-                column(location, "tasks", row, 4)?,
-                &status,
-                column(location, "tasks", row, 6)?,
-                column(location, "tasks", row, 7)?,
-                column(location, "tasks", row, 8)?,
-                column(location, "tasks", row, 9)?,
-            )?);
+        let location = &self.inner.location;
+        let mut reader = self.reader();
+        // One read transaction: the table, how far it goes and the events
+        // after that, as of one moment.
+        let tx = reader.transaction().map_err(|e| sqlite_error(path, e))?;
+        let mut tasks = BTreeMap::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id, parent, owner, kind, source, status, attempts, created_at_ms, \
+                     finished_at_ms, outcome FROM tasks WHERE conversation = ?1",
+                )
+                .map_err(|e| sqlite_error(path, e))?;
+            let mut rows = stmt
+                .query([conversation])
+                .map_err(|e| sqlite_error(path, e))?;
+            while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+                let id: i64 = column(location, "tasks", row, 0)?;
+                let status: String = column(location, "tasks", row, 5)?;
+                let task = stored_task(
+                    location,
+                    conversation,
+                    id,
+                    column(location, "tasks", row, 1)?,
+                    column(location, "tasks", row, 2)?,
+                    column(location, "tasks", row, 3)?,
+                    column(location, "tasks", row, 4)?,
+                    &status,
+                    column(location, "tasks", row, 6)?,
+                    column(location, "tasks", row, 7)?,
+                    column(location, "tasks", row, 8)?,
+                    column(location, "tasks", row, 9)?,
+                )?;
+                tasks.insert(id, task);
+            }
         }
-        Ok(out)
+        let through = folded_through(&tx, conversation).map_err(|e| sqlite_error(path, e))?;
+        let mut changes = TaskChanges::default();
+        fold_events_after(&tx, path, conversation, through, &mut changes)?;
+        changes.apply(location, conversation, &mut tasks)?;
+        Ok(tasks.into_values().collect())
     }
 
     /// The conversations in the store.
@@ -356,6 +371,173 @@ struct SqliteWriter {
     /// The sequence number and time of the last row of the latest batch
     /// that reached its commit (see [`Backend::committed_after_all`]).
     last_row: Option<(i64, i64)>,
+    /// What the batch being committed does to the task table, until it is
+    /// known committed (then it is put off) or not.
+    committing: Option<Committing>,
+    /// Task changes committed (their events are) and not yet written to
+    /// the task table.
+    put_off: PutOff,
+}
+
+/// The task changes of a batch on its way to its commit.
+struct Committing {
+    tasks: Vec<Arc<TaskChanges>>,
+    at_ms: i64,
+    /// The last sequence number the batch wrote, per conversation.
+    last_seq: HashMap<String, i64>,
+}
+
+/// The task table is written when the writer is idle, not in each batch's
+/// transaction: a task is a row written twice (created, ended), and in a
+/// wide fan-out those writes were most of the writer's work, on the path
+/// from a result's record to its durability. `tasks_folded` says, per
+/// conversation, up to which event the table holds; readers
+/// ([`SqliteStore::tasks`]) fold the events after it, and after a crash
+/// the writer that next appends to the conversation folds them into the
+/// table (see `docs/store.md`).
+#[derive(Default)]
+struct PutOff {
+    /// Committed changes, oldest first, each with its commit time.
+    changes: Vec<(Arc<TaskChanges>, i64)>,
+    /// How many task changes `changes` holds.
+    count: usize,
+    /// Per conversation this writer appended to: the event up to which
+    /// its task changes are in the table or in `changes`, and whether the
+    /// table's `tasks_folded` is behind that.
+    folded: HashMap<String, (i64, bool)>,
+}
+
+/// Past this many task changes put off, they are written in the next
+/// batch's transaction rather than waiting for the writer to be idle.
+const MAX_PUT_OFF: usize = 100_000;
+
+impl PutOff {
+    fn push(&mut self, tasks: Arc<TaskChanges>, at_ms: i64) {
+        if !tasks.changes.is_empty() {
+            self.count += tasks.changes.len();
+            self.changes.push((tasks, at_ms));
+        }
+    }
+
+    /// A batch committed: its changes are put off, its conversations
+    /// folded up to its last events.
+    fn committed(&mut self, batch: Committing) {
+        for tasks in batch.tasks {
+            self.push(tasks, batch.at_ms);
+        }
+        for (conversation, seq) in batch.last_seq {
+            self.folded.insert(conversation, (seq, true));
+        }
+    }
+
+    /// Writes the changes put off, and how far each conversation's are
+    /// folded, in `tx`.
+    fn write(&self, tx: &rusqlite::Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+        for (tasks, at_ms) in &self.changes {
+            write_tasks(tx, path, tasks, *at_ms)?;
+        }
+        let mut folded = tx
+            .prepare_cached(
+                "INSERT INTO tasks_folded (conversation, seq) VALUES (?1, ?2) \
+                 ON CONFLICT (conversation) DO UPDATE SET seq = excluded.seq",
+            )
+            .map_err(|e| sqlite_error(path, e))?;
+        for (conversation, (seq, _)) in self.folded.iter().filter(|(_, (_, behind))| *behind) {
+            folded
+                .execute(params![conversation, seq])
+                .map_err(|e| sqlite_error(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Past [`MAX_PUT_OFF`] (the table cannot be written): forgets the
+    /// changes and how far they go, so that each conversation's are folded
+    /// again from its events, from where the table is, when it is next
+    /// appended to; memory stays bounded.
+    fn forget_past_max(&mut self) {
+        if self.count >= MAX_PUT_OFF {
+            tracing::error!(
+                changes = self.count,
+                "the task table cannot be written; its changes are read from the events until it can"
+            );
+            *self = Self::default();
+        }
+    }
+
+    /// What [`PutOff::write`] wrote was committed.
+    fn written(&mut self) {
+        self.changes.clear();
+        self.count = 0;
+        for (_, behind) in self.folded.values_mut() {
+            *behind = false;
+        }
+    }
+}
+
+/// The task changes of the events of `conversation` after `after`, folded
+/// onto `changes` (each at its own commit time).
+fn fold_events_after(
+    conn: &Connection,
+    path: &Path,
+    conversation: &str,
+    after: i64,
+    changes: &mut TaskChanges,
+) -> Result<(), StoreError> {
+    let location = &StoreLocation::File(path.to_owned());
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, at_ms, record FROM events WHERE conversation = ?1 AND seq > ?2 \
+             ORDER BY seq",
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+    let mut rows = stmt
+        .query(params![conversation, after])
+        .map_err(|e| sqlite_error(path, e))?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
+        let seq: i64 = column(location, "events", row, 0)?;
+        let at_ms: i64 = column(location, "events", row, 1)?;
+        let text: String = column(location, "events", row, 2)?;
+        records.clear();
+        decode_row(location, conversation, seq, &text, &mut records)?;
+        changes.add_at(conversation, &records, at_ms);
+    }
+    Ok(())
+}
+
+/// Before this writer's first append to `conversation` (whose last event is
+/// `last`): puts off the task changes of the events the table lacks (its
+/// writer stopped before it was idle: a crash), and notes up to where its
+/// changes are now folded.
+fn catch_up(
+    conn: &Connection,
+    path: &Path,
+    conversation: &str,
+    last: i64,
+    put_off: &mut PutOff,
+) -> Result<(), WriteError> {
+    let through = folded_through(conn, conversation).map_err(|e| write_error(path, e))?;
+    let behind = through < last;
+    if behind {
+        let mut changes = TaskChanges::default();
+        fold_events_after(conn, path, conversation, through, &mut changes)?;
+        // Each change carries its own commit time: the 0 is never used.
+        put_off.push(Arc::new(changes), 0);
+    }
+    put_off
+        .folded
+        .insert(conversation.to_owned(), (last, behind));
+    Ok(())
+}
+
+/// Up to which event the task table holds `conversation`'s task changes
+/// (0: none).
+fn folded_through(conn: &Connection, conversation: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM tasks_folded WHERE conversation = ?1",
+        [conversation],
+        |row| row.get(0),
+    )
 }
 
 /// A task created (or created again): its whole row.
@@ -402,7 +584,7 @@ fn write_tasks_with<E>(
     for (conversation, id, change) in &tasks.changes {
         match change {
             TaskChange::Row(row) => upsert.execute(params![
-                conversation,
+                &**conversation,
                 id,
                 row.parent,
                 row.owner,
@@ -415,7 +597,7 @@ fn write_tasks_with<E>(
                 row.outcome,
             ]),
             TaskChange::Update { attempts, finish } => update.execute(params![
-                conversation,
+                &**conversation,
                 id,
                 attempts,
                 finish.as_ref().map(|f| f.status),
@@ -430,11 +612,19 @@ fn write_tasks_with<E>(
 
 impl Backend for SqliteWriter {
     fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), WriteError> {
+        self.last_row = None;
+        self.committing = None;
+        if self.put_off.count >= MAX_PUT_OFF {
+            // Never idle: the table is written first, or, if it cannot be,
+            // forgotten (it is folded again from the events).
+            self.idle();
+            self.put_off.forget_past_max();
+        }
         let path = &self.path;
         let at_ms = commit_ms(&path.display());
-        self.last_row = None;
         let tx = self.conn.transaction().map_err(|e| write_error(path, e))?;
         let mut last = None;
+        let mut last_seq = HashMap::new();
         {
             let mut insert = tx
                 .prepare_cached(
@@ -458,6 +648,9 @@ impl Backend for SqliteWriter {
                             .or_insert(max)
                     }
                 };
+                if !self.put_off.folded.contains_key(&append.conversation) {
+                    catch_up(&tx, path, &append.conversation, *seq, &mut self.put_off)?;
+                }
                 for row in &append.rows {
                     *seq += i64::try_from(row.count).unwrap_or(i64::MAX);
                     last = Some(*seq);
@@ -465,18 +658,50 @@ impl Backend for SqliteWriter {
                         .execute(params![append.conversation, *seq, at_ms, row.text])
                         .map_err(|e| write_error(path, e))?;
                 }
+                if let Some(seq) = last {
+                    last_seq.insert(append.conversation.clone(), seq);
+                }
             }
         }
-        for part in batch {
-            write_tasks_with(&tx, &part.tasks, at_ms, |e| write_error(path, e))?;
-        }
+        self.committing = Some(Committing {
+            tasks: batch.iter().map(|part| Arc::clone(&part.tasks)).collect(),
+            at_ms,
+            last_seq,
+        });
         // Only the commit can land unanswered.
         self.last_row = last.map(|seq| (seq, at_ms));
-        tx.commit().map_err(|e| write_error(path, e))
+        tx.commit().map_err(|e| write_error(path, e))?;
+        if let Some(batch) = self.committing.take() {
+            self.put_off.committed(batch);
+        }
+        Ok(())
     }
 
     fn rolled_back(&mut self) {
+        // (Not `committing`: whether its commit landed is asked next.)
         self.next_seq.clear();
+    }
+
+    fn idle(&mut self) {
+        if self.put_off.changes.is_empty() && !self.put_off.folded.values().any(|(_, b)| *b) {
+            return;
+        }
+        let path = &self.path;
+        let written = self
+            .conn
+            .transaction()
+            .map_err(|e| sqlite_error(path, e))
+            .and_then(|tx| {
+                self.put_off.write(&tx, path)?;
+                tx.commit().map_err(|e| sqlite_error(path, e))
+            });
+        match written {
+            Ok(()) => self.put_off.written(),
+            // Kept for the next idle moment; readers fold the events.
+            Err(error) => {
+                tracing::warn!(%error, changes = self.put_off.count, "could not write the task table; it is written again later");
+            }
+        }
     }
 
     fn committed_after_all(&mut self, batch: &[Encoded]) -> Result<bool, StoreError> {
@@ -484,14 +709,22 @@ impl Backend for SqliteWriter {
         else {
             return Ok(false);
         };
-        self.conn
+        let landed: bool = self
+            .conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM events \
                  WHERE conversation = ?1 AND seq = ?2 AND at_ms = ?3 AND record = ?4)",
                 params![conversation, seq, at_ms, text],
                 |row| row.get(0),
             )
-            .map_err(|e| sqlite_error(&self.path, e))
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        if landed {
+            // Its task changes with it.
+            if let Some(batch) = self.committing.take() {
+                self.put_off.committed(batch);
+            }
+        }
+        Ok(landed)
     }
 
     fn max_row_bytes(&self) -> usize {

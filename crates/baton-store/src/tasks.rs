@@ -3,7 +3,8 @@
 //! agrees with the log (what `Replay` makes of it). Reading it answers "what
 //! are the tasks, where are they" without replaying a conversation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use baton_core::{JournalRecord, TaskId, TaskKind, TaskOutcome, TaskStatus};
 
@@ -117,9 +118,15 @@ pub(crate) enum TaskChange {
 /// first appearance.
 #[derive(Debug, Default)]
 pub(crate) struct TaskChanges {
-    pub(crate) changes: Vec<(String, i64, TaskChange)>,
-    index: HashMap<(String, i64), usize>,
+    pub(crate) changes: Vec<(Arc<str>, i64, TaskChange)>,
+    /// Where each task's change is in `changes`, by conversation and task
+    /// number (looked up without allocating: one or two lookups a record).
+    index: HashMap<Arc<str>, HashMap<i64, usize, FastHash>, FastHash>,
 }
+
+/// The hasher of the change index: its keys are a batch's conversations
+/// and task numbers, not attacker-chosen.
+type FastHash = foldhash::fast::RandomState;
 
 fn task_number(id: TaskId) -> i64 {
     i64::try_from(id.get()).unwrap_or(i64::MAX)
@@ -206,12 +213,75 @@ impl TaskChanges {
 
     /// The change recorded for a task, made `fresh` if there is none.
     fn entry(&mut self, conversation: &str, id: TaskId, fresh: TaskChange) -> &mut TaskChange {
-        let key = (conversation.to_owned(), task_number(id));
-        let i = *self.index.entry(key.clone()).or_insert_with(|| {
-            self.changes.push((key.0, key.1, fresh));
-            self.changes.len() - 1
-        });
+        let number = task_number(id);
+        if let Some(&i) = self.index.get(conversation).and_then(|t| t.get(&number)) {
+            return &mut self.changes[i].2;
+        }
+        let name = match self.index.get_key_value(conversation) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(conversation),
+        };
+        self.changes.push((Arc::clone(&name), number, fresh));
+        let i = self.changes.len() - 1;
+        self.index.entry(name).or_default().insert(number, i);
         &mut self.changes[i].2
+    }
+}
+
+impl TaskChanges {
+    /// Applies the changes of `conversation` to its rows (`tasks`, by task
+    /// number) as writing them to the table would: a reader's view of
+    /// events the table does not hold yet.
+    pub(crate) fn apply(
+        &self,
+        location: &crate::StoreLocation,
+        conversation: &str,
+        tasks: &mut BTreeMap<i64, StoredTask>,
+    ) -> Result<(), StoreError> {
+        let changes = self.changes.iter().filter(|(c, _, _)| &**c == conversation);
+        for (_, id, change) in changes {
+            match change {
+                TaskChange::Row(row) => {
+                    let task = stored_task(
+                        location,
+                        conversation,
+                        *id,
+                        row.parent,
+                        row.owner.clone(),
+                        row.kind.to_owned(),
+                        row.source.clone(),
+                        row.status,
+                        row.attempts,
+                        row.created_at.unwrap_or_default(),
+                        row.finished_at.map(Option::unwrap_or_default),
+                        row.outcome.clone(),
+                    )?;
+                    tasks.insert(*id, task);
+                }
+                TaskChange::Update { attempts, finish } => {
+                    let Some(task) = tasks.get_mut(id).filter(|t| t.finished_at_ms.is_none())
+                    else {
+                        continue;
+                    };
+                    task.attempts = task
+                        .attempts
+                        .max(u32::try_from(*attempts).unwrap_or(u32::MAX));
+                    if let Some(finish) = finish {
+                        task.status = parse_status(finish.status).map_err(|message| {
+                            StoreError::Malformed {
+                                location: location.clone(),
+                                conversation: conversation.to_owned(),
+                                seq: 0,
+                                message,
+                            }
+                        })?;
+                        task.outcome = Some(finish.outcome.clone());
+                        task.finished_at_ms = Some(finish.at.unwrap_or_default());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

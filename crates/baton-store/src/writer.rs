@@ -27,6 +27,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use baton_core::journal::retry_pause;
 use baton_core::{JournalError, JournalRecord};
@@ -235,8 +236,9 @@ pub(crate) fn last_row(batch: &[Encoded]) -> Option<(&str, &str)> {
 pub(crate) struct Encoded {
     /// The appends whose records encoded, in call order.
     pub(crate) appends: Vec<Append>,
-    /// What they do to the task table.
-    pub(crate) tasks: TaskChanges,
+    /// What they do to the task table (shared: a backend may keep them
+    /// to write later, see [`Backend::idle`]).
+    pub(crate) tasks: Arc<TaskChanges>,
     /// How many appends this answers (those refused included).
     answered: usize,
 }
@@ -299,6 +301,11 @@ pub(crate) trait Backend: Send + 'static {
     /// [`Backend::write_batch`] gives one if not: with `data`, the database
     /// refuses every row.
     fn probe(&mut self, conversation: &str, tasks: bool) -> Result<(), WriteError>;
+    /// Nothing came to be written for [`QUIET`] (and nothing failed): the
+    /// moment for work [`Backend::write_batch`] put off (SQLite writes its
+    /// task table here, see `docs/store.md`). Also called once as the
+    /// writer closes.
+    fn idle(&mut self) {}
 }
 
 /// The conversation [`Backend::probe`] writes (and rolls back) when no
@@ -637,9 +644,10 @@ fn encode_loop(
             requests.push(more);
         }
         *held = requests.len();
+        let mut tasks = TaskChanges::default();
         let mut encoded = Encoded {
             appends: Vec::with_capacity(requests.len()),
-            tasks: TaskChanges::default(),
+            tasks: Arc::default(),
             answered: requests.len(),
         };
         for request in requests {
@@ -651,7 +659,7 @@ fn encode_loop(
             }
             match target.encode(&request.conversation, &request.records) {
                 Ok(rows) => {
-                    encoded.tasks.add(&request.conversation, &request.records);
+                    tasks.add(&request.conversation, &request.records);
                     encoded.appends.push(Append {
                         conversation: request.conversation,
                         count: request.records.len(),
@@ -669,6 +677,7 @@ fn encode_loop(
             }
         }
         *held = 0;
+        encoded.tasks = Arc::new(tasks);
         if let Err(mpsc::SendError(encoded)) = tx.send(encoded) {
             // The writer thread is gone altogether (a dead writer fails
             // what it gets until the queue closes: this is not expected).
@@ -716,6 +725,10 @@ fn append_bytes(append: &Append) -> usize {
         .sum()
 }
 
+/// How long nothing must come for the writer to be idle
+/// ([`Backend::idle`]).
+pub(crate) const QUIET: Duration = Duration::from_millis(25);
+
 /// What the writer thread needs beyond its backend.
 struct Writing<'a> {
     stats: &'a StoreStats,
@@ -752,9 +765,22 @@ fn write_loop(
     loop {
         let first = if held.kept.is_empty() {
             pause = retry_pause(None);
-            match rx.recv() {
+            match rx.try_recv() {
                 Ok(first) => first,
-                Err(mpsc::RecvError) => break,
+                // Idle once nothing came for a while (work put off till
+                // then would slow a burst of appends down).
+                Err(mpsc::TryRecvError::Empty) => match rx.recv_timeout(QUIET) {
+                    Ok(first) => first,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        backend.idle();
+                        match rx.recv() {
+                            Ok(first) => first,
+                            Err(mpsc::RecvError) => break,
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                Err(mpsc::TryRecvError::Disconnected) => break,
             }
         } else {
             match rx.recv_timeout(pause) {
@@ -789,7 +815,7 @@ fn write_loop(
         held.uncounted = 0;
         in_flight.end(answered);
     }
-    // Closing: one last try for what failed before.
+    // Closing: one last try for what failed before, then what was put off.
     if !held.kept.is_empty() {
         write_kept(&mut backend, held, writing);
         let appends: usize = held.kept.iter().map(|e| e.appends.len()).sum();
@@ -801,6 +827,7 @@ fn write_loop(
             );
         }
     }
+    backend.idle();
 }
 
 /// Answers the appends of `part` that cannot be kept: those of a
@@ -850,7 +877,7 @@ fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) 
     });
     // The task changes of the refused appends: recomputed from those left.
     if part.appends.len() < before {
-        part.tasks = tasks_of(&part.appends, writing.location);
+        part.tasks = Arc::new(tasks_of(&part.appends, writing.location));
     }
 }
 
@@ -956,7 +983,7 @@ fn refuse_later(held: &mut Held, conversation: &str, error: &StoreError, writing
             false
         });
         if part.appends.len() < before {
-            part.tasks = tasks_of(&part.appends, writing.location);
+            part.tasks = Arc::new(tasks_of(&part.appends, writing.location));
         }
     }
     held.kept_bytes = held.kept_bytes.saturating_sub(freed);
@@ -1011,7 +1038,7 @@ fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
         for append in part.appends {
             let one = vec![append];
             held.kept.push(Encoded {
-                tasks: tasks_of(&one, writing.location),
+                tasks: Arc::new(tasks_of(&one, writing.location)),
                 appends: one,
                 answered: 0,
             });

@@ -193,7 +193,7 @@ pub async fn appends_hold_a_paused_clock(open: Opener) {
     far_timer.abort();
 }
 
-fn tool_task(id: u64) -> TaskRecord {
+pub fn tool_task(id: u64) -> TaskRecord {
     TaskRecord {
         id: TaskId::new(id),
         parent: None,
