@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton::core::{JournalRecord, MemoryJournal, Replay, TaskTree};
+use baton::core::{JournalRecord, MemoryJournal, Replay, TaskRecord, TaskTree};
 use baton::runtime::virtual_time::block_on_paused;
 use baton::runtime::Supervision;
 use baton::{
@@ -1090,10 +1090,10 @@ fn suspend_returns_once_workers_on_other_threads_have_stopped_and_journaled() {
 fn shutdown_returns_once_workers_on_other_threads_have_stopped_and_journaled() {
     let journal = stop_while_a_worker_holds_its_thread(false);
     let replay = Replay::from_records(journal.records());
-    let mut statuses: Vec<(TaskId, TaskStatus)> =
+    // In log order: a worker's tasks come after its own (which their
+    // records name as parent).
+    let statuses: Vec<(TaskId, TaskStatus)> =
         replay.tasks.iter().map(|(t, _)| (t.id, t.status)).collect();
-    // (A worker's records may come before its parent's `TaskCreated`.)
-    statuses.sort_by_key(|(id, _)| *id);
     assert_eq!(
         statuses,
         [
@@ -1103,4 +1103,209 @@ fn shutdown_returns_once_workers_on_other_threads_have_stopped_and_journaled() {
             (TaskId::new(3), TaskStatus::Cancelled),
         ]
     );
+}
+
+/// The pool's worker thread, as a worker's model request found it.
+type WorkerThread = Arc<std::sync::OnceLock<(actix_rt::ArbiterHandle, std::thread::ThreadId)>>;
+
+/// A journal that keeps every record in the order it was handed over and,
+/// before it takes the records of an append that announces a task (a
+/// `TaskCreated` or `TaskStarted`) made off the worker thread, lets the
+/// worker thread run everything it has been sent: a worker started
+/// before the records that announce its task are handed over has then run
+/// its first turn and journaled its subtask, every time, rather than in
+/// the rare case its thread outruns the parent's.
+#[derive(Clone, Default)]
+struct DrainsWorkersFirst {
+    log: MemoryJournal,
+    worker: WorkerThread,
+    /// Appends that let the worker thread run first.
+    drained: Arc<AtomicU32>,
+}
+
+impl DrainsWorkersFirst {
+    /// Runs what `worker` has been sent, and what that starts.
+    fn drain(worker: &actix_rt::ArbiterHandle) {
+        let (done, ran) = std::sync::mpsc::channel();
+        // Behind a seed sent before: its closure spawns the worker's first
+        // run, and this one a task behind that run.
+        worker.spawn_fn(move || {
+            tokio::task::spawn_local(async move {
+                let _ = done.send(());
+            });
+        });
+        ran.recv_timeout(Duration::from_secs(60))
+            .expect("the worker thread runs");
+    }
+}
+
+impl baton::core::Journal for DrainsWorkersFirst {
+    fn append(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> futures::future::BoxFuture<'static, Result<(), baton::core::JournalError>> {
+        let announces = records.iter().any(|r| {
+            matches!(
+                r,
+                JournalRecord::TaskCreated { .. } | JournalRecord::TaskStarted { .. }
+            )
+        });
+        if let Some((handle, thread)) = self.worker.get() {
+            if announces && *thread != std::thread::current().id() {
+                Self::drain(handle);
+                self.drained.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.log.append(records)
+    }
+}
+
+/// Checks that every record naming a task comes after the records that
+/// announce it: its `TaskCreated` before its `TaskStarted`, its
+/// `TaskFinished` and its subtasks' `TaskCreated`; and the `TaskStarted`
+/// of the attempt that created a subtask (`attempt_of` says which)
+/// before that subtask's `TaskCreated`.
+fn assert_announced_first(records: &[JournalRecord], attempt_of: impl Fn(&TaskRecord) -> u32) {
+    let mut created = std::collections::HashSet::new();
+    let mut started = std::collections::HashSet::new();
+    for (at, record) in records.iter().enumerate() {
+        let (named, attempt) = match record {
+            JournalRecord::TaskCreated { task, .. } => {
+                created.insert(task.id);
+                (task.parent, task.parent.map(|_| attempt_of(task)))
+            }
+            JournalRecord::TaskStarted { task_id, attempt } => {
+                started.insert((*task_id, *attempt));
+                (Some(*task_id), None)
+            }
+            JournalRecord::TaskFinished { task_id, .. } => (Some(*task_id), None),
+            JournalRecord::UserInput { .. } | JournalRecord::Appended { .. } => (None, None),
+        };
+        let Some(named) = named else { continue };
+        assert!(
+            created.contains(&named),
+            "record {at} names {named} before its TaskCreated: {record:?}\nlog: {records:#?}"
+        );
+        if let Some(attempt) = attempt.filter(|a| *a > 1) {
+            assert!(
+                started.contains(&(named, attempt)),
+                "record {at} was made by attempt {attempt} of {named} before its TaskStarted: \
+                 {record:?}\nlog: {records:#?}"
+            );
+        }
+    }
+}
+
+/// A tree over a worker thread, with a retry: the lead delegates `mid`
+/// ("first", task 1), whose first attempt fails at once and whose second
+/// delegates to `leaf` (task 2); then `mid` again ("second", task 3),
+/// which delegates to `leaf` (task 4). Each `mid` tells its leaf which
+/// attempt it runs. The first request of a worker shows the test which
+/// thread the workers run on.
+fn retried_tree(worker: WorkerThread) -> (Agent, ScriptedModel) {
+    let firsts = Arc::new(AtomicU32::new(0));
+    let model = ScriptedModel::from_fn(move |req| {
+        if req.agent.as_str() != "lead" {
+            let _ = worker.set((actix_rt::Arbiter::current(), std::thread::current().id()));
+        }
+        match (req.agent.as_str(), req.messages.last()) {
+            ("lead", Some(Message::User { .. })) => {
+                ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "first"}))
+            }
+            ("lead", Some(Message::TaskResult { task_id, .. })) if *task_id == TaskId::new(1) => {
+                ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "second"}))
+            }
+            ("mid", Some(Message::User { content })) => {
+                let attempt = if content == "first" {
+                    firsts.fetch_add(1, Ordering::SeqCst) + 1
+                } else {
+                    1
+                };
+                if content == "first" && attempt == 1 {
+                    return ScriptedTurn::fail("the first attempt fails");
+                }
+                ScriptedTurn::call(
+                    "create_task",
+                    json!({"agent": "leaf", "prompt": format!("attempt {attempt}")}),
+                )
+            }
+            _ => ScriptedTurn::text("done"),
+        }
+    })
+    .recording();
+    let leaf = Agent::builder("leaf").model(model.clone()).build();
+    let mid = Agent::builder("mid")
+        .model(model.clone())
+        .delegates_to([leaf])
+        .build();
+    let lead = Agent::builder("lead")
+        .model(model.clone())
+        .delegates_to([mid])
+        .supervision(Supervision::retry(1).backoff_ms(10))
+        .build();
+    (lead, model)
+}
+
+/// Which attempt of its parent created a task of [`retried_tree`].
+fn attempt_in_prompt(task: &TaskRecord) -> u32 {
+    match &task.kind {
+        baton::core::TaskKind::Delegation { prompt, .. } => prompt
+            .strip_prefix("attempt ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+        baton::core::TaskKind::Tool { .. } => 1,
+    }
+}
+
+/// A worker on another thread starts only once the records that announce
+/// its task are handed to the journal: its task's `TaskCreated` and, for a
+/// retry, the attempt's `TaskStarted`. (Before, the delegating agent
+/// started its workers, then handed its records over, and launched a retry,
+/// then journaled its attempt: a worker that ran first journaled its
+/// subtask before its own task was in the log, and a crash in between
+/// left a child without its parent.) The journal lets the worker thread
+/// run before it takes the lead's announcing records, so the old order
+/// shows every time.
+#[test]
+fn a_worker_journals_only_after_the_records_that_announce_its_task() {
+    block_on_paused(async {
+        let journal = DrainsWorkersFirst::default();
+        let (lead, model) = retried_tree(Arc::clone(&journal.worker));
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .worker_threads(1)
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        convo.settled().await.unwrap();
+        assert_eq!(requests_of(&model, "leaf"), 2);
+        let mid = convo.check_task(TaskId::new(1)).unwrap();
+        assert_eq!((mid.status, mid.attempts), (TaskStatus::Succeeded, 2));
+        for id in 2..=4 {
+            let task = convo.check_task(TaskId::new(id)).unwrap();
+            assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+        }
+        // The retry's `TaskStarted` and the second `mid`'s `TaskCreated`
+        // let the worker thread run first.
+        assert!(journal.drained.load(Ordering::Relaxed) >= 2);
+        let records = journal.log.records();
+        assert_announced_first(&records, attempt_in_prompt);
+        // The log knows both attempts of task 1, and the tree.
+        let replay = Replay::from_records(records);
+        let parents: Vec<(TaskId, Option<TaskId>, u32)> = replay
+            .tasks
+            .iter()
+            .map(|(t, _)| (t.id, t.parent, t.attempts))
+            .collect();
+        let (one, three) = (Some(TaskId::new(1)), Some(TaskId::new(3)));
+        assert_eq!(
+            parents,
+            [
+                (TaskId::new(1), None, 2),
+                (TaskId::new(2), one, 1),
+                (TaskId::new(3), None, 1),
+                (TaskId::new(4), three, 1),
+            ]
+        );
+        convo.shutdown().await.unwrap();
+    });
 }

@@ -462,25 +462,13 @@ impl<R: Role> AgentActor<R> {
         self.journal_detached(vec![JournalRecord::TaskCreated { task, arguments }]);
     }
 
-    /// Journals the start of a task's attempt after its first (a retry, a
-    /// restart after resume), so the log and a resumed registry count it.
-    pub(super) fn journal_attempt(&mut self, id: TaskId) {
-        let Some(attempt) = self.tasks.get(&id).map(|t| t.attempt) else {
-            return;
-        };
-        if attempt > 1 {
-            self.journal_detached(vec![JournalRecord::TaskStarted {
-                task_id: id,
-                attempt,
-            }]);
-            self.flush_journal();
-        }
-    }
-
     /// Picks up the tasks of a resumed conversation: the conversation's own
     /// unfinished tasks start again (unless their tool is not idempotent);
     /// deeper ones are cancelled, as their parents start over.
     pub(super) fn resume_tasks(&mut self, ctx: &mut Context<Self>) {
+        // The workers start together at the end, after every record of the
+        // resume (each restart's `TaskStarted`) is handed to the journal.
+        self.defer_starts = true;
         for (record, arguments) in std::mem::take(&mut self.resumed_tasks) {
             let id = record.id;
             if record.status.is_terminal() {
@@ -562,12 +550,11 @@ impl<R: Role> AgentActor<R> {
                 self.finish_task(id, TaskOutcome::Interrupted { reason }, ctx);
             } else if !awaiting {
                 self.shared.registry.set_status(id, TaskStatus::Pending);
-                if self.launch(id, ctx) {
-                    self.journal_attempt(id);
-                }
+                self.launch(id, ctx);
             }
         }
-        self.flush_journal();
+        self.defer_starts = false;
+        self.start_deferred();
     }
 }
 

@@ -192,10 +192,11 @@ pub struct AgentActor<R: Role> {
     handles: Option<Handles>,
     /// The calls of the current reply not dispatched yet.
     dispatching: Option<Dispatch>,
-    /// Workers launched during a dispatch batch, started together at its
-    /// end (one message per arbiter).
+    /// Workers launched during a dispatch batch (or a resume), started
+    /// together at its end (one message per arbiter), once its records are
+    /// handed to the journal (see `start_deferred`).
     starts: StartBatch<ModelActor, tasks::WorkerSeed>,
-    /// Whether launches go to `starts` rather than starting at once.
+    /// Whether launches wait in `starts` rather than starting at once.
     defer_starts: bool,
     /// Set when the agent is being suspended: on stop its tasks are left
     /// unfinished rather than cancelled.
@@ -476,8 +477,9 @@ impl<R: Role> AgentActor<R> {
             }
         }
         self.defer_starts = false;
+        // The batch's records (its tasks' `TaskCreated`) go to the journal
+        // before its workers start.
         self.start_deferred();
-        self.flush_journal();
         if dispatch.calls.len() > 0 {
             self.dispatching = Some(dispatch);
             let next = tokio::task::yield_now()

@@ -191,12 +191,20 @@ impl<R: Role> AgentActor<R> {
                 spans: TaskSpans::started_in(&self.turn_span),
             },
         );
+        // Its worker starts only once its `TaskCreated` is handed to the
+        // journal (see `start_deferred`): the worker journals records that
+        // name the task, which must come after it.
+        let deferred = std::mem::replace(&mut self.defer_starts, true);
         if needs_approval {
             self.emit(|| Event::ApprovalRequested { task_id: id });
         } else {
             self.launch(id, ctx);
         }
         self.journal_created(id);
+        self.defer_starts = deferred;
+        if !deferred {
+            self.start_deferred();
+        }
         let status = self.shared.registry.status(id).unwrap_or(status);
         Ok(task_answer(id, status))
     }
@@ -205,6 +213,14 @@ impl<R: Role> AgentActor<R> {
     /// it did not (the task is gone, or the tree is being stopped: then the
     /// task stays waiting, and the stop cancels it or, on suspend, leaves
     /// it running in the journal).
+    ///
+    /// An attempt after the first (a retry, a restart after resume) is
+    /// journaled as `TaskStarted` before it starts, so the log and a
+    /// resumed registry count it, and the records of the attempt (its
+    /// worker's subtasks, its result) come after it. Unless launches are
+    /// deferred (a dispatch batch, a resume, a task being created), its
+    /// worker starts at once, after the records buffered so far are handed
+    /// to the journal (see [`AgentActor::start_deferred`]).
     pub(super) fn launch(&mut self, id: TaskId, ctx: &mut Context<Self>) -> bool {
         if self.shared.census.is_stopping() {
             return false;
@@ -217,6 +233,12 @@ impl<R: Role> AgentActor<R> {
         let timeout = self.agent.spec.supervision.attempt_timeout();
         let work = own.work.clone();
         let started_by = own.spans.started_by.clone();
+        if attempt > 1 {
+            self.journal_detached(vec![JournalRecord::TaskStarted {
+                task_id: id,
+                attempt,
+            }]);
+        }
         let state = match work {
             TaskWork::Tool { tool, arguments } => TaskState::Tool(self.spawn_tool_attempt(
                 id,
@@ -250,14 +272,12 @@ impl<R: Role> AgentActor<R> {
                     timeout,
                 };
                 let addr = match &self.shared.arbiters {
-                    // Built on the worker's own thread, which also frees it.
-                    Some(pool) => {
-                        let addr = pool.start_later(seed, &mut self.starts);
-                        if !self.defer_starts {
-                            self.start_deferred();
-                        }
-                        addr
-                    }
+                    // Built on the worker's own thread, which also frees it;
+                    // started by `start_deferred`.
+                    Some(pool) => pool.start_later(seed, &mut self.starts),
+                    // On this thread: it runs once this handler has returned,
+                    // which hands its records to the journal first (every
+                    // launch is followed by `start_deferred`).
                     None => seed.build().start(),
                 };
                 TaskState::Worker(addr)
@@ -266,11 +286,24 @@ impl<R: Role> AgentActor<R> {
         if let Some(own) = self.tasks.get_mut(&id) {
             own.state = state;
         }
+        if !self.defer_starts {
+            self.start_deferred();
+        }
         true
     }
 
-    /// Starts the workers launched since the last call, a batch per arbiter.
+    /// Hands the records buffered so far to the journal, then starts the
+    /// workers launched since the last call, a batch per arbiter.
+    ///
+    /// In that order: a worker on another thread journals at once (its
+    /// subtasks' `TaskCreated`, their results), and those records name its
+    /// task, so they must come after the records that announce it (its
+    /// `TaskCreated`, its attempt's `TaskStarted`), or a crash in between
+    /// leaves a log with a child before its parent. Handing over is enough,
+    /// the journal keeps appends in call order (see [`baton_core::Journal`]);
+    /// the workers need not wait for durability.
     pub(super) fn start_deferred(&mut self) {
+        self.flush_journal();
         if let Some(pool) = &self.shared.arbiters {
             if !self.starts.is_empty() {
                 pool.start_batch(&mut self.starts, WorkerSeed::build);
@@ -374,9 +407,10 @@ impl<R: Role> AgentActor<R> {
             trace,
         };
         let report = ctx.address().recipient();
-        // Write before effect: published only once its record (journaled
-        // just after it is launched) is durable, waiting as results do if
-        // the journal fails (see `Publish`).
+        // Write before effect: published only once its record (its
+        // `TaskCreated`, journaled just after it is launched, or a later
+        // attempt's `TaskStarted`, just before) is durable, waiting as
+        // results do if the journal fails (see `Publish`).
         if self.shared.journal.is_none() {
             executor.dispatch(task, report);
         } else {
@@ -676,8 +710,8 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
                 .tasks
                 .get(&id)
                 .is_some_and(|t| t.attempt == attempt && matches!(t.state, TaskState::Waiting));
-            if still_waiting && act.launch(id, ctx) {
-                act.journal_attempt(id);
+            if still_waiting {
+                act.launch(id, ctx);
             }
         });
     }
