@@ -292,9 +292,12 @@ const PG_MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation, id)
     );
 ",
-    // 4: SQLite's `tasks_folded`. PostgreSQL writes its task table in each
-    // batch's transaction (one statement for all of a batch's tasks), so
-    // it has nothing to add.
+    // 4: SQLite's `tasks_folded`; PostgreSQL writes its task table in each
+    // batch's transaction (one statement for all of a batch's tasks) and
+    // has no table to add. The version still matters here: version 4's
+    // records leave absent and zero fields out (a `TaskCreated` without
+    // `tokens`), which an older baton cannot read, so it must refuse the
+    // store (`NewerSchema`) rather than open it.
     "SELECT 1;",
 ];
 

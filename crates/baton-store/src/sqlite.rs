@@ -1,10 +1,11 @@
 //! [`SqliteStore`]: the embedded store. One file, one writer thread, group
 //! commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use baton_core::{Journal, JournalError, JournalRecord, Replay};
 use futures::future::BoxFuture;
@@ -132,8 +133,7 @@ impl SqliteStore {
             path: path.clone(),
             next_seq: HashMap::new(),
             last_row: None,
-            committing: None,
-            put_off: PutOff::default(),
+            unfolded: Unfolded::default(),
         };
         let writer = GroupWriter::spawn(location.clone(), move || Ok(backend))?;
         Ok(Self {
@@ -371,107 +371,86 @@ struct SqliteWriter {
     /// The sequence number and time of the last row of the latest batch
     /// that reached its commit (see [`Backend::committed_after_all`]).
     last_row: Option<(i64, i64)>,
-    /// What the batch being committed does to the task table, until it is
-    /// known committed (then it is put off) or not.
-    committing: Option<Committing>,
-    /// Task changes committed (their events are) and not yet written to
-    /// the task table.
-    put_off: PutOff,
+    /// The conversations whose task changes the task table may lack.
+    unfolded: Unfolded,
 }
 
-/// The task changes of a batch on its way to its commit.
-struct Committing {
-    tasks: Vec<Arc<TaskChanges>>,
-    at_ms: i64,
-    /// The last sequence number the batch wrote, per conversation.
-    last_seq: HashMap<String, i64>,
+/// SQLite writes the task table when its writer is idle, not in each
+/// batch's transaction: a task is a row written twice (created, ended),
+/// and in a wide fan-out those writes were half of the writer's work, on
+/// the path from a result's record to its durability. `tasks_folded`
+/// says, per conversation, up to which event the table holds; readers
+/// ([`SqliteStore::tasks`]) fold the events after it. The writer folds
+/// them into the table from the events themselves, in one transaction
+/// with `tasks_folded` ([`fold_into_table`]), so the table is whatever
+/// the log says up to that event, whoever wrote the events and whatever
+/// a crash left behind (see `docs/store.md`).
+struct Unfolded {
+    /// Conversations appended to since the table was last written.
+    conversations: HashSet<String>,
+    /// Records appended since then.
+    records: usize,
+    /// When the first of them was appended.
+    since: Option<Instant>,
+    /// How many records wait before a batch writes the table first (a
+    /// writer that is never idle); doubled while the table cannot be
+    /// written.
+    force_at: usize,
 }
 
-/// The task table is written when the writer is idle, not in each batch's
-/// transaction: a task is a row written twice (created, ended), and in a
-/// wide fan-out those writes were most of the writer's work, on the path
-/// from a result's record to its durability. `tasks_folded` says, per
-/// conversation, up to which event the table holds; readers
-/// ([`SqliteStore::tasks`]) fold the events after it, and after a crash
-/// the writer that next appends to the conversation folds them into the
-/// table (see `docs/store.md`).
-#[derive(Default)]
-struct PutOff {
-    /// Committed changes, oldest first, each with its commit time.
-    changes: Vec<(Arc<TaskChanges>, i64)>,
-    /// How many task changes `changes` holds.
-    count: usize,
-    /// Per conversation this writer appended to: the event up to which
-    /// its task changes are in the table or in `changes`, and whether the
-    /// table's `tasks_folded` is behind that.
-    folded: HashMap<String, (i64, bool)>,
-}
-
-/// Past this many task changes put off, they are written in the next
-/// batch's transaction rather than waiting for the writer to be idle.
-const MAX_PUT_OFF: usize = 100_000;
-
-impl PutOff {
-    fn push(&mut self, tasks: Arc<TaskChanges>, at_ms: i64) {
-        if !tasks.changes.is_empty() {
-            self.count += tasks.changes.len();
-            self.changes.push((tasks, at_ms));
+impl Default for Unfolded {
+    fn default() -> Self {
+        Self {
+            conversations: HashSet::new(),
+            records: 0,
+            since: None,
+            force_at: FOLD_EVERY_RECORDS,
         }
     }
+}
 
-    /// A batch committed: its changes are put off, its conversations
-    /// folded up to its last events.
-    fn committed(&mut self, batch: Committing) {
-        for tasks in batch.tasks {
-            self.push(tasks, batch.at_ms);
-        }
-        for (conversation, seq) in batch.last_seq {
-            self.folded.insert(conversation, (seq, true));
-        }
+/// A writer that is never idle writes the task table before a batch once
+/// this many records wait to be folded, or [`FOLD_EVERY`] after the first.
+const FOLD_EVERY_RECORDS: usize = 100_000;
+/// See [`FOLD_EVERY_RECORDS`].
+const FOLD_EVERY: Duration = Duration::from_secs(5);
+
+impl Unfolded {
+    fn is_due(&self) -> bool {
+        self.records >= self.force_at || self.since.is_some_and(|t| t.elapsed() >= FOLD_EVERY)
     }
+}
 
-    /// Writes the changes put off, and how far each conversation's are
-    /// folded, in `tx`.
-    fn write(&self, tx: &rusqlite::Transaction<'_>, path: &Path) -> Result<(), StoreError> {
-        for (tasks, at_ms) in &self.changes {
-            write_tasks(tx, path, tasks, *at_ms)?;
-        }
-        let mut folded = tx
-            .prepare_cached(
+/// Brings the task table up to date for `conversations`, in one immediate
+/// transaction: for each, the task changes of the events after its
+/// `tasks_folded`, written, and `tasks_folded` moved to its last event.
+/// Reading the events here, not changes kept in memory, makes the table
+/// right whatever wrote them (another writer of the conversation, a
+/// writer that crashed before it was idle).
+fn fold_into_table<'a>(
+    conn: &mut Connection,
+    path: &Path,
+    conversations: impl IntoIterator<Item = &'a String>,
+) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| sqlite_error(path, e))?;
+    for conversation in conversations {
+        let through = folded_through(&tx, conversation).map_err(|e| sqlite_error(path, e))?;
+        let mut changes = TaskChanges::default();
+        let last = fold_events_after(&tx, path, conversation, through, &mut changes)?;
+        if last > through {
+            // Each change carries its own commit time: the 0 is never used.
+            write_tasks(&tx, path, &changes, 0)?;
+            tx.prepare_cached(
                 "INSERT INTO tasks_folded (conversation, seq) VALUES (?1, ?2) \
                  ON CONFLICT (conversation) DO UPDATE SET seq = excluded.seq",
             )
+            .and_then(|mut folded| folded.execute(params![conversation, last]))
             .map_err(|e| sqlite_error(path, e))?;
-        for (conversation, (seq, _)) in self.folded.iter().filter(|(_, (_, behind))| *behind) {
-            folded
-                .execute(params![conversation, seq])
-                .map_err(|e| sqlite_error(path, e))?;
-        }
-        Ok(())
-    }
-
-    /// Past [`MAX_PUT_OFF`] (the table cannot be written): forgets the
-    /// changes and how far they go, so that each conversation's are folded
-    /// again from its events, from where the table is, when it is next
-    /// appended to; memory stays bounded.
-    fn forget_past_max(&mut self) {
-        if self.count >= MAX_PUT_OFF {
-            tracing::error!(
-                changes = self.count,
-                "the task table cannot be written; its changes are read from the events until it can"
-            );
-            *self = Self::default();
         }
     }
-
-    /// What [`PutOff::write`] wrote was committed.
-    fn written(&mut self) {
-        self.changes.clear();
-        self.count = 0;
-        for (_, behind) in self.folded.values_mut() {
-            *behind = false;
-        }
-    }
+    tx.commit().map_err(|e| sqlite_error(path, e))
 }
 
 /// The task changes of the events of `conversation` after `after`, folded
@@ -482,7 +461,7 @@ fn fold_events_after(
     conversation: &str,
     after: i64,
     changes: &mut TaskChanges,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let location = &StoreLocation::File(path.to_owned());
     let mut stmt = conn
         .prepare_cached(
@@ -494,40 +473,23 @@ fn fold_events_after(
         .query(params![conversation, after])
         .map_err(|e| sqlite_error(path, e))?;
     let mut records = Vec::new();
+    let mut last = after;
     while let Some(row) = rows.next().map_err(|e| sqlite_error(path, e))? {
         let seq: i64 = column(location, "events", row, 0)?;
-        let at_ms: i64 = column(location, "events", row, 1)?;
+        last = seq;
         let text: String = column(location, "events", row, 2)?;
+        // Only rows with task records change the table (the encoder writes
+        // compact JSON: a task record holds exactly this; a message that
+        // merely quotes it costs a decode, nothing more).
+        if !text.contains(r#""record":"task_"#) {
+            continue;
+        }
+        let at_ms: i64 = column(location, "events", row, 1)?;
         records.clear();
         decode_row(location, conversation, seq, &text, &mut records)?;
         changes.add_at(conversation, &records, at_ms);
     }
-    Ok(())
-}
-
-/// Before this writer's first append to `conversation` (whose last event is
-/// `last`): puts off the task changes of the events the table lacks (its
-/// writer stopped before it was idle: a crash), and notes up to where its
-/// changes are now folded.
-fn catch_up(
-    conn: &Connection,
-    path: &Path,
-    conversation: &str,
-    last: i64,
-    put_off: &mut PutOff,
-) -> Result<(), WriteError> {
-    let through = folded_through(conn, conversation).map_err(|e| write_error(path, e))?;
-    let behind = through < last;
-    if behind {
-        let mut changes = TaskChanges::default();
-        fold_events_after(conn, path, conversation, through, &mut changes)?;
-        // Each change carries its own commit time: the 0 is never used.
-        put_off.push(Arc::new(changes), 0);
-    }
-    put_off
-        .folded
-        .insert(conversation.to_owned(), (last, behind));
-    Ok(())
+    Ok(last)
 }
 
 /// Up to which event the task table holds `conversation`'s task changes
@@ -613,18 +575,14 @@ fn write_tasks_with<E>(
 impl Backend for SqliteWriter {
     fn write_batch(&mut self, batch: &[Encoded]) -> Result<(), WriteError> {
         self.last_row = None;
-        self.committing = None;
-        if self.put_off.count >= MAX_PUT_OFF {
-            // Never idle: the table is written first, or, if it cannot be,
-            // forgotten (it is folded again from the events).
+        if self.unfolded.is_due() {
+            // Never idle: the task table first.
             self.idle();
-            self.put_off.forget_past_max();
         }
         let path = &self.path;
         let at_ms = commit_ms(&path.display());
         let tx = self.conn.transaction().map_err(|e| write_error(path, e))?;
         let mut last = None;
-        let mut last_seq = HashMap::new();
         {
             let mut insert = tx
                 .prepare_cached(
@@ -648,9 +606,6 @@ impl Backend for SqliteWriter {
                             .or_insert(max)
                     }
                 };
-                if !self.put_off.folded.contains_key(&append.conversation) {
-                    catch_up(&tx, path, &append.conversation, *seq, &mut self.put_off)?;
-                }
                 for row in &append.rows {
                     *seq += i64::try_from(row.count).unwrap_or(i64::MAX);
                     last = Some(*seq);
@@ -658,48 +613,36 @@ impl Backend for SqliteWriter {
                         .execute(params![append.conversation, *seq, at_ms, row.text])
                         .map_err(|e| write_error(path, e))?;
                 }
-                if let Some(seq) = last {
-                    last_seq.insert(append.conversation.clone(), seq);
+                // (Noted even if the commit fails: folding finds nothing.)
+                let unfolded = &mut self.unfolded;
+                if !unfolded.conversations.contains(&append.conversation) {
+                    unfolded.conversations.insert(append.conversation.clone());
                 }
+                unfolded.records += append.count;
+                unfolded.since.get_or_insert_with(Instant::now);
             }
         }
-        self.committing = Some(Committing {
-            tasks: batch.iter().map(|part| Arc::clone(&part.tasks)).collect(),
-            at_ms,
-            last_seq,
-        });
         // Only the commit can land unanswered.
         self.last_row = last.map(|seq| (seq, at_ms));
-        tx.commit().map_err(|e| write_error(path, e))?;
-        if let Some(batch) = self.committing.take() {
-            self.put_off.committed(batch);
-        }
-        Ok(())
+        tx.commit().map_err(|e| write_error(path, e))
     }
 
     fn rolled_back(&mut self) {
-        // (Not `committing`: whether its commit landed is asked next.)
         self.next_seq.clear();
     }
 
     fn idle(&mut self) {
-        if self.put_off.changes.is_empty() && !self.put_off.folded.values().any(|(_, b)| *b) {
+        let unfolded = &mut self.unfolded;
+        if unfolded.conversations.is_empty() {
             return;
         }
-        let path = &self.path;
-        let written = self
-            .conn
-            .transaction()
-            .map_err(|e| sqlite_error(path, e))
-            .and_then(|tx| {
-                self.put_off.write(&tx, path)?;
-                tx.commit().map_err(|e| sqlite_error(path, e))
-            });
-        match written {
-            Ok(()) => self.put_off.written(),
-            // Kept for the next idle moment; readers fold the events.
+        match fold_into_table(&mut self.conn, &self.path, &unfolded.conversations) {
+            Ok(()) => *unfolded = Unfolded::default(),
+            // Tried again when next idle (or due); readers fold the events.
             Err(error) => {
-                tracing::warn!(%error, changes = self.put_off.count, "could not write the task table; it is written again later");
+                tracing::warn!(%error, conversations = unfolded.conversations.len(), "could not bring the task table up to date; it is tried again later");
+                unfolded.force_at = unfolded.records.saturating_mul(2).max(FOLD_EVERY_RECORDS);
+                unfolded.since = Some(Instant::now());
             }
         }
     }
@@ -718,12 +661,6 @@ impl Backend for SqliteWriter {
                 |row| row.get(0),
             )
             .map_err(|e| sqlite_error(&self.path, e))?;
-        if landed {
-            // Its task changes with it.
-            if let Some(batch) = self.committing.take() {
-                self.put_off.committed(batch);
-            }
-        }
         Ok(landed)
     }
 
@@ -731,7 +668,10 @@ impl Backend for SqliteWriter {
         MAX_ROW_BYTES
     }
 
-    fn probe(&mut self, conversation: &str, tasks: bool) -> Result<(), WriteError> {
+    /// Only an `events` row: a batch writes no task rows here (the table
+    /// is written when the writer is idle), so a task table refusing rows
+    /// says nothing of the batch.
+    fn probe(&mut self, conversation: &str, _tasks: bool) -> Result<(), WriteError> {
         let path = &self.path;
         let at_ms = now_ms();
         let tx = self.conn.transaction().map_err(|e| write_error(path, e))?;
@@ -752,24 +692,6 @@ impl Backend for SqliteWriter {
             )
             .map_err(|e| write_error(path, e))?;
         }
-        if tasks {
-            let copied = probe_copy(&tx, PROBE_TASK, ">", conversation, at_ms)
-                .and_then(|n| match n {
-                    0 => probe_copy(&tx, PROBE_TASK, "<", conversation, at_ms),
-                    n => Ok(n),
-                })
-                .map_err(|e| write_error(path, e))?;
-            if copied == 0 {
-                tx.execute(
-                    "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, \
-                     attempts, created_at_ms, finished_at_ms, outcome) \
-                     SELECT ?1, COALESCE(MAX(id), 0) + 1, NULL, 'probe', 'tool', 'probe', \
-                     'running', 1, ?2, NULL, NULL FROM tasks WHERE conversation = ?1",
-                    params![PROBE_CONVERSATION, at_ms],
-                )
-                .map_err(|e| write_error(path, e))?;
-            }
-        }
         tx.rollback().map_err(|e| write_error(path, e))
     }
 }
@@ -779,14 +701,6 @@ impl Backend for SqliteWriter {
 const PROBE_EVENT: &str = "INSERT INTO events (conversation, seq, at_ms, record) \
      SELECT conversation, seq + 1, ?2, record FROM events WHERE conversation {op} ?1 \
      ORDER BY conversation DESC, seq DESC LIMIT 1";
-
-/// [`Backend::probe`]'s copy of the last task row of the last conversation
-/// `{op}` `?1`, as its next task (created at `?2`).
-const PROBE_TASK: &str = "INSERT INTO tasks (conversation, id, parent, owner, kind, source, \
-     status, attempts, created_at_ms, finished_at_ms, outcome) \
-     SELECT conversation, id + 1, parent, owner, kind, source, status, attempts, ?2, \
-     finished_at_ms, outcome FROM tasks WHERE conversation {op} ?1 \
-     ORDER BY conversation DESC, id DESC LIMIT 1";
 
 /// Runs one of [`Backend::probe`]'s copies (`sql`, its `{op}` replaced by
 /// `op`): the rows it wrote, 0 or 1.

@@ -1,7 +1,9 @@
-//! The task table: one row per task of each conversation, kept by the
-//! writer in the same transaction as the events that change it, so it always
-//! agrees with the log (what `Replay` makes of it). Reading it answers "what
-//! are the tasks, where are they" without replaying a conversation.
+//! The task table: one row per task of each conversation, what `Replay`
+//! makes of the log. PostgreSQL's writer keeps it in the same transaction
+//! as the events that change it; SQLite's brings it up to date from the
+//! events when idle, and its readers fold the events it does not hold yet
+//! (see `docs/store.md`). Reading it answers "what are the tasks, where are
+//! they" without replaying a conversation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -236,9 +236,8 @@ pub(crate) fn last_row(batch: &[Encoded]) -> Option<(&str, &str)> {
 pub(crate) struct Encoded {
     /// The appends whose records encoded, in call order.
     pub(crate) appends: Vec<Append>,
-    /// What they do to the task table (shared: a backend may keep them
-    /// to write later, see [`Backend::idle`]).
-    pub(crate) tasks: Arc<TaskChanges>,
+    /// What they do to the task table.
+    pub(crate) tasks: TaskChanges,
     /// How many appends this answers (those refused included).
     answered: usize,
 }
@@ -647,7 +646,7 @@ fn encode_loop(
         let mut tasks = TaskChanges::default();
         let mut encoded = Encoded {
             appends: Vec::with_capacity(requests.len()),
-            tasks: Arc::default(),
+            tasks: TaskChanges::default(),
             answered: requests.len(),
         };
         for request in requests {
@@ -677,7 +676,7 @@ fn encode_loop(
             }
         }
         *held = 0;
-        encoded.tasks = Arc::new(tasks);
+        encoded.tasks = tasks;
         if let Err(mpsc::SendError(encoded)) = tx.send(encoded) {
             // The writer thread is gone altogether (a dead writer fails
             // what it gets until the queue closes: this is not expected).
@@ -877,7 +876,7 @@ fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) 
     });
     // The task changes of the refused appends: recomputed from those left.
     if part.appends.len() < before {
-        part.tasks = Arc::new(tasks_of(&part.appends, writing.location));
+        part.tasks = tasks_of(&part.appends, writing.location);
     }
 }
 
@@ -983,7 +982,7 @@ fn refuse_later(held: &mut Held, conversation: &str, error: &StoreError, writing
             false
         });
         if part.appends.len() < before {
-            part.tasks = Arc::new(tasks_of(&part.appends, writing.location));
+            part.tasks = tasks_of(&part.appends, writing.location);
         }
     }
     held.kept_bytes = held.kept_bytes.saturating_sub(freed);
@@ -1038,7 +1037,7 @@ fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
         for append in part.appends {
             let one = vec![append];
             held.kept.push(Encoded {
-                tasks: Arc::new(tasks_of(&one, writing.location)),
+                tasks: tasks_of(&one, writing.location),
                 appends: one,
                 answered: 0,
             });

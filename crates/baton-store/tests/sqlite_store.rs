@@ -219,6 +219,84 @@ fn a_task_table_refusing_every_row_does_not_stop_the_journal() {
     );
 }
 
+/// Two writers of one conversation (two stores on one file): whichever
+/// brings the task table up to date, and whenever, it says what the log
+/// says, since it is folded from the events and not from what each writer
+/// saw. (Here one writer creates the task and the other ends it while the
+/// table refuses rows, so neither can write it then; before, the writer
+/// that created it could write its stale row over the other's end.)
+#[test]
+fn two_writers_of_a_conversation_leave_the_task_table_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.db");
+    let block = futures::executor::block_on;
+    let (one, two) = (opener(&path)(), opener(&path)());
+    let refuse = required_column(&path, "tasks");
+    refuse(true);
+    block(one.journal("c").unwrap().append(with_task("m1", 1))).unwrap();
+    block(two.journal("c").unwrap().append(vec![finished(1)])).unwrap();
+    refuse(false);
+    block(one.journal("d").unwrap().append(vec![input("elsewhere")])).unwrap();
+    drop(one);
+    block(two.journal("c").unwrap().append(vec![input("m2")])).unwrap();
+    drop(two);
+    assert_eq!(task_table(&path, "c"), (1, 4, 4));
+    let store = opener(&path)();
+    let tasks = common::assert_task_table_agrees(store.as_ref(), "c");
+    assert_eq!(tasks[0].4, baton_core::TaskStatus::Succeeded);
+}
+
+/// A task table refusing rows and one append refused for its own data:
+/// the probe that tells a bad append from a database refusing everything
+/// tries only an `events` row (a batch writes no task rows), so the bad
+/// append is refused alone and the others land.
+#[test]
+fn a_refusing_task_table_does_not_make_a_bad_append_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad2.db");
+    let store = opener(&path)();
+    let block = futures::executor::block_on;
+    let (good, bad) = (
+        store.journal("good").unwrap(),
+        store.journal("bad").unwrap(),
+    );
+    block(good.append(with_task("g0", 1))).unwrap();
+    let check = |create: &str| {
+        let end = create.rfind(')').unwrap();
+        format!(
+            "{}, CHECK (conversation <> 'bad'){}",
+            &create[..end],
+            &create[end..]
+        )
+    };
+    rebuild(&connect(&path), "events", check, "*");
+    required_column(&path, "tasks")(true);
+    let pending = vec![
+        good.append(vec![input("a")]),
+        bad.append(with_task("x", 1)),
+        good.append(vec![input("b")]),
+    ];
+    let results: Vec<_> = pending.into_iter().map(block).collect();
+    assert_eq!(results[0], Ok(()));
+    assert!(
+        results[1].as_ref().is_err_and(|e| e.is_closed()),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2], Ok(()));
+}
+
+/// Task `id` succeeded.
+fn finished(id: u64) -> baton_core::JournalRecord {
+    baton_core::JournalRecord::TaskFinished {
+        task_id: baton_core::TaskId::new(id),
+        outcome: baton_core::TaskOutcome::Succeeded {
+            output: "done".into(),
+        },
+        attempts: Some(1),
+    }
+}
+
 /// An input and a task created: two records.
 fn with_task(text: &str, id: u64) -> Vec<baton_core::JournalRecord> {
     vec![
