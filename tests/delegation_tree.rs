@@ -1069,6 +1069,82 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
     });
 }
 
+/// `settled` waits for the ends of a cancelled subtree, which the
+/// subtree's owners journal (each after its task's `TaskCreated`) as they
+/// learn of the cancel: here the middle worker's thread is held, so the
+/// leaf's end is not journaled until it is released, and `settled` does
+/// not answer before. (Before, `settled` answered as soon as the
+/// conversation was idle: the log could still lack the leaf's end.)
+#[test]
+fn settled_waits_until_the_owners_of_a_cancelled_subtree_have_journaled_its_ends() {
+    block_on_paused(async {
+        let (hold, holding, release) = HoldThread::new();
+        let model = ScriptedModel::from_fn(|req: &ChatRequest| {
+            match (req.agent.as_str(), req.messages.last()) {
+                ("lead", Some(Message::User { .. })) => {
+                    ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
+                }
+                ("mid", Some(Message::User { .. })) => {
+                    ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "l"}))
+                        .and_call("hold_thread", json!({}))
+                }
+                ("leaf", _) => ScriptedTurn::hang(),
+                _ => ScriptedTurn::text("ok"),
+            }
+        });
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        let mid = Agent::builder("mid")
+            .model(model.clone())
+            .delegates_to([leaf])
+            .tool(hold)
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([mid])
+            .build();
+        let journal = baton::core::MemoryJournal::default();
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .worker_threads(1)
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        held(holding).await;
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        let ends = |id: u64| {
+            journal
+                .records()
+                .iter()
+                .filter(|r| matches!(r, baton::core::JournalRecord::TaskFinished { task_id, .. } if *task_id == TaskId::new(id)))
+                .count()
+        };
+        assert_eq!((ends(1), ends(2)), (1, 0), "the leaf's owner is held");
+        // Virtual time runs on while the conversation waits for the held
+        // thread: an hour passes, and `settled` has not answered.
+        let early = tokio::time::timeout(Duration::from_secs(3600), convo.settled()).await;
+        assert!(
+            early.is_err(),
+            "settled answered before the leaf's end was journaled"
+        );
+        drop(release);
+        convo.settled().await.unwrap();
+        assert_eq!((ends(1), ends(2)), (1, 1));
+        let replay = baton::core::Replay::from_records(journal.records());
+        let logged: Vec<(TaskId, TaskStatus)> =
+            replay.tasks.iter().map(|(t, _)| (t.id, t.status)).collect();
+        assert_eq!(
+            logged,
+            [
+                (TaskId::new(1), TaskStatus::Cancelled),
+                (TaskId::new(2), TaskStatus::Cancelled)
+            ]
+        );
+        convo.shutdown().await.unwrap();
+    });
+}
+
 /// A task's id, status and outcome.
 type Facts = (TaskId, TaskStatus, Option<TaskOutcome>);
 

@@ -1309,3 +1309,154 @@ fn a_worker_journals_only_after_the_records_that_announce_its_task() {
         convo.shutdown().await.unwrap();
     });
 }
+
+/// A journal that keeps every record in the order it was handed over and,
+/// the first time a worker on another thread hands over the `TaskCreated`
+/// of a subtask of `target`, first has the test cancel `target` (on the
+/// conversation's thread) and waits until that cancel has returned: the
+/// cancel then finds the subtask in the registry while its `TaskCreated`
+/// is not in the log yet, every time, rather than in the rare case the
+/// cancel lands between the worker making the subtask and handing over
+/// its records.
+#[derive(Clone)]
+struct CancelsMidBatch {
+    log: MemoryJournal,
+    target: TaskId,
+    /// The conversation's thread: its appends pass straight through.
+    root: std::thread::ThreadId,
+    /// Asks the test to cancel `target`; answered once it has.
+    cancel: tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::Sender<()>>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl baton::core::Journal for CancelsMidBatch {
+    fn append(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> futures::future::BoxFuture<'static, Result<(), baton::core::JournalError>> {
+        let announces_a_subtask = records.iter().any(|r| {
+            matches!(r, JournalRecord::TaskCreated { task, .. } if task.parent == Some(self.target))
+        });
+        if announces_a_subtask
+            && std::thread::current().id() != self.root
+            && !self.fired.swap(true, Ordering::SeqCst)
+        {
+            let (done, cancelled) = std::sync::mpsc::channel();
+            self.cancel.send(done).expect("the test waits to cancel");
+            cancelled
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the test cancels");
+        }
+        self.log.append(records)
+    }
+}
+
+/// How many `TaskFinished` records `records` hold for each task.
+fn finishes_per_task(records: &[JournalRecord]) -> std::collections::BTreeMap<TaskId, usize> {
+    let mut finished = std::collections::BTreeMap::new();
+    for record in records {
+        if let JournalRecord::TaskFinished { task_id, .. } = record {
+            *finished.entry(*task_id).or_default() += 1;
+        }
+    }
+    finished
+}
+
+/// A cancel of a task whose worker, on another thread, has just made its
+/// subtasks (in the registry) and not yet handed their `TaskCreated` to
+/// the journal: the subtree reads cancelled at once, and each subtask's
+/// cancellation is journaled after its `TaskCreated`, once, by the agent
+/// that owns it (the worker, as it stops). Before, the cancelling agent
+/// journaled the whole subtree's ends itself: the subtasks' `TaskFinished`
+/// came before their `TaskCreated`, so the log (`Replay`, the store's
+/// task table) never saw them end, and their owner did not journal them
+/// again. The journal has the test cancel in that window, every time.
+#[test]
+fn a_subtree_cancelled_while_its_worker_announces_subtasks_ends_after_them_in_the_log() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req| match (req.agent.as_str(), req.messages.last()) {
+            ("lead", Some(Message::User { .. })) => {
+                ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
+            }
+            // Task 2: a sub-agent; task 3: a background tool.
+            ("mid", Some(Message::User { .. })) => {
+                ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "l"}))
+                    .and_call("forever", json!({}))
+            }
+            ("leaf", _) => ScriptedTurn::hang(),
+            _ => ScriptedTurn::text("ok"),
+        });
+        let leaf = Agent::builder("leaf").model(model.clone()).build();
+        let mid = Agent::builder("mid")
+            .model(model.clone())
+            .delegates_to([leaf])
+            .background_tool(Forever)
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([mid])
+            .build();
+        let (cancel, mut to_cancel) = tokio::sync::mpsc::unbounded_channel();
+        let journal = CancelsMidBatch {
+            log: MemoryJournal::default(),
+            target: TaskId::new(1),
+            root: std::thread::current().id(),
+            cancel,
+            fired: Arc::default(),
+        };
+        let convo = Orchestrator::builder(lead)
+            .journal(Arc::new(journal.clone()))
+            .worker_threads(1)
+            .spawn();
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        let done = to_cancel.recv().await.expect("the worker announces");
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        let status = |n| convo.check_task(TaskId::new(n)).map(|t| t.status);
+        let subtree = || [1, 2, 3].map(status);
+        let cancelled = [Some(TaskStatus::Cancelled); 3];
+        assert_eq!(subtree(), cancelled, "the subtree reads cancelled at once");
+        done.send(()).unwrap();
+        let check = |records: Vec<JournalRecord>| {
+            assert_announced_first(&records, |_| 1);
+            let once: std::collections::BTreeMap<TaskId, usize> =
+                (1..=3).map(|n| (TaskId::new(n), 1)).collect();
+            assert_eq!(finishes_per_task(&records), once, "{records:#?}");
+            let replay = Replay::from_records(records);
+            let logged: Vec<(TaskId, TaskStatus)> =
+                replay.tasks.iter().map(|(t, _)| (t.id, t.status)).collect();
+            let all_cancelled: Vec<(TaskId, TaskStatus)> = (1..=3)
+                .map(|n| (TaskId::new(n), TaskStatus::Cancelled))
+                .collect();
+            assert_eq!(logged, all_cancelled);
+        };
+        // Settled includes the ends journaled by the subtree's owners.
+        convo.settled().await.unwrap();
+        check(journal.log.records());
+        convo.shutdown().await.unwrap();
+        check(journal.log.records());
+        assert_eq!(subtree(), cancelled);
+        assert_eq!(convo.live_agents(), 0);
+        // Each task's end is announced once, after the task.
+        let mut announced = Vec::new();
+        for envelope in drain(&mut events) {
+            match envelope.event {
+                baton::Event::TaskCreated { task_id, .. } => announced.push((task_id, "created")),
+                baton::Event::TaskFinished { task_id, .. } => announced.push((task_id, "finished")),
+                _ => {}
+            }
+        }
+        for n in 1..=3 {
+            let id = TaskId::new(n);
+            let of_task: Vec<&str> = announced
+                .iter()
+                .filter(|(t, _)| *t == id)
+                .map(|(_, what)| *what)
+                .collect();
+            assert_eq!(of_task, ["created", "finished"], "{id}: {announced:?}");
+        }
+    });
+}

@@ -373,6 +373,11 @@ impl Conversation {
     /// Cancels any task of the tree and everything under it, and nothing
     /// else; the agent that created it is told in its next turn. A task that
     /// has already ended keeps its status, which is returned.
+    ///
+    /// The whole subtree reads cancelled once this returns. With a
+    /// journal, each task's end is journaled by the agent that owns it,
+    /// after the task's `TaskCreated` (the tasks below, as their agents
+    /// stop): [`Conversation::settled`] waits for them.
     pub async fn cancel_task(&self, id: TaskId) -> Result<TaskStatus, RuntimeError> {
         let (status, parent) = self
             .shared
@@ -448,7 +453,8 @@ impl Conversation {
 
     /// Resolves when nothing is in flight, nothing is queued and no task is
     /// running, and, for a durable conversation, everything is in its
-    /// journal.
+    /// journal (the ends of a cancelled subtree too, which the agents
+    /// below journal as they stop).
     ///
     /// Fails with [`RuntimeError::Journal`] if the journal turned out closed
     /// for good (the conversation stopped then).

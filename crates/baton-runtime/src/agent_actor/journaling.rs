@@ -158,6 +158,7 @@ impl<R: Role> ActorFuture<AgentActor<R>> for WhenDurable {
                 let durable = act
                     .journal(records)
                     .unwrap_or_else(|| Box::pin(futures::future::ready(Ok(()))));
+                act.ends_handed_over();
                 act.concluding.in_flight.push_back((durable, results));
             }
             let mut folded = false;
@@ -227,8 +228,11 @@ impl<R: Role> AgentActor<R> {
         ctx: &mut Context<Self>,
     ) {
         if !self.shared.registry.decide(id) {
-            // Ended already (cancelled with a subtree above it): so it stays.
-            self.tasks.remove(&id);
+            // Ended already (cancelled with a subtree above it): so it
+            // stays, and this agent, its owner, journals that end.
+            if let Some(own) = self.tasks.remove(&id).filter(OwnTask::is_open) {
+                self.end_from_above(id, own.attempt);
+            }
             return self.advance(ctx);
         }
         if let Some(own) = self.tasks.get_mut(&id) {
@@ -253,12 +257,13 @@ impl<R: Role> AgentActor<R> {
         self.when_durable(ctx);
     }
 
-    /// Hands a remote task to its executor, unless its attempt has ended.
+    /// Hands a remote task to its executor, unless its attempt has ended
+    /// (here, or in the registry: cancelled with a subtree above it).
     fn publish(&mut self, publish: Publish) {
         let id = publish.task.task_id;
         let current = self.tasks.get(&id).is_some_and(|t| {
             t.attempt == publish.attempt && matches!(t.state, TaskState::Remote(_))
-        });
+        }) && !self.ended_above(id);
         if current {
             publish.executor.dispatch(publish.task, publish.report);
         }
@@ -423,6 +428,7 @@ impl<R: Role> AgentActor<R> {
             let records = std::mem::take(&mut self.journal_buffer);
             drop(self.journal(records));
         }
+        self.ends_handed_over();
     }
 
     /// Journals the conversation's history messages not journaled yet.
@@ -445,7 +451,10 @@ impl<R: Role> AgentActor<R> {
 
     /// Journals a new task as it now stands (with its first attempt, if
     /// it was launched: a sub-agent built on another thread may not have
-    /// told the registry yet), and a background tool's arguments.
+    /// told the registry yet), and a background tool's arguments. A task
+    /// that an agent above has cancelled already (with a subtree, on
+    /// another thread) is journaled as created, not ended: its end is
+    /// journaled after it, by this agent (see `end_from_above`).
     pub(super) fn journal_created(&mut self, id: TaskId) {
         if self.shared.journal.is_none() {
             return;
@@ -454,6 +463,14 @@ impl<R: Role> AgentActor<R> {
         else {
             return;
         };
+        if task.status.is_terminal() {
+            task.status = match own.state {
+                TaskState::AwaitingApproval => TaskStatus::AwaitingApproval,
+                _ => TaskStatus::Pending,
+            };
+            task.finished_ms = None;
+            task.outcome = None;
+        }
         task.attempts = task.attempts.max(own.attempt);
         let arguments = match &own.work {
             TaskWork::Tool { arguments, .. } => Some(arguments.clone()),

@@ -104,6 +104,10 @@ pub(crate) struct Shared {
     /// Set when the journal turned out closed for good: the conversation
     /// stopped, and this is why.
     pub(crate) journal_closed: Arc<std::sync::OnceLock<baton_core::JournalError>>,
+    /// Ends of tasks cancelled with a subtree above them whose owners have
+    /// not journaled them yet: what `settled` waits for besides the
+    /// conversation itself.
+    pub(crate) ends_from_above: Arc<tasks::EndsFromAbove>,
 }
 
 impl Shared {
@@ -134,6 +138,7 @@ impl Shared {
             arbiters: ArbiterPool::new(worker_threads).map(Arc::new),
             journal,
             journal_closed: Arc::default(),
+            ends_from_above: Arc::default(),
         }
     }
 }
@@ -185,6 +190,9 @@ pub struct AgentActor<R: Role> {
     resumed_tasks: Vec<(TaskRecord, Option<String>)>,
     /// Records waiting to go to the journal in one append.
     journal_buffer: Vec<baton_core::JournalRecord>,
+    /// How many of them end tasks cancelled from above (see
+    /// `tasks::EndsFromAbove`): counted as journaled once handed over.
+    ends_buffered: usize,
     /// Results waiting for their records to be durable.
     concluding: journaling::Concluding,
     /// This agent's addresses as its tasks need them, made once (an actix
@@ -269,6 +277,7 @@ impl<R: Role> AgentActor<R> {
             journaled: 0,
             resumed_tasks: Vec::new(),
             journal_buffer: Vec::new(),
+            ends_buffered: 0,
             concluding: Default::default(),
             handles: None,
             dispatching: None,
@@ -697,8 +706,10 @@ impl<R: Role> Actor for AgentActor<R> {
         let _guard = self.span.clone().entered();
         if self.role.task().is_none() {
             // The conversation stopped (also when its journal closed): so
-            // does the whole tree, and nothing in it starts new work.
+            // does the whole tree, and nothing in it starts new work; no
+            // `settled` waits for the tree's journal any more.
             self.shared.census.begin_stopping();
+            self.shared.ends_from_above.close();
         }
         self.abort_in_flight(ctx);
         // First the results that ended but wait to be folded: they are
@@ -722,6 +733,26 @@ impl<R: Role> Actor for AgentActor<R> {
         // Last: everything this agent journals is handed over by now, so
         // once the census is empty the journal gets nothing more from it.
         drop(self.enlisted.take());
+    }
+}
+
+impl<R: Role> Drop for AgentActor<R> {
+    fn drop(&mut self) {
+        // An agent dropped without stopping (its thread panicked) journals
+        // nothing more: nothing is to wait for the ends from above it had.
+        let open = |(id, own): (&TaskId, &OwnTask)| own.is_open().then_some(*id);
+        let unjournaled = if self.shared.journal.is_some() {
+            self.tasks
+                .iter()
+                .filter_map(open)
+                .filter(|id| self.ended_above(*id))
+                .count()
+        } else {
+            0
+        };
+        self.shared
+            .ends_from_above
+            .journaled(unjournaled + std::mem::take(&mut self.ends_buffered));
     }
 }
 
@@ -911,6 +942,9 @@ impl Handler<WhenSettled> for OrchestratorActor {
                 // journal closed) before it settled.
                 return Err(shared.stopped_error());
             }
+            // The ends of cancelled subtrees, journaled by their owners
+            // (workers that may not have handled their `Shutdown` yet).
+            shared.ends_from_above.all_journaled().await;
             // Settled includes durable: an empty append resolves once
             // everything appended before it is in the journal.
             match &shared.journal {

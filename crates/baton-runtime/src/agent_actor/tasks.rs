@@ -2,6 +2,7 @@
 //! delegations, their attempts, retries, approvals and cancellation.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use baton_core::{
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -104,6 +106,68 @@ impl OwnTask {
     /// decided yet.
     pub(super) fn is_open(&self) -> bool {
         !matches!(self.state, TaskState::Ended(_))
+    }
+}
+
+/// The ends of tasks cancelled with a subtree above them that are not in
+/// the journal yet.
+///
+/// An agent that cancels one of its tasks ends the whole subtree under it
+/// in the registry at once, but journals only its own task's end: each
+/// task below is journaled by the agent that owns it, after that task's
+/// `TaskCreated` (which its owner may not have handed to the journal yet),
+/// as the owner learns of the cancel (see [`AgentActor::cancel_tree`]).
+/// This counts those ends from the registry's cancel until their owner has
+/// handed them to the journal, so that [`crate::Conversation::settled`]
+/// can wait for them. Counted only for a conversation with a journal.
+#[derive(Debug, Default)]
+pub(crate) struct EndsFromAbove {
+    /// Ends made in the registry whose records are not handed over yet.
+    unjournaled: AtomicUsize,
+    /// Set when the conversation has stopped: nothing waits any more (an
+    /// owner stopped without journaling, as a closed journal leaves it,
+    /// would otherwise be waited for forever).
+    closed: AtomicBool,
+    /// Woken when `unjournaled` reaches 0, and when closed.
+    changed: Notify,
+}
+
+impl EndsFromAbove {
+    /// `n` more ends are on their way to the journal.
+    fn expect(&self, n: usize) {
+        self.unjournaled.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// `n` of the ends expected are handed to the journal (or will never
+    /// be: their owner stopped without journaling).
+    pub(crate) fn journaled(&self, n: usize) {
+        if n > 0 && self.unjournaled.fetch_sub(n, Ordering::AcqRel) == n {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The conversation has stopped: [`EndsFromAbove::all_journaled`]
+    /// resolves from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once every end expected so far is handed to the journal
+    /// (so an append made after it comes after them), or the conversation
+    /// has stopped.
+    pub(crate) async fn all_journaled(&self) {
+        loop {
+            let mut changed = std::pin::pin!(self.changed.notified());
+            // Registered before the check, so a change in between still
+            // wakes it.
+            changed.as_mut().enable();
+            if self.unjournaled.load(Ordering::Acquire) == 0 || self.closed.load(Ordering::Acquire)
+            {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
@@ -212,7 +276,8 @@ impl<R: Role> AgentActor<R> {
     /// Starts the next attempt of one of this agent's tasks; `false` if
     /// it did not (the task is gone, or the tree is being stopped: then the
     /// task stays waiting, and the stop cancels it or, on suspend, leaves
-    /// it running in the journal).
+    /// it running in the journal; or an agent above cancelled it with its
+    /// subtree: then it waits for this agent's `Shutdown`).
     ///
     /// An attempt after the first (a retry, a restart after resume) is
     /// journaled as `TaskStarted` before it starts, so the log and a
@@ -223,6 +288,11 @@ impl<R: Role> AgentActor<R> {
     /// to the journal (see [`AgentActor::start_deferred`]).
     pub(super) fn launch(&mut self, id: TaskId, ctx: &mut Context<Self>) -> bool {
         if self.shared.census.is_stopping() {
+            return false;
+        }
+        if self.ended_above(id) {
+            // Cancelled with a subtree above it: it stays as it is until
+            // this agent's `Shutdown`, on its way, ends it here.
             return false;
         }
         let Some(own) = self.tasks.get_mut(&id) else {
@@ -489,6 +559,12 @@ impl<R: Role> AgentActor<R> {
     pub(super) fn fold_result(&mut self, id: TaskId, outcome: TaskOutcome) -> bool {
         let own = self.tasks.remove(&id);
         if !self.shared.registry.finish(id, outcome.clone()) {
+            if let Some(own) = own.filter(OwnTask::is_open) {
+                // Still open here, ended in the registry: cancelled with
+                // a subtree above it (without a journal; with one, its
+                // outcome was decided first, see `conclude_when_durable`).
+                self.end_from_above(id, own.attempt);
+            }
             return false;
         }
         // The turn that reads the result follows from its handling.
@@ -549,8 +625,17 @@ impl<R: Role> AgentActor<R> {
     /// Cancels one of this agent's own tasks on request (the model's
     /// `cancel_task`, the user's): the task and, at once, every task under
     /// it in the registry, so the tree reads cancelled as soon as this
-    /// returns. The workers that own those tasks stop in their own time
-    /// and find them ended already.
+    /// returns. The workers that own those tasks stop in their own time.
+    ///
+    /// Only this agent's own task's end is journaled here. Each task under
+    /// it is journaled by the agent that owns it, as that agent learns of
+    /// the cancel (its `Shutdown`, on its way down the tree; or a report,
+    /// an approval or a retry that finds the task ended): a worker on
+    /// another thread may have made a subtask (it is in the registry) and
+    /// not yet handed its `TaskCreated` to the journal, and the end must
+    /// come after it in the log, which only its owner can see to. Until
+    /// then the ends are counted in [`EndsFromAbove`], which `settled`
+    /// waits for.
     pub(super) fn cancel_tree(
         &mut self,
         id: TaskId,
@@ -559,16 +644,32 @@ impl<R: Role> AgentActor<R> {
         let owned = self.tasks.get(&id).is_some_and(OwnTask::is_open);
         let status = self.cancel(id, reason)?;
         if owned {
-            for (task_id, attempts) in self.shared.registry.unfinished_descendants(id) {
-                self.end_cancelled(task_id, reason, attempts);
+            let outcome = TaskOutcome::Cancelled {
+                reason: reason.to_owned(),
+            };
+            let counted = self.shared.journal.is_some();
+            let ends = &self.shared.ends_from_above;
+            for (task_id, _) in self.shared.registry.unfinished_descendants(id) {
+                // Counted first: its owner may journal it as soon as the
+                // registry says it ended.
+                if counted {
+                    ends.expect(1);
+                }
+                if !self.shared.registry.cancel(task_id, outcome.clone()) && counted {
+                    // Ended meanwhile, or its outcome is decided: its owner
+                    // journals that.
+                    ends.journaled(1);
+                }
             }
         }
         Ok(status)
     }
 
-    /// Ends a task as cancelled in the registry, unless it has ended
+    /// Ends one of this agent's tasks as cancelled, unless it has ended
     /// already or its outcome is decided (whoever decided it ends it); the
-    /// one who ends it journals and announces it, once.
+    /// one who ends it journals and announces it, once. Called as the task
+    /// leaves this agent's tasks: if an agent above ended it meanwhile
+    /// (cancelling a subtree), this agent journals that end.
     fn end_cancelled(&mut self, task_id: TaskId, reason: &str, attempts: u32) {
         let outcome = TaskOutcome::Cancelled {
             reason: reason.to_owned(),
@@ -580,7 +681,53 @@ impl<R: Role> AgentActor<R> {
                 attempts: Some(attempts),
             }]);
             self.emit(|| Event::TaskFinished { task_id, outcome });
+        } else {
+            self.end_from_above(task_id, attempts);
         }
+    }
+
+    /// Whether one of this agent's tasks still open here has ended in the
+    /// registry: an agent above cancelled it with its subtree (see
+    /// [`AgentActor::cancel_tree`]), and this agent has not journaled it
+    /// yet.
+    pub(super) fn ended_above(&self, id: TaskId) -> bool {
+        self.shared
+            .registry
+            .status(id)
+            .is_some_and(TaskStatus::is_terminal)
+    }
+
+    /// Journals and announces the end of one of this agent's tasks that an
+    /// agent above ended in the registry, cancelling a subtree (see
+    /// [`AgentActor::cancel_tree`]), as the task leaves this agent's tasks
+    /// while still open here. Its owner journals it, so after its
+    /// `TaskCreated`, and once: the task leaves once. Does nothing if the
+    /// registry does not say it ended.
+    pub(super) fn end_from_above(&mut self, task_id: TaskId, attempts: u32) {
+        let Some(record) = self.shared.registry.get(task_id) else {
+            return;
+        };
+        let Some(outcome) = record.outcome.filter(|_| record.status.is_terminal()) else {
+            return;
+        };
+        if self.shared.journal.is_some() {
+            // Counted as journaled once the buffer is handed over (first:
+            // a full buffer is handed over at once).
+            self.ends_buffered += 1;
+            self.journal_detached(vec![JournalRecord::TaskFinished {
+                task_id,
+                outcome: outcome.clone(),
+                attempts: Some(attempts.max(record.attempts)),
+            }]);
+        }
+        self.emit(|| Event::TaskFinished { task_id, outcome });
+    }
+
+    /// The ends from above in the journal buffer are handed over (see
+    /// [`EndsFromAbove`]).
+    pub(super) fn ends_handed_over(&mut self) {
+        let n = std::mem::take(&mut self.ends_buffered);
+        self.shared.ends_from_above.journaled(n);
     }
 
     pub(super) fn cancel_all(&mut self, reason: &str) {
@@ -597,7 +744,13 @@ impl<R: Role> AgentActor<R> {
     /// remote tasks go on where they run (a resumed conversation adopts
     /// their results).
     pub(super) fn suspend_all(&mut self, reason: &str) {
-        for (_, own) in self.tasks.drain() {
+        let tasks: Vec<(TaskId, OwnTask)> = self.tasks.drain().collect();
+        for (id, own) in tasks {
+            if own.is_open() && self.shared.journal.is_some() && self.ended_above(id) {
+                // Cancelled from above: not journaled either (like the
+                // rest), so nothing is to wait for it.
+                self.shared.ends_from_above.journaled(1);
+            }
             match own.state {
                 TaskState::Tool(handle) => handle.abort(),
                 TaskState::Worker(addr) => addr.do_send(Shutdown {
@@ -685,9 +838,16 @@ impl<R: Role> Handler<TaskFinished> for AgentActor<R> {
             return self.journal_closed(&error, ctx);
         }
         let supervision = self.agent.spec.supervision;
+        // A task an agent above cancelled with its subtree is not tried
+        // again: `finish_task` finds it ended and journals that.
         let retry = !msg.outcome.is_success()
             && !matches!(msg.outcome, TaskOutcome::Cancelled { .. })
-            && own.attempt < supervision.max_attempts();
+            && own.attempt < supervision.max_attempts()
+            && !self
+                .shared
+                .registry
+                .status(msg.task_id)
+                .is_some_and(TaskStatus::is_terminal);
         if !retry {
             // `finish_task` concludes inside `span` (now, or once the
             // result is durable), so the next turn can follow from it.
