@@ -726,7 +726,11 @@ fn append_bytes(append: &Append) -> usize {
 
 /// How long nothing must come for the writer to be idle
 /// ([`Backend::idle`]).
-pub(crate) const QUIET: Duration = Duration::from_millis(25);
+///
+/// Long enough that work put off waits out a burst and the model calls
+/// within it (a fan-out's sub-agents answering after 100 ms), rather than
+/// competing with it for the cores; short beside a person's pause.
+pub(crate) const QUIET: Duration = Duration::from_millis(250);
 
 /// What the writer thread needs beyond its backend.
 struct Writing<'a> {
