@@ -668,6 +668,12 @@ impl Backend for SqliteWriter {
         MAX_ROW_BYTES
     }
 
+    /// No: the task table is brought up to date from the events
+    /// ([`fold_into_table`]).
+    fn writes_task_changes(&self) -> bool {
+        false
+    }
+
     /// Only an `events` row: a batch writes no task rows here (the table
     /// is written when the writer is idle), so a task table refusing rows
     /// says nothing of the batch.

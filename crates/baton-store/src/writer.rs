@@ -287,6 +287,12 @@ pub(crate) trait Backend: Send + 'static {
     /// never be written, so it is refused rather than kept to fail every
     /// later batch.
     fn max_row_bytes(&self) -> usize;
+    /// Whether [`Backend::write_batch`] writes the task changes of
+    /// [`Encoded::tasks`]: if not (SQLite brings its table up to date from
+    /// the events, see [`Backend::idle`]), the encoder leaves them empty.
+    fn writes_task_changes(&self) -> bool {
+        true
+    }
     /// Whether the database takes a row it took before, asked when one
     /// append of `conversation`, alone, was refused for its data: to tell a
     /// refusal of that append's data from a database that refuses every
@@ -389,7 +395,8 @@ impl GroupWriter {
             .name("baton-store-writer".into())
             .spawn(move || match run_caught(make) {
                 Ok(Ok(backend)) => {
-                    let _ = ready_tx.send(Ok(backend.max_row_bytes()));
+                    let _ =
+                        ready_tx.send(Ok((backend.max_row_bytes(), backend.writes_task_changes())));
                     let mut held = Held::default();
                     let writing = Writing {
                         stats: &writer_stats,
@@ -440,7 +447,7 @@ impl GroupWriter {
                 }
             })
             .map_err(|e| cannot_start("writer", e))?;
-        let (writer, max_row_bytes) = await_ready(&ready_rx, writer, &location)?;
+        let (writer, (max_row_bytes, task_changes)) = await_ready(&ready_rx, writer, &location)?;
         let encoder_location = location.clone();
         let encoder_in_flight = Arc::clone(&in_flight);
         let encoder_stopped = Arc::clone(&stopped);
@@ -456,6 +463,7 @@ impl GroupWriter {
                     let target = Target {
                         location: &encoder_location,
                         max_row_bytes,
+                        task_changes,
                     };
                     encode_loop(&rx, &encoded_tx, &target, &failing, &mut held);
                 });
@@ -587,6 +595,9 @@ impl Failing<'_> {
 struct Target<'a> {
     location: &'a StoreLocation,
     max_row_bytes: usize,
+    /// Whether to fold the appends' task changes
+    /// ([`Backend::writes_task_changes`]).
+    task_changes: bool,
 }
 
 impl Target<'_> {
@@ -658,7 +669,9 @@ fn encode_loop(
             }
             match target.encode(&request.conversation, &request.records) {
                 Ok(rows) => {
-                    tasks.add(&request.conversation, &request.records);
+                    if target.task_changes {
+                        tasks.add(&request.conversation, &request.records);
+                    }
                     encoded.appends.push(Append {
                         conversation: request.conversation,
                         count: request.records.len(),
