@@ -142,9 +142,12 @@ pub enum StoreError {
         message: String,
     },
     /// The database refused a record of the conversation for its data (a
-    /// value or constraint it can never take), while it takes a row it took
-    /// before (else the fault is the database's:
-    /// [`StoreError::RefusesEveryRow`]): the record is lost, so the
+    /// value or constraint it can never take), while it takes rows: another
+    /// append landed in the same try, or the writer's probe (a copy of a
+    /// row it took before, or a minimal row) was taken (else the fault is
+    /// the database's: [`StoreError::RefusesEveryRow`]; its append may have
+    /// been answered so at first, and kept, until a try showed the database
+    /// taking rows). The record is lost, so the
     /// conversation's journal takes no more (a later append answered `Ok`
     /// would claim it durable; [`StoreError::ends_journal`]). Resume the
     /// conversation from the store.
@@ -158,12 +161,19 @@ pub enum StoreError {
         message: String,
     },
     /// The database refuses every row alike, not this conversation's data:
-    /// a row it took before is refused too (an administrator's change to
-    /// its tables, such as a new `NOT NULL` column, a constraint or a
-    /// trigger, that no record of baton's can meet). The records are kept,
-    /// not lost, and written again, ahead of later ones, after the journal's
-    /// retry pauses; they land once the database takes rows again. A
-    /// failure that may pass: the journal stays open.
+    /// no other append landed beside it, and the writer's probe was refused
+    /// too, both a copy of a row it took before and a minimal row (an
+    /// administrator's change to its tables, such as a new `NOT NULL`
+    /// column, a constraint or a trigger, that no record of baton's can
+    /// meet). The records are kept, not lost, and written again, ahead of
+    /// the conversation's later ones, after the journal's retry pauses; they
+    /// land once the database takes rows again. A failure that may pass:
+    /// the journal stays open. Only this conversation's appends wait so:
+    /// the other conversations' are written without them. Should the fault
+    /// be the records' after all (a rule no row of this conversation meets,
+    /// in a store with no other row to copy), the first try in which
+    /// another conversation's append lands tells so: the records are then
+    /// refused ([`StoreError::Refused`]).
     #[error("{location}: the database refuses every journal row alike, not only these records ({message}): they are kept and written again once it takes rows (was a column, a constraint or a trigger added to its tables?)")]
     RefusesEveryRow {
         /// The store.
@@ -178,8 +188,9 @@ pub enum StoreError {
     /// more (a later append answered `Ok` would claim them durable). Its
     /// journal is closed for good ([`StoreError::ends_journal`]); resume
     /// the conversation from the store once the store works again. (An
-    /// append with no records is never refused so; nor is one alone when
-    /// nothing waits.)
+    /// append with no records is never refused so; nor is any while no
+    /// record of a failed batch waits: a store that works refuses nothing
+    /// for this.)
     #[error("{location}: the store keeps failing and {kept_bytes} bytes of journal records already wait in memory; {bytes} more would pass the most it keeps ({max_bytes}): records of `{conversation}` were refused and are lost, and its journal takes no more (resume it from the store, opened again once it works)")]
     KeptFull {
         /// The store.

@@ -874,44 +874,79 @@ impl Backend for PgWriter {
     }
 
     fn probe(&mut self, conversation: &str, tasks: bool) -> Result<(), WriteError> {
-        let location = &self.location;
         let at_ms = now_ms();
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(|e| write_error(location, e))?;
-        // The latest row of the last conversation after `conversation`, or
-        // of the last one before it (the primary key's order: one index
-        // probe each), copied to its next sequence number.
-        let copy = |tx: &mut postgres::Transaction<'_>, sql: &str| {
-            let mut copied = 0;
-            for op in [">", "<"] {
-                if copied == 0 {
-                    copied = tx.execute(&sql.replace("{op}", op), &[&conversation, &at_ms])?;
-                }
-            }
-            Ok::<_, postgres::Error>(copied)
-        };
-        if copy(&mut tx, PROBE_EVENT).map_err(|e| write_error(location, e))? == 0 {
+        let fresh_event = |tx: &mut postgres::Transaction<'_>| {
             tx.execute(
                 "INSERT INTO events (conversation, seq, at_ms, record) \
                  SELECT $1::text, COALESCE(MAX(seq), 0) + 1, $2::bigint, $3::text FROM events \
                  WHERE conversation = $1",
                 &[&PROBE_CONVERSATION, &at_ms, &probe_record()],
             )
-            .map_err(|e| write_error(location, e))?;
+        };
+        self.probe_table(PROBE_EVENT, conversation, at_ms, fresh_event)?;
+        if tasks {
+            let fresh_task = |tx: &mut postgres::Transaction<'_>| {
+                tx.execute(
+                    "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, \
+                     attempts, created_at_ms, finished_at_ms, outcome) \
+                     SELECT $1::text, COALESCE(MAX(id), 0) + 1, NULL, 'probe', 'tool', 'probe', \
+                     'running', 1, $2::bigint, NULL, NULL FROM tasks WHERE conversation = $1",
+                    &[&PROBE_CONVERSATION, &at_ms],
+                )
+            };
+            self.probe_table(PROBE_TASK, conversation, at_ms, fresh_task)?;
         }
-        if tasks && copy(&mut tx, PROBE_TASK).map_err(|e| write_error(location, e))? == 0 {
-            tx.execute(
-                "INSERT INTO tasks (conversation, id, parent, owner, kind, source, status, \
-                 attempts, created_at_ms, finished_at_ms, outcome) \
-                 SELECT $1::text, COALESCE(MAX(id), 0) + 1, NULL, 'probe', 'tool', 'probe', \
-                 'running', 1, $2::bigint, NULL, NULL FROM tasks WHERE conversation = $1",
-                &[&PROBE_CONVERSATION, &at_ms],
-            )
-            .map_err(|e| write_error(location, e))?;
+        Ok(())
+    }
+}
+
+impl PgWriter {
+    /// One table of [`Backend::probe`]: whether it takes the copy `copy`
+    /// makes of the latest row of the last conversation after
+    /// `conversation` (or, if none, before it), or else the minimal row
+    /// `fresh` writes. Each in a transaction rolled back.
+    fn probe_table(
+        &mut self,
+        copy: &str,
+        conversation: &str,
+        at_ms: i64,
+        fresh: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<u64, postgres::Error>,
+    ) -> Result<(), WriteError> {
+        let copied = self.rolled_back_write(|tx| {
+            let mut copied = 0;
+            for op in [">", "<"] {
+                if copied == 0 {
+                    copied = tx.execute(&copy.replace("{op}", op), &[&conversation, &at_ms])?;
+                }
+            }
+            Ok(copied)
+        });
+        match copied {
+            Ok(n) if n > 0 => return Ok(()),
+            // No row to copy, or the copy refused: the minimal row decides.
+            Ok(_) => {}
+            Err(e) if e.data => {}
+            Err(e) => return Err(e),
         }
-        tx.rollback().map_err(|e| write_error(location, e))
+        self.rolled_back_write(fresh).map(|_| ())
+    }
+
+    /// Runs `write` in a transaction it rolls back: the rows it wrote, or
+    /// why it failed.
+    fn rolled_back_write(
+        &mut self,
+        write: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<u64, postgres::Error>,
+    ) -> Result<u64, WriteError> {
+        let location = &self.location;
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| write_error(location, e))?;
+        let written = write(&mut tx).map_err(|e| write_error(location, e));
+        let rolled_back = tx.rollback().map_err(|e| write_error(location, e));
+        let written = written?;
+        rolled_back?;
+        Ok(written)
     }
 }
 

@@ -678,27 +678,48 @@ impl Backend for SqliteWriter {
     /// is written when the writer is idle), so a task table refusing rows
     /// says nothing of the batch.
     fn probe(&mut self, conversation: &str, _tasks: bool) -> Result<(), WriteError> {
-        let path = &self.path;
         let at_ms = now_ms();
-        let tx = self.conn.transaction().map_err(|e| write_error(path, e))?;
         // The latest row of the last conversation after `conversation`, or
         // of the last one before it (the primary key's order: one index
         // probe each), copied to its next sequence number.
-        let copied = probe_copy(&tx, PROBE_EVENT, ">", conversation, at_ms)
-            .and_then(|n| match n {
-                0 => probe_copy(&tx, PROBE_EVENT, "<", conversation, at_ms),
+        let copy = self.rolled_back_write(|tx| {
+            match probe_copy(tx, PROBE_EVENT, ">", conversation, at_ms)? {
+                0 => probe_copy(tx, PROBE_EVENT, "<", conversation, at_ms),
                 n => Ok(n),
-            })
-            .map_err(|e| write_error(path, e))?;
-        if copied == 0 {
+            }
+        });
+        match copy {
+            Ok(n) if n > 0 => return Ok(()),
+            // No row to copy, or the copy refused: a minimal row decides.
+            Ok(_) => {}
+            Err(e) if e.data => {}
+            Err(e) => return Err(e),
+        }
+        self.rolled_back_write(|tx| {
             tx.execute(
                 "INSERT INTO events (conversation, seq, at_ms, record) \
                  SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3 FROM events WHERE conversation = ?1",
                 params![PROBE_CONVERSATION, at_ms, probe_record()],
             )
-            .map_err(|e| write_error(path, e))?;
-        }
-        tx.rollback().map_err(|e| write_error(path, e))
+        })
+        .map(|_| ())
+    }
+}
+
+impl SqliteWriter {
+    /// Runs `write` in a transaction it rolls back ([`Backend::probe`]):
+    /// the rows it wrote, or why it failed.
+    fn rolled_back_write(
+        &mut self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize>,
+    ) -> Result<usize, WriteError> {
+        let path = &self.path;
+        let tx = self.conn.transaction().map_err(|e| write_error(path, e))?;
+        let written = write(&tx).map_err(|e| write_error(path, e));
+        let rolled_back = tx.rollback().map_err(|e| write_error(path, e));
+        let written = written?;
+        rolled_back?;
+        Ok(written)
     }
 }
 
@@ -708,8 +729,8 @@ const PROBE_EVENT: &str = "INSERT INTO events (conversation, seq, at_ms, record)
      SELECT conversation, seq + 1, ?2, record FROM events WHERE conversation {op} ?1 \
      ORDER BY conversation DESC, seq DESC LIMIT 1";
 
-/// Runs one of [`Backend::probe`]'s copies (`sql`, its `{op}` replaced by
-/// `op`): the rows it wrote, 0 or 1.
+/// Runs [`PROBE_EVENT`] (its `{op}` replaced by `op`): the rows it wrote,
+/// 0 or 1.
 fn probe_copy(
     tx: &rusqlite::Transaction<'_>,
     sql: &str,

@@ -14,13 +14,18 @@
 //! written again in parts, so that only the appends it can never take fail
 //! (and are dropped; their conversation's journal then takes no more, as a
 //! later `Ok` would claim the dropped records durable). An append refused
-//! alone is taken for the data's fault only if the database takes a row it
-//! took before ([`Backend::probe`]); if it refuses that too, it refuses
-//! every row alike (an administrator's new column, constraint or trigger),
-//! and the batch is kept and written again like one that failed for a
-//! reason that may pass, its appends answered with
-//! [`StoreError::RefusesEveryRow`]. At most [`MAX_KEPT_BYTES`] are kept: an
-//! append that would take the records kept past it is refused.
+//! alone is taken for the data's fault only if the database takes rows:
+//! another append landed in the same try, or it takes a probe
+//! ([`Backend::probe`]: a copy of a row it took before, or else a minimal
+//! row). If it refuses the probe too, it refuses every row alike (an
+//! administrator's new column, constraint or trigger): that append's
+//! conversation's appends are kept and written again like a batch that
+//! failed for a reason that may pass, answered with
+//! [`StoreError::RefusesEveryRow`], while the other conversations' appends
+//! are written without them; so a wrong verdict holds up only that one
+//! conversation, until another's append lands beside it. At most
+//! [`MAX_KEPT_BYTES`] wait for a failing store: an append that would take
+//! them past it is refused.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -36,7 +41,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::{StoreError, StoreLocation};
 use crate::snapshot::{Row, MAX_ROW_BYTES};
-use crate::tasks::TaskChanges;
+use crate::tasks::{TaskChange, TaskChanges};
 
 /// Counters of the writer thread, to see group commit at work.
 #[derive(Debug, Default)]
@@ -48,7 +53,8 @@ pub struct StoreStats {
 }
 
 impl StoreStats {
-    /// Transactions committed.
+    /// Transactions committed (failed attempts are not counted; a commit
+    /// reported failed that had landed after all is).
     pub fn transactions(&self) -> u64 {
         self.transactions.load(Ordering::Relaxed)
     }
@@ -293,18 +299,21 @@ pub(crate) trait Backend: Send + 'static {
     fn writes_task_changes(&self) -> bool {
         true
     }
-    /// Whether the database takes a row it took before, asked when one
-    /// append of `conversation`, alone, was refused for its data: to tell a
-    /// refusal of that append's data from a database that refuses every
-    /// row alike (an administrator's new `NOT NULL` column, constraint or
-    /// trigger). Writes, in a transaction it rolls back, a copy of a stored
-    /// `events` row at the next sequence number of its conversation (the
-    /// latest row of another conversation; if there is none, a row of
-    /// [`PROBE_CONVERSATION`] holding [`probe_record`]), and, if `tasks`
-    /// (the append changes the task table), a copy of a stored task row the
-    /// same way. `Ok` if the database took them; a [`WriteError`] as
-    /// [`Backend::write_batch`] gives one if not: with `data`, the database
-    /// refuses every row.
+    /// Whether the database takes rows at all, asked when one append of
+    /// `conversation`, alone, was refused for its data and no other append
+    /// landed in the same try: to tell a refusal of that append's data from
+    /// a database that refuses every row alike (an administrator's new
+    /// `NOT NULL` column, constraint or trigger). Writes, each in a
+    /// transaction it rolls back, a copy of a stored `events` row at the
+    /// next sequence number of its conversation (the latest row of another
+    /// conversation) and, if there is none or the database refuses it, a
+    /// minimal row: [`probe_record`] in [`PROBE_CONVERSATION`] (a stored
+    /// row may break a check added without checking old rows, so a refused
+    /// copy alone proves nothing); and, if `tasks` (the append changes the
+    /// task table) and the backend writes that table in the batch's
+    /// transaction, a task row the same way. `Ok` if the database took a
+    /// row of each table; a [`WriteError`] as [`Backend::write_batch`]
+    /// gives one if not: with `data`, the database refuses every row.
     fn probe(&mut self, conversation: &str, tasks: bool) -> Result<(), WriteError>;
     /// Nothing came to be written for [`QUIET`] (and nothing failed): the
     /// moment for work [`Backend::write_batch`] put off (SQLite writes its
@@ -313,12 +322,11 @@ pub(crate) trait Backend: Send + 'static {
     fn idle(&mut self) {}
 }
 
-/// The conversation [`Backend::probe`] writes (and rolls back) when no
-/// other conversation has a row to copy.
+/// The conversation of [`Backend::probe`]'s minimal rows (rolled back).
 pub(crate) const PROBE_CONVERSATION: &str = "baton-store probe";
 
-/// The record [`Backend::probe`] writes when no other conversation has a
-/// row to copy: an empty user input, as the encoder writes it.
+/// The record of [`Backend::probe`]'s minimal `events` row: an empty user
+/// input, as the encoder writes it.
 pub(crate) fn probe_record() -> String {
     let record = JournalRecord::UserInput {
         text: String::new(),
@@ -402,6 +410,7 @@ impl GroupWriter {
                         stats: &writer_stats,
                         location: &writer_location,
                         max_kept_bytes,
+                        task_changes: backend.writes_task_changes(),
                     };
                     let ended = run_caught(|| {
                         write_loop(backend, &encoded_rx, &writing, &writer_in_flight, &mut held);
@@ -723,9 +732,11 @@ struct Held {
 }
 
 /// The most bytes of rows the writer keeps while the store fails (see
-/// [`Held::kept`]): an append with records that would take them past it is
-/// refused with [`StoreError::KeptFull`] rather than kept, and its
-/// conversation's journal takes no more (see [`refuse_past_full`]).
+/// [`Held::kept`]): while records of a failed batch wait, an append with
+/// records that would take them past it is refused with
+/// [`StoreError::KeptFull`] rather than kept, and its conversation's
+/// journal takes no more (see [`refuse_past_full`]). A store that works
+/// refuses nothing for it.
 pub(crate) const MAX_KEPT_BYTES: usize = 256 << 20;
 
 /// The bytes an append's rows take (their texts and conversation).
@@ -751,6 +762,9 @@ struct Writing<'a> {
     location: &'a StoreLocation,
     /// [`MAX_KEPT_BYTES`], lowered by tests.
     max_kept_bytes: usize,
+    /// Whether the backend writes task changes
+    /// ([`Backend::writes_task_changes`]): if not, a rebuilt part has none.
+    task_changes: bool,
 }
 
 /// The writer thread: takes whatever is encoded, writes it in one
@@ -767,7 +781,8 @@ struct Writing<'a> {
 /// data is written again in parts to find the appends it can never take:
 /// those are answered with the error and dropped, the others written;
 /// unless the database refuses every row alike, which is waited for like a
-/// failure that may pass (see [`isolate`]).
+/// failure that may pass, holding up only the conversations of the appends
+/// it refused (see [`isolate`]).
 fn write_loop(
     mut backend: impl Backend,
     rx: &mpsc::Receiver<Encoded>,
@@ -822,8 +837,11 @@ fn write_loop(
                 .stats
                 .appends
                 .fetch_add(appends as u64, Ordering::Relaxed);
+            // Records wait only once a batch failed: an append is never
+            // refused for the ones written with it for the first time.
+            let failing = held.kept_bytes > 0;
             for mut part in batch {
-                refuse_past_full(&mut part, held, writing);
+                refuse_past_full(&mut part, held, writing, failing);
                 held.kept.push(part);
             }
             write_kept(&mut backend, held, writing);
@@ -847,20 +865,22 @@ fn write_loop(
 }
 
 /// Answers the appends of `part` that cannot be kept: those of a
-/// conversation whose records were refused before, and any with records
-/// whose bytes would take `kept` past [`Writing::max_kept_bytes`] (their
-/// conversation's journal then takes no more: a later append answered `Ok`
-/// would claim these records durable). An append with no records is never
-/// refused for that, nor one alone when nothing is kept (refusing it would
-/// refuse it in a store that works: the limit is on what waits; so `kept`
-/// holds at most the limit, or that one append). Counts the others' bytes
-/// in.
-fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) {
+/// conversation whose records were refused before, and, while the store
+/// fails (`failing`: records of batches that failed already wait), any
+/// with records whose bytes would take `kept` (those waiting and the
+/// appends of this batch before it) past [`Writing::max_kept_bytes`]
+/// (their conversation's journal then takes no more: a later append
+/// answered `Ok` would claim these records durable). An append with no
+/// records is never refused for that, nor any while nothing waits
+/// (refusing it would refuse it in a store that works: the limit is on
+/// what waits). So `kept` holds at most the limit, or the one batch that
+/// met the store failing first. Counts the others' bytes in.
+fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>, failing: bool) {
     let before = part.appends.len();
     part.appends.retain_mut(|append| {
         let bytes = append_bytes(append);
-        let full = append.count > 0
-            && held.kept_bytes > 0
+        let full = failing
+            && append.count > 0
             && held.kept_bytes.saturating_add(bytes) > writing.max_kept_bytes;
         if full && !held.refused.contains_key(&append.conversation) {
             tracing::error!(
@@ -893,14 +913,19 @@ fn refuse_past_full(part: &mut Encoded, held: &mut Held, writing: &Writing<'_>) 
     });
     // The task changes of the refused appends: recomputed from those left.
     if part.appends.len() < before {
-        part.tasks = tasks_of(&part.appends, writing.location);
+        part.tasks = tasks_of(&part.appends, writing);
     }
 }
 
 /// The task changes of `appends`, folded from their rows (decoded again:
-/// only on the rare paths that rebuild a part).
-fn tasks_of(appends: &[Append], location: &StoreLocation) -> TaskChanges {
+/// only on the rare paths that rebuild a part); none if the backend does
+/// not write them ([`Writing::task_changes`]).
+fn tasks_of(appends: &[Append], writing: &Writing<'_>) -> TaskChanges {
     let mut tasks = TaskChanges::default();
+    if !writing.task_changes {
+        return tasks;
+    }
+    let location = writing.location;
     for append in appends {
         let mut records = Vec::with_capacity(append.count);
         for row in &append.rows {
@@ -933,8 +958,8 @@ fn answer(parts: &mut [Encoded], result: &Result<(), StoreError>) {
 /// failed before, the rest are new) and answers the appends not answered
 /// yet. Empties it once committed; keeps it if the commit failed for a
 /// reason that may pass; if the database refused its data, writes it again
-/// in parts to drop only the appends it can never take (keeping it all if
-/// the database refuses every row: [`isolate`]).
+/// in parts to drop only the appends it can never take (keeping those of
+/// the conversations it refused if it refuses every row: [`isolate`]).
 fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
     if held.tried > 0 {
         match backend.committed_after_all(&held.kept[..held.tried]) {
@@ -959,9 +984,7 @@ fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>
         }
     }
     held.tried = held.kept.len();
-    let result = backend.write_batch(&held.kept);
-    writing.stats.transactions.fetch_add(1, Ordering::Relaxed);
-    match result {
+    match backend.write_batch(&held.kept) {
         Ok(()) => {
             committed(held, held.kept.len(), writing.stats);
         }
@@ -981,33 +1004,10 @@ fn write_kept(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>
     }
 }
 
-/// Answers every append of `conversation` still in `held.kept` with
-/// `error` and takes it out (its part stays, emptied, so the counts of
-/// parts being written stay right).
-fn refuse_later(held: &mut Held, conversation: &str, error: &StoreError, writing: &Writing<'_>) {
-    let mut freed = 0;
-    for part in &mut held.kept {
-        let before = part.appends.len();
-        part.appends.retain_mut(|append| {
-            if append.conversation != conversation {
-                return true;
-            }
-            freed += append_bytes(append);
-            if let Some(reply) = append.reply.take() {
-                let _ = reply.send(Err(error.clone()));
-            }
-            false
-        });
-        if part.appends.len() < before {
-            part.tasks = tasks_of(&part.appends, writing.location);
-        }
-    }
-    held.kept_bytes = held.kept_bytes.saturating_sub(freed);
-}
-
-/// The first `n` parts of `held.kept` committed: answers them and lets
-/// them go.
+/// The first `n` parts of `held.kept` committed (in one transaction):
+/// answers them and lets them go.
 fn committed(held: &mut Held, n: usize, stats: &StoreStats) {
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
     let records: usize = held.kept[..n]
         .iter()
         .flat_map(|e| &e.appends)
@@ -1031,19 +1031,20 @@ fn forget(held: &mut Held, parts: &[Encoded]) {
 }
 
 /// `held.kept` was refused for its data: writes it again one append a
-/// part, halves of it at a time, until each append is written or, alone,
-/// refused. An append refused alone is the data's fault only if the
-/// database takes a row it took before ([`Backend::probe`]): then it is
-/// answered with [`StoreError::Refused`], dropped and logged, and its
-/// conversation's journal takes no more. If the database refuses that row
-/// too, the fault is its own (an administrator's change to its tables):
-/// nothing is dropped, every append is answered with
-/// [`StoreError::RefusesEveryRow`], a failure that may pass, and all of
-/// `kept` waits for the next try. Stops, keeping the rest, on a failure
-/// that may pass too.
+/// part, halves of it at a time, to find the appends the database refuses
+/// alone. When one is, its conversation is a suspect: all of its appends
+/// are set aside (a conversation's later appends never land before its
+/// earlier ones), and the others are written without them, so that a
+/// suspect never holds another conversation up. Once nothing is left to
+/// write, each suspect is judged ([`judge`]): refused for its data if the
+/// database takes rows (it took some in this pass, or it takes the probe),
+/// else kept to wait, as the database refuses every row alike. Stops,
+/// keeping the rest and what was set aside, on a failure that may pass.
 ///
-/// While the database refuses every row, each try costs the halvings down
-/// to the first append (about log₂ of the appends kept) and one probe.
+/// A try costs the halvings down to each suspect's first append (about
+/// log₂ of the appends kept each) and, if nothing landed, up to two
+/// probes: while the database refuses every row, every conversation with
+/// kept appends is a suspect at each try.
 fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
     let parts = std::mem::take(&mut held.kept);
     for part in parts {
@@ -1054,12 +1055,16 @@ fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
         for append in part.appends {
             let one = vec![append];
             held.kept.push(Encoded {
-                tasks: tasks_of(&one, writing.location),
+                tasks: tasks_of(&one, writing),
                 appends: one,
                 answered: 0,
             });
         }
     }
+    // The parts of the suspects' conversations, in order.
+    let mut aside: Vec<Encoded> = Vec::new();
+    let mut suspects: Vec<Suspect> = Vec::new();
+    let mut landed = Landed::default();
     // How many parts from the front to write together next, innermost last.
     let mut groups = vec![held.kept.len()];
     while let Some(n) = groups.pop() {
@@ -1067,73 +1072,201 @@ fn isolate(backend: &mut impl Backend, held: &mut Held, writing: &Writing<'_>) {
             continue;
         }
         held.tried = n;
-        let result = backend.write_batch(&held.kept[..n]);
-        writing.stats.transactions.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => committed(held, n, writing.stats),
+        match backend.write_batch(&held.kept[..n]) {
+            Ok(()) => {
+                landed.add(&held.kept[..n]);
+                committed(held, n, writing.stats);
+            }
             Err(WriteError { error, data: false }) => {
                 tracing::error!(%error, "journal commit failed; its records are written again with the next batch, or shortly");
                 backend.rolled_back();
+                // What was set aside waits too, after the parts just tried
+                // (whether they landed after all is asked first).
+                held.kept.append(&mut aside);
                 answer(&mut held.kept, &Err(*error));
                 return;
+            }
+            Err(WriteError { data: true, .. }) if n > 1 => {
+                backend.rolled_back();
+                held.tried = 0;
+                let first = n / 2;
+                groups.push(n - first);
+                groups.push(first);
             }
             Err(WriteError { error, data: true }) => {
                 backend.rolled_back();
                 held.tried = 0;
-                if n == 1 {
-                    let conversation = held.kept[0]
-                        .appends
-                        .first()
-                        .map(|a| a.conversation.clone())
-                        .unwrap_or_default();
-                    let tasks = !held.kept[0].tasks.changes.is_empty();
-                    match backend.probe(&conversation, tasks) {
-                        Ok(()) => {}
-                        Err(WriteError {
-                            error: probe,
-                            data: true,
-                        }) => {
-                            let appends: usize = held.kept.iter().map(|e| e.appends.len()).sum();
-                            tracing::error!(%error, %probe, appends, "the database refuses every journal row alike, a row it took before too: the fault is its own (a column, a constraint or a trigger added to its tables?), not the records'; they are kept and written again shortly");
-                            backend.rolled_back();
-                            let waiting = StoreError::RefusesEveryRow {
-                                location: writing.location.clone(),
-                                message: error.reason(),
-                            };
-                            answer(&mut held.kept, &Err(waiting));
-                            return;
-                        }
-                        Err(WriteError {
-                            error: probe,
-                            data: false,
-                        }) => {
-                            tracing::error!(error = %probe, "cannot tell whether the database takes any journal row; the records wait and are written again with the next batch, or shortly");
-                            backend.rolled_back();
-                            answer(&mut held.kept, &Err(*probe));
-                            return;
-                        }
-                    }
-                    tracing::error!(%error, %conversation, "the database cannot take an append's records, though it takes other rows: they are dropped, and the conversation's journal takes no more");
-                    let refusal = StoreError::Refused {
-                        location: writing.location.clone(),
-                        conversation: conversation.clone(),
-                        message: error.reason(),
-                    };
-                    answer(&mut held.kept[..1], &Err(refusal.clone()));
-                    let dropped: Vec<Encoded> = held.kept.drain(..1).collect();
-                    forget(held, &dropped);
-                    // Its later appends must not be written either: the
-                    // log would have a hole a later `Ok` papers over.
-                    refuse_later(held, &conversation, &refusal, writing);
-                    held.refused.insert(conversation, refusal);
-                } else {
-                    let first = n / 2;
-                    groups.push(n - first);
-                    groups.push(first);
-                }
+                let Some(append) = held.kept[0].appends.first() else {
+                    // A part with nothing to write (not expected to be
+                    // refused): let go.
+                    held.kept.remove(0);
+                    groups = vec![held.kept.len()];
+                    continue;
+                };
+                let conversation = append.conversation.clone();
+                let tasks = !held.kept[0].tasks.changes.is_empty();
+                let parts = std::mem::take(&mut held.kept);
+                let (theirs, others) = parts.into_iter().partition::<Vec<_>, _>(|p| {
+                    p.appends.iter().any(|a| a.conversation == conversation)
+                });
+                held.kept = others;
+                let start = aside.len();
+                aside.extend(theirs);
+                suspects.push(Suspect {
+                    conversation,
+                    tasks,
+                    error: *error,
+                    parts: start..aside.len(),
+                });
+                // The others, from the front again.
+                groups = vec![held.kept.len()];
             }
         }
     }
+    judge(backend, held, writing, aside, suspects, &landed);
+}
+
+/// A conversation one of whose appends the database refused alone, its
+/// first kept one (see [`isolate`]).
+struct Suspect {
+    conversation: String,
+    /// Whether that append changes the task table.
+    tasks: bool,
+    /// Why the database refused it.
+    error: StoreError,
+    /// Where its conversation's parts are in the parts set aside.
+    parts: std::ops::Range<usize>,
+}
+
+/// What landed in one [`isolate`] pass: whether the database took rows of
+/// `events`, and rows of the task table (a task created or created again:
+/// an update may match no row, so it proves nothing).
+#[derive(Default)]
+struct Landed {
+    events: bool,
+    tasks: bool,
+}
+
+impl Landed {
+    fn add(&mut self, parts: &[Encoded]) {
+        for part in parts {
+            self.events |= part.appends.iter().any(|a| a.count > 0);
+            self.tasks |= part
+                .tasks
+                .changes
+                .iter()
+                .any(|(_, _, change)| matches!(change, TaskChange::Row(_)));
+        }
+    }
+
+    /// Whether what landed shows that the database takes the rows such an
+    /// append writes (its task rows too if it has task changes).
+    fn shows(&self, tasks: bool) -> bool {
+        self.events && (self.tasks || !tasks)
+    }
+}
+
+/// What [`judge`] finds of a suspect.
+#[derive(Clone)]
+enum Verdict {
+    /// The database takes rows: the append's data is at fault.
+    Data,
+    /// The database refused the probe as well (its reason).
+    EveryRow(String),
+    /// The probe failed for a reason that may pass.
+    Unknown(StoreError),
+}
+
+/// Judges each suspect [`isolate`] set aside (its conversation's parts in
+/// `aside`), once nothing else is left to write. If the database takes
+/// rows (`landed` shows it took such rows in this pass, or, if not, it
+/// takes the probe, [`Backend::probe`]), the suspect's first append was
+/// refused for its data: it is answered with [`StoreError::Refused`] and
+/// dropped, with the conversation's later appends, and the conversation's
+/// journal takes no more. If the probe is refused too, the database
+/// refuses every row alike (an administrator's change to its tables):
+/// nothing of the suspect's is dropped, its appends are answered with
+/// [`StoreError::RefusesEveryRow`], a failure that may pass, and wait in
+/// `held.kept` for the next try, as they do if the probe fails for a
+/// reason that may pass. Either way only the suspect's own appends are
+/// held: a wrong verdict harms no other conversation, and is righted at
+/// the next try in which another conversation's append lands.
+fn judge(
+    backend: &mut impl Backend,
+    held: &mut Held,
+    writing: &Writing<'_>,
+    mut aside: Vec<Encoded>,
+    suspects: Vec<Suspect>,
+    landed: &Landed,
+) {
+    // The probe's answers, without and with task rows.
+    let mut probes: [Option<Verdict>; 2] = [None, None];
+    // The conversations found waiting for a database refusing every row,
+    // and their appends, to log once.
+    let mut waiting = (0, 0);
+    for suspect in suspects {
+        let parts = &mut aside[suspect.parts.clone()];
+        let verdict = if landed.shows(suspect.tasks) {
+            Verdict::Data
+        } else {
+            let probe = probes[usize::from(suspect.tasks)].get_or_insert_with(|| {
+                let verdict = match backend.probe(&suspect.conversation, suspect.tasks) {
+                    Ok(()) => return Verdict::Data,
+                    Err(WriteError { error, data: true }) => Verdict::EveryRow(error.reason()),
+                    Err(WriteError { error, data: false }) => Verdict::Unknown(*error),
+                };
+                backend.rolled_back();
+                verdict
+            });
+            probe.clone()
+        };
+        match verdict {
+            Verdict::Data => {
+                let conversation = suspect.conversation;
+                let error = &suspect.error;
+                tracing::error!(%error, %conversation, "the database cannot take an append's records, though it takes other rows: they are dropped, and the conversation's journal takes no more");
+                let refusal = StoreError::Refused {
+                    location: writing.location.clone(),
+                    conversation: conversation.clone(),
+                    message: error.reason(),
+                };
+                answer(parts, &Err(refusal.clone()));
+                forget(held, parts);
+                for part in parts {
+                    part.appends.clear();
+                }
+                held.refused.insert(conversation, refusal);
+            }
+            Verdict::EveryRow(probe) => {
+                let error = suspect.error;
+                if waiting.0 == 0 {
+                    tracing::error!(%error, %probe, conversation = %suspect.conversation, "the database refuses every journal row alike, a row it took before and a minimal one too: the fault is its own (a column, a constraint or a trigger added to its tables?), not the records'; they are kept and written again shortly");
+                }
+                waiting.0 += 1;
+                waiting.1 += parts.iter().map(|e| e.appends.len()).sum::<usize>();
+                let every_row = StoreError::RefusesEveryRow {
+                    location: writing.location.clone(),
+                    message: error.reason(),
+                };
+                answer(parts, &Err(every_row));
+            }
+            Verdict::Unknown(error) => {
+                tracing::error!(%error, conversation = %suspect.conversation, "cannot tell whether the database takes any journal row; the records wait and are written again with the next batch, or shortly");
+                answer(parts, &Err(error));
+            }
+        }
+    }
+    if waiting.0 > 1 {
+        let (conversations, appends) = waiting;
+        tracing::error!(
+            conversations,
+            appends,
+            "the records of these conversations wait for the database to take rows again"
+        );
+    }
+    // What was not dropped waits, in order.
+    held.kept
+        .extend(aside.into_iter().filter(|part| !part.appends.is_empty()));
 }
 
 /// The time of a batch's commit, for its rows' `at_ms`: now (a test of
@@ -1427,6 +1560,12 @@ mod tests {
         /// The database refuses every row for its data, a row it took
         /// before too (a column an administrator added).
         refuse_all: bool,
+        /// The probe is refused though the database takes other rows (the
+        /// row it copies breaks the same constraint as the data refused).
+        probe_refused: bool,
+        /// The task table refuses every row (it is written in the batch's
+        /// transaction, as PostgreSQL does), the events table takes rows.
+        refuse_tasks: bool,
         /// The probes made ([`Backend::probe`]).
         probes: usize,
         /// The batches written (committed or not), as their appends'
@@ -1472,6 +1611,9 @@ mod tests {
             if db.refuse_all && !rows.is_empty() {
                 return Err(Fake::refused_all());
             }
+            if db.refuse_tasks && batch.iter().any(|e| !e.tasks.changes.is_empty()) {
+                return Err(Fake::refused_all());
+            }
             let poisoned = |r: &String| db.refuse_text.as_ref().is_some_and(|t| r.contains(t));
             if rows
                 .iter()
@@ -1511,10 +1653,10 @@ mod tests {
             self.0.lock().unwrap().max_row.unwrap_or(usize::MAX)
         }
 
-        fn probe(&mut self, _: &str, _: bool) -> Result<(), WriteError> {
+        fn probe(&mut self, _: &str, tasks: bool) -> Result<(), WriteError> {
             let mut db = self.0.lock().unwrap();
             db.probes += 1;
-            if db.refuse_all {
+            if db.refuse_all || db.probe_refused || (tasks && db.refuse_tasks) {
                 return Err(Fake::refused_all());
             }
             Ok(())
@@ -1537,6 +1679,20 @@ mod tests {
     fn writer(db: &Arc<Mutex<Db>>) -> GroupWriter {
         let db = Arc::clone(db);
         GroupWriter::spawn(StoreLocation::File("fake".into()), move || Ok(Fake(db))).unwrap()
+    }
+
+    /// The input texts of `conversation`'s rows, in the order written.
+    fn texts_of(db: &Arc<Mutex<Db>>, conversation: &str) -> Vec<String> {
+        db.lock()
+            .unwrap()
+            .rows
+            .iter()
+            .filter(|(c, _)| c == conversation)
+            .map(|(_, row)| match serde_json::from_str(row) {
+                Ok(JournalRecord::UserInput { text }) => text,
+                _ => panic!("not one input: {row}"),
+            })
+            .collect()
     }
 
     fn texts(db: &Arc<Mutex<Db>>) -> Vec<String> {
@@ -1826,9 +1982,9 @@ mod tests {
     /// database's, not the records'. Nothing is refused or dropped and no
     /// journal is closed: every append, in a batch of several or alone,
     /// fails with an error that may pass, its records are kept, and once
-    /// the database takes rows again they land, in order, and the journals
-    /// go on. (Before, each append was refused alone, and the journal of
-    /// every conversation that wrote was closed.)
+    /// the database takes rows again they land, each conversation's in
+    /// order, and the journals go on. (Before, each append was refused
+    /// alone, and the journal of every conversation that wrote was closed.)
     #[test]
     fn a_database_refusing_every_row_keeps_the_records_and_the_journals_open() {
         let db = Arc::new(Mutex::new(Db {
@@ -1864,11 +2020,174 @@ mod tests {
         assert_eq!(block(writer.journal_append("c", Vec::new())), Ok(()));
         assert_eq!(block(writer.journal_append("d", input("e"))), Ok(()));
         assert_eq!(block(writer.journal_append("c", input("f"))), Ok(()));
-        let rows = texts(&db);
-        let expected = ["a", "b", "c", "d", "e", "f"];
-        assert_eq!(rows.len(), expected.len(), "{rows:?}");
-        for (row, text) in rows.iter().zip(expected) {
-            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
-        }
+        assert_eq!(texts_of(&db, "c"), ["a", "c", "f"]);
+        assert_eq!(texts_of(&db, "d"), ["b", "d", "e"]);
+    }
+
+    /// In a store that works, an append batched after one larger than the
+    /// kept limit is written, not refused: the limit is on records waiting
+    /// for a failing store, and nothing failed. (Before, the appends of the
+    /// batch being written for the first time counted as kept, so the
+    /// second was refused with `KeptFull`, "the store keeps failing", and
+    /// its journal closed.)
+    #[test]
+    fn an_append_batched_with_a_large_one_is_written_by_a_working_store() {
+        let db = Arc::new(Mutex::new(Db::default()));
+        let fake = Arc::clone(&db);
+        let writer =
+            GroupWriter::spawn_keeping(StoreLocation::File("fake".into()), 200, move || {
+                Ok(Fake(fake))
+            })
+            .unwrap();
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let (entered_tx, go_rx) = (Mutex::new(entered_tx), Mutex::new(go_rx));
+        seam::on_encoding("batched gate", move || {
+            let _ = entered_tx.lock().unwrap().send(());
+            let _ = go_rx.lock().unwrap().recv();
+        });
+        let block = futures::executor::block_on;
+        // Held on the encoder, so that the two behind it share a batch.
+        let gate = writer.journal_append("batched gate", input("g"));
+        entered.recv().unwrap();
+        let big = writer.journal_append("batched big", input(&"x".repeat(300)));
+        let small = writer.journal_append("batched small", input("s"));
+        go.send(()).unwrap();
+        assert_eq!(block(gate), Ok(()));
+        assert_eq!((block(big), block(small)), (Ok(()), Ok(())));
+        assert_eq!(texts(&db).len(), 3);
+    }
+
+    /// The probe is refused though the database takes other rows (say the
+    /// row it copies breaks the same check): the append refused alone is
+    /// wrongly taken for one the database refuses like every row, and
+    /// waits. Only its own conversation's appends wait with it: the other
+    /// conversation's, in its batch and after, are written, and once one
+    /// has landed beside it, the append is found refused for its data,
+    /// dropped with the later ones of its conversation, and that journal
+    /// closed. (Before, the waiting append was kept at the head of every
+    /// batch, and every other conversation's appends failed behind it.)
+    #[test]
+    fn a_wrong_verdict_of_a_database_refusing_every_row_stalls_no_other_conversation() {
+        let db = Arc::new(Mutex::new(Db {
+            refuse: Some("bad".into()),
+            probe_refused: true,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        let waits = block(writer.journal_append("bad", input("x"))).unwrap_err();
+        assert!(
+            !waits.is_closed()
+                && waits
+                    .message()
+                    .contains("the database refuses every journal row alike"),
+            "{waits}"
+        );
+        // Queued at once, so that they may share a batch.
+        let pending: Vec<_> = [("good", "a"), ("bad", "y"), ("good", "b")]
+            .iter()
+            .map(|(conversation, t)| writer.journal_append(conversation, input(t)))
+            .collect();
+        let results: Vec<_> = pending.into_iter().map(block).collect();
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(results[2], Ok(()));
+        // `y` either shared the batch in which `good`'s landed (refused
+        // with `x`) or came after it (`bad` was refused already).
+        assert!(
+            results[1].as_ref().is_err_and(|e| e.is_closed()),
+            "{results:?}"
+        );
+        let refused = block(writer.journal_append("bad", Vec::new())).unwrap_err();
+        assert!(
+            refused.is_closed()
+                && refused.message().contains(
+                    "the store refused a record of `bad` (a check constraint refused a row)"
+                ),
+            "{refused}"
+        );
+        assert_eq!(block(writer.journal_append("good", input("c"))), Ok(()));
+        assert_eq!(texts_of(&db, "good"), ["a", "b", "c"]);
+        assert!(texts_of(&db, "bad").is_empty());
+    }
+
+    /// The task table refuses every row; the events table takes rows. An
+    /// append creating a task is refused alone, while one without tasks of
+    /// another conversation lands in the same pass: that proves nothing of
+    /// task rows, so the probe (with a task row, refused) decides, and the
+    /// append waits, its journal open, until the table takes rows again.
+    #[test]
+    fn rows_landing_without_tasks_do_not_condemn_an_append_creating_one() {
+        let db = Arc::new(Mutex::new(Db {
+            refuse_tasks: true,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let (entered_tx, go_rx) = (Mutex::new(entered_tx), Mutex::new(go_rx));
+        seam::on_encoding("tasks gate", move || {
+            let _ = entered_tx.lock().unwrap().send(());
+            let _ = go_rx.lock().unwrap().recv();
+        });
+        let block = futures::executor::block_on;
+        // Held on the encoder, so that the two behind it share a batch.
+        let gate = writer.journal_append("tasks gate", input("g"));
+        entered.recv().unwrap();
+        let task = baton_core::TaskRecord {
+            id: baton_core::TaskId::new(1),
+            parent: None,
+            owner: "assistant".into(),
+            kind: baton_core::TaskKind::Tool {
+                tool: "research".into(),
+            },
+            status: baton_core::TaskStatus::Running,
+            created_ms: 0,
+            finished_ms: None,
+            outcome: None,
+            attempts: 1,
+            tokens: 0,
+            call: None,
+        };
+        let creates = writer.journal_append(
+            "creates",
+            vec![JournalRecord::TaskCreated {
+                task,
+                arguments: None,
+            }],
+        );
+        let plain = writer.journal_append("plain", input("p"));
+        go.send(()).unwrap();
+        assert_eq!(block(gate), Ok(()));
+        assert_eq!(block(plain), Ok(()));
+        let waits = block(creates).unwrap_err();
+        assert!(
+            !waits.is_closed()
+                && waits
+                    .message()
+                    .contains("the database refuses every journal row alike"),
+            "{waits}"
+        );
+        db.lock().unwrap().refuse_tasks = false;
+        assert_eq!(block(writer.journal_append("creates", Vec::new())), Ok(()));
+        assert_eq!(texts(&db).len(), 3);
+    }
+
+    /// `StoreStats::transactions` counts commits, not attempts: a batch
+    /// that failed and was written again with the next is one commit.
+    /// (Before, every attempt counted, the failed ones too.)
+    #[test]
+    fn only_commits_count_as_transactions() {
+        let db = Arc::new(Mutex::new(Db {
+            fail: 1,
+            ..Db::default()
+        }));
+        let writer = writer(&db);
+        let block = futures::executor::block_on;
+        assert!(block(writer.journal_append("c", input("a"))).is_err());
+        assert_eq!(writer.stats().transactions(), 0);
+        assert_eq!(block(writer.journal_append("c", input("b"))), Ok(()));
+        assert_eq!(writer.stats().transactions(), 1);
+        assert_eq!(writer.stats().records(), 2);
     }
 }

@@ -763,3 +763,52 @@ fn a_lost_commit_answer_while_the_server_is_down_does_not_wedge_the_writer() {
         ["a", "b"].map(common::input).to_vec()
     );
 }
+
+/// A check added `NOT VALID` (rows stored before may break it) refuses
+/// records of 1,000 bytes or more. An append of such a record is refused
+/// for its data and its journal closed, though the probe's copy of another
+/// conversation's latest row breaks the check too (that row is as large):
+/// the probe's minimal row is taken, so the database takes rows. The other
+/// conversations write on. (Before, the copy's refusal alone was taken for
+/// a database refusing every row: the append was kept at the head of the
+/// batches, and every later append of every conversation failed behind
+/// it, for good.)
+#[test]
+fn an_append_refused_with_the_probes_copy_does_not_stall_other_conversations() {
+    let Some(schema) = Schema::new() else { return };
+    let store = schema.opener()();
+    let block = futures::executor::block_on;
+    let big = "x".repeat(2000);
+    let zeta = store.journal("zeta").unwrap();
+    block(zeta.append(vec![common::input(&big)])).unwrap();
+    schema.execute(
+        "ALTER TABLE events ADD CONSTRAINT record_size \
+         CHECK (octet_length(record) < 1000) NOT VALID;",
+    );
+    let (alpha, beta) = (
+        store.journal("alpha").unwrap(),
+        store.journal("beta").unwrap(),
+    );
+    let refused = block(alpha.append(vec![common::input(&big)])).unwrap_err();
+    assert!(
+        refused.is_closed() && refused.message().contains("record_size"),
+        "alpha's append is refused for its data, its journal closed: {refused}"
+    );
+    assert_eq!(
+        block(beta.append(vec![common::input("small")])),
+        Ok(()),
+        "beta does not stall behind alpha"
+    );
+    assert_eq!(block(beta.append(vec![common::input("small 2")])), Ok(()));
+    assert!(block(alpha.append(Vec::new())).is_err_and(|e| e.is_closed()));
+    assert_eq!(store.read("alpha").unwrap(), vec![]);
+    assert_eq!(
+        store.read("beta").unwrap(),
+        vec![common::input("small"), common::input("small 2")]
+    );
+    assert_eq!(
+        store.conversations().unwrap(),
+        vec!["beta".to_owned(), "zeta".to_owned()],
+        "the probe left nothing"
+    );
+}

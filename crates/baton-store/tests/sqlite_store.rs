@@ -297,6 +297,43 @@ fn finished(id: u64) -> baton_core::JournalRecord {
     }
 }
 
+/// The same, with the bad append alone, so that no other append lands
+/// beside it and only the probe can tell: it looks at `events` only (a
+/// batch writes no task rows), so the append is refused for its data and
+/// its journal closed. (With a task row in the probe, as before, the
+/// append was taken for one a database refusing every row refuses, and
+/// waited, for good.)
+#[test]
+fn a_refusing_task_table_does_not_hide_an_append_refused_alone_for_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasks.db");
+    let store = opener(&path)();
+    let block = futures::executor::block_on;
+    let good = store.journal("good").unwrap();
+    block(good.append(with_task("a", 1))).unwrap();
+    required_column(&path, "tasks")(true);
+    let check = |create: &str| {
+        let end = create.rfind(')').unwrap();
+        format!(
+            "{}, CHECK (conversation <> 'bad'){}",
+            &create[..end],
+            &create[end..]
+        )
+    };
+    rebuild(&connect(&path), "events", check, "*");
+    let bad = store.journal("bad").unwrap();
+    let refused = block(bad.append(with_task("x", 1))).unwrap_err();
+    assert!(
+        refused.is_closed()
+            && refused
+                .message()
+                .contains("the store refused a record of `bad` (CHECK constraint failed"),
+        "{refused}"
+    );
+    block(good.append(with_task("b", 2))).unwrap();
+    assert_eq!(store.read("bad").unwrap(), vec![]);
+}
+
 /// An input and a task created: two records.
 fn with_task(text: &str, id: u64) -> Vec<baton_core::JournalRecord> {
     vec![
@@ -720,4 +757,67 @@ fn processes_opening_one_new_file_at_once_migrate_it_once() {
             baton_store::migrations::SCHEMA_VERSION
         );
     }
+}
+
+/// A check lets only conversations named `tenant-…` write, in a store with
+/// no rows yet. The first append, of `misnamed`, is refused, and so is the
+/// probe's minimal row (its conversation is no tenant's either), with no
+/// row of another conversation to copy: nothing yet tells this from a
+/// database refusing every row, so the append waits, answered with an
+/// error that may pass. But only `misnamed`'s appends wait: `tenant-1`'s
+/// land, and once one has, `misnamed`'s append is found refused for its
+/// data, dropped, and its journal closed. (Before, `misnamed`'s append was
+/// kept at the head of the batches and every later append of every
+/// conversation failed behind it, for good.)
+#[test]
+fn a_database_wrongly_found_refusing_every_row_holds_up_only_that_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenants.db");
+    let store = opener(&path)();
+    let check = |create: &str| {
+        let end = create.rfind(')').unwrap();
+        format!(
+            "{}, CHECK (conversation LIKE 'tenant-%'){}",
+            &create[..end],
+            &create[end..]
+        )
+    };
+    rebuild(&connect(&path), "events", check, "*");
+    let block = futures::executor::block_on;
+    let (bad, good) = (
+        store.journal("misnamed").unwrap(),
+        store.journal("tenant-1").unwrap(),
+    );
+    let waits = block(bad.append(vec![input("x")])).unwrap_err();
+    assert!(
+        !waits.is_closed()
+            && waits
+                .message()
+                .contains("the database refuses every journal row alike"),
+        "{waits}"
+    );
+    assert_eq!(
+        block(good.append(vec![input("a")])),
+        Ok(()),
+        "tenant-1 does not stall behind `misnamed`"
+    );
+    let refused = block(bad.append(Vec::new())).unwrap_err();
+    assert!(
+        refused.is_closed()
+            && refused
+                .message()
+                .contains("the store refused a record of `misnamed` (CHECK constraint failed"),
+        "{refused}"
+    );
+    assert_eq!(block(good.append(vec![input("b")])), Ok(()));
+    assert_eq!(
+        store.read("tenant-1").unwrap(),
+        vec![input("a"), input("b")]
+    );
+    assert_eq!(store.read("misnamed").unwrap(), vec![]);
+    assert_eq!(
+        store.conversations().unwrap(),
+        vec!["tenant-1".to_owned()],
+        "the probe left nothing"
+    );
 }
