@@ -829,50 +829,11 @@ fn remote_sub_agents_report_like_local_ones_and_time_out_on_the_parent_clock() {
     });
 }
 
-/// A remote executor that notes each task it is handed, and whether the
-/// task's creation was durable in `journal` at that moment; each task
-/// succeeds a second later.
-struct Noting {
-    journal: Unreliable,
-    dispatched: std::sync::Mutex<Vec<(TaskId, bool)>>,
-}
-
-impl baton::runtime::RemoteExecutor for Noting {
-    fn dispatch(
-        &self,
-        task: baton::runtime::RemoteTask,
-        report: actix::Recipient<baton::runtime::messages::TaskFinished>,
-    ) {
-        let durable = self.journal.durable().iter().any(|r| {
-            matches!(r, baton::core::JournalRecord::TaskCreated { task: t, .. } if t.id == task.task_id)
-        });
-        self.dispatched
-            .lock()
-            .unwrap()
-            .push((task.task_id, durable));
-        actix::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            report.do_send(baton::runtime::messages::TaskFinished {
-                task_id: task.task_id,
-                attempt: task.attempt,
-                outcome: TaskOutcome::Succeeded {
-                    output: "ran remotely".into(),
-                },
-            });
-        });
-    }
-
-    fn cancel(&self, _task_id: TaskId) {}
-}
-
 #[test]
 fn a_remote_task_is_published_only_once_its_record_is_durable_even_if_the_journal_fails() {
     block_on_paused(async {
         let journal = Unreliable::new();
-        let executor = Arc::new(Noting {
-            journal: journal.clone(),
-            dispatched: Default::default(),
-        });
+        let executor = Arc::new(Noting::new(&journal));
         let model = ScriptedModel::new().script(
             "lead",
             [

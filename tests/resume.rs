@@ -514,6 +514,9 @@ fn a_journal_closed_for_good_stops_the_conversation_with_its_error() {
         };
         closed(settled);
         closed(convo.send_user("anyone there?").await);
+        // Stopping it now says why it stopped, too.
+        closed(convo.suspend().await);
+        closed(convo.shutdown().await);
         assert_eq!(convo.live_agents(), 0, "the whole tree stopped");
         // The result never became durable, so it never entered history,
         // and the log still has the task running: a resumed conversation
@@ -1458,5 +1461,319 @@ fn a_subtree_cancelled_while_its_worker_announces_subtasks_ends_after_them_in_th
                 .collect();
             assert_eq!(of_task, ["created", "finished"], "{id}: {announced:?}");
         }
+    });
+}
+
+/// A lead that delegates to `mid`, which (after a second) delegates to
+/// the remote `far`, run by `executor`.
+fn remote_tree(executor: &Arc<Noting>) -> Agent {
+    let model = ScriptedModel::from_fn(|req| match (req.agent.as_str(), req.messages.last()) {
+        ("lead", Some(Message::User { .. })) => {
+            ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
+        }
+        ("mid", Some(Message::User { .. })) => {
+            ScriptedTurn::call("create_task", json!({"agent": "far", "prompt": "f"}))
+                .after(Duration::from_secs(1))
+        }
+        _ => ScriptedTurn::text("done"),
+    });
+    let far = Agent::builder("far").remote(executor.clone()).build();
+    let mid = Agent::builder("mid")
+        .model(model.clone())
+        .delegates_to([far])
+        .build();
+    Agent::builder("lead")
+        .model(model)
+        .delegates_to([mid])
+        .build()
+}
+
+/// Stops (suspends, or shuts down) the [`remote_tree`] just as the record
+/// of `mid`'s remote task (task 2) becomes durable: its append lands
+/// after the stop has begun and before `mid` gets its `Shutdown` (which
+/// goes down the tree through the lead). The task must not be handed
+/// out: it would start after the stop. (Before, it was: on suspend, a
+/// resume dispatched it a second time.) Returns the journal.
+fn stop_as_a_remote_task_becomes_durable(suspend: bool) -> Unreliable {
+    let journal = Unreliable::new();
+    let log = journal.clone();
+    block_on_paused(async move {
+        let executor = Arc::new(Noting::new(&journal));
+        let convo = durable(remote_tree(&executor), &journal);
+        convo.send_user("go").await.unwrap();
+        journal.hold();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            executor.dispatched().is_empty(),
+            "not published before its record is durable"
+        );
+        // Wakes `mid` (whose publication waits for the append) first, then
+        // the lead with the stop: `mid` finds its record durable before
+        // the stop reaches it.
+        journal.release();
+        if suspend {
+            convo.suspend().await.unwrap();
+        } else {
+            convo.shutdown().await.unwrap();
+        }
+        assert_eq!(
+            executor.dispatched(),
+            [],
+            "the remote task was handed out after the stop began"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(executor.dispatched().is_empty());
+    });
+    log
+}
+
+#[test]
+fn a_remote_task_durable_as_the_conversation_is_suspended_is_dispatched_once_after_resume() {
+    let journal = stop_as_a_remote_task_becomes_durable(true);
+    let replay = Replay::from_records(journal.durable());
+    // Both still running in the log: `mid` and its remote task.
+    assert_eq!(replay.tasks.len(), 2);
+    assert!(replay.tasks.iter().all(|(t, _)| !t.status.is_terminal()));
+
+    // Resumed: `mid` starts over (its remote task, under it, is cancelled
+    // as its parent starts over) and hands out its new remote task, once.
+    block_on_paused(async move {
+        let executor = Arc::new(Noting::new(&journal));
+        let convo = Orchestrator::builder(remote_tree(&executor))
+            .journal(Arc::new(journal.clone()))
+            .resume(replay)
+            .spawn();
+        convo.settled().await.unwrap();
+        assert_eq!(executor.dispatched(), [TaskId::new(3)]);
+        let status = |n: u64| convo.check_task(TaskId::new(n)).unwrap().status;
+        assert_eq!(status(1), TaskStatus::Succeeded);
+        assert_eq!(status(2), TaskStatus::Cancelled);
+        assert_eq!(status(3), TaskStatus::Succeeded);
+    });
+}
+
+#[test]
+fn a_remote_task_durable_as_the_conversation_is_shut_down_is_cancelled_not_dispatched() {
+    let journal = stop_as_a_remote_task_becomes_durable(false);
+    let replay = Replay::from_records(journal.durable());
+    assert_eq!(replay.tasks.len(), 2);
+    assert!(replay
+        .tasks
+        .iter()
+        .all(|(t, _)| t.status == TaskStatus::Cancelled));
+}
+
+/// A worker whose task its parent has just cancelled finds the journal
+/// closed: its report (failed by the closed journal) reaches a parent that
+/// no longer has the task and ignores it. The conversation must stop all
+/// the same and `settled` answer with the journal's error. (Before, nothing
+/// carried the error up: the tree, marked stopping, started no turn, and
+/// `settled` never answered.) On one thread the worker meets the journal
+/// just before its parent removes the task (an actor handles its mailbox
+/// before its futures, so the parent's `Shutdown` would win otherwise);
+/// its report then arrives after the removal, as in the race where the
+/// removal comes first.
+#[test]
+fn a_closed_journal_met_by_a_worker_just_cancelled_still_stops_the_conversation() {
+    block_on_paused(async {
+        let model = ScriptedModel::from_fn(|req| match (req.agent.as_str(), req.messages.last()) {
+            ("lead", Some(Message::User { .. })) => ScriptedTurn::call(
+                "create_task",
+                json!({"agent": "helper", "prompt": "look it up"}),
+            ),
+            ("lead", _) => ScriptedTurn::text("noted"),
+            ("helper", Some(Message::User { .. })) => {
+                ScriptedTurn::call("deep_research", json!({"topic": "bees"}))
+            }
+            _ => ScriptedTurn::text("found it"),
+        });
+        let helper = Agent::builder("helper")
+            .model(model.clone())
+            .background_tool(DeepResearch { secs: 2 })
+            .build();
+        let lead = Agent::builder("lead")
+            .model(model)
+            .delegates_to([helper])
+            .build();
+        let journal = Unreliable::new();
+        let convo = durable(lead, &journal);
+        convo.send_user("go").await.unwrap();
+        journal.hold();
+        // The helper's tool ends at 2 s: its result waits for a held append.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // That append fails, closed for good (waking the helper first),
+        // and the user cancels the helper's task (then the lead).
+        journal.close();
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        let settled = tokio::time::timeout(Duration::from_secs(600), convo.settled())
+            .await
+            .expect("settled answers (the conversation stopped)");
+        assert!(
+            matches!(&settled, Err(baton::RuntimeError::Journal(why)) if why.contains("writer has stopped")),
+            "{settled:?}"
+        );
+        assert_eq!(convo.live_agents(), 0, "the whole tree stopped");
+    });
+}
+
+/// A background tool that runs until the test opens its gate.
+struct Gate {
+    open: Arc<tokio::sync::Notify>,
+}
+
+impl Tool for Gate {
+    type Args = NoArgs;
+    fn name(&self) -> &str {
+        "gate"
+    }
+    fn description(&self) -> &str {
+        "Waits for its gate to open."
+    }
+    async fn call(&self, _args: NoArgs) -> Result<ToolOutput, ToolError> {
+        self.open.notified().await;
+        Ok("opened".into())
+    }
+}
+
+/// With one slot in the tree's concurrency budget: the lead delegates to
+/// `mid` (task 1), then (at 0.5 s) runs the gate tool (task 2), which waits for the
+/// slot `mid` holds; after a second `mid` starts task 3 (`leaf` if
+/// `delegate`, else the background tool `deep_research`), which waits
+/// for the slot behind the gate tool, and goes idle, handing its slot to
+/// the gate tool. So task 3 waits for the slot until the gate opens.
+fn one_slot_tree(delegate: bool, open: &Arc<tokio::sync::Notify>) -> Agent {
+    let model =
+        ScriptedModel::from_fn(move |req| match (req.agent.as_str(), req.messages.last()) {
+            ("lead", Some(Message::User { .. })) => {
+                ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
+            }
+            ("lead", Some(Message::Tool { name, .. })) if name == "create_task" => {
+                // Once `mid` holds the slot.
+                ScriptedTurn::call("gate", json!({})).after(Duration::from_millis(500))
+            }
+            ("mid", Some(Message::User { .. })) if delegate => {
+                ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "l"}))
+                    .after(Duration::from_secs(1))
+            }
+            ("mid", Some(Message::User { .. })) => {
+                ScriptedTurn::call("deep_research", json!({"topic": "bees"}))
+                    .after(Duration::from_secs(1))
+            }
+            _ => ScriptedTurn::text("done"),
+        })
+        .recording();
+    let leaf = Agent::builder("leaf").model(model.clone()).build();
+    let mid = Agent::builder("mid")
+        .model(model.clone())
+        .background_tool(DeepResearch { secs: 1 })
+        .delegates_to([leaf])
+        .build();
+    Agent::builder("lead")
+        .model(model)
+        .background_tool(Gate {
+            open: Arc::clone(open),
+        })
+        .delegates_to([mid])
+        .limits(baton::core::Limits {
+            max_concurrent: 1,
+            ..baton::core::Limits::default()
+        })
+        .build()
+}
+
+/// Suspends the [`one_slot_tree`] as the gate opens: the gate tool's slot
+/// goes to task 3 after the stop began and before `mid`'s `Shutdown`
+/// (one hop further down) reaches it. Task 3's attempt must not begin:
+/// no `TaskStarted`, not running. (Before, a sub-agent was marked running
+/// and its attempt's clock started; a tool started running.)
+fn a_slot_granted_while_stopping(delegate: bool) {
+    block_on_paused(async move {
+        let open = Arc::new(tokio::sync::Notify::new());
+        let journal = MemoryJournal::new();
+        let convo = durable(one_slot_tree(delegate, &open), &journal);
+        let mut events = convo.subscribe();
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let status = |n: u64| convo.check_task(TaskId::new(n)).unwrap().status;
+        assert_eq!(
+            (status(1), status(2), status(3)),
+            (
+                TaskStatus::Running,
+                TaskStatus::Running,
+                TaskStatus::Pending
+            )
+        );
+        // Wakes the gate tool first, then the lead with the stop.
+        open.notify_one();
+        convo.suspend().await.unwrap();
+        let started = matching(
+            &drain(&mut events),
+            |e| matches!(e, baton::Event::TaskStarted { task_id, .. } if *task_id == TaskId::new(3)),
+        );
+        assert!(
+            started.is_empty(),
+            "task 3 began after the stop: {started:?}"
+        );
+        assert_eq!(status(3), TaskStatus::Pending);
+        // Suspended, not ended: the log has it still to run.
+        let replay = Replay::from_records(journal.records());
+        let third = replay.tasks.iter().find(|(t, _)| t.id == TaskId::new(3));
+        assert!(
+            third.is_some_and(|(t, _)| !t.status.is_terminal()),
+            "{replay:?}"
+        );
+    });
+}
+
+#[test]
+fn a_sub_agent_granted_its_slot_while_the_conversation_stops_does_not_begin() {
+    a_slot_granted_while_stopping(true);
+}
+
+#[test]
+fn a_tool_granted_its_slot_while_the_conversation_stops_does_not_begin() {
+    a_slot_granted_while_stopping(false);
+}
+
+/// An approval handled after the stop began (sent just before it) starts
+/// nothing, so it answers with the stop's error rather than `Pending`; the
+/// task still awaits approval, in the log too (a resumed conversation
+/// asks again).
+#[test]
+fn an_approval_while_the_conversation_is_suspended_answers_stopped() {
+    block_on_paused(async {
+        let model = delegating_model();
+        let helper = Agent::builder("helper").model(model.clone()).build();
+        let lead = Agent::builder("lead")
+            .model(model.clone())
+            .delegates_to([helper])
+            .require_approval("helper")
+            .build();
+        let journal = MemoryJournal::new();
+        let convo = durable(lead, &journal);
+        convo.send_user("go").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let id = TaskId::new(1);
+        assert_eq!(
+            convo.check_task(id).unwrap().status,
+            TaskStatus::AwaitingApproval
+        );
+        // The approval is in the lead's mailbox before the stop, and
+        // handled after the stop began.
+        let (approved, suspended) = futures::join!(convo.approve(id), convo.suspend());
+        suspended.unwrap();
+        assert_eq!(approved, Err(baton::RuntimeError::Stopped));
+        assert_eq!(requests_of(&model, "helper"), 0);
+        assert_eq!(
+            convo.check_task(id).unwrap().status,
+            TaskStatus::AwaitingApproval
+        );
+        let replay = Replay::from_records(journal.records());
+        assert_eq!(replay.tasks[0].0.status, TaskStatus::AwaitingApproval);
+        // Once stopped, an approval says why too.
+        assert_eq!(convo.approve(id).await, Err(baton::RuntimeError::Stopped));
     });
 }

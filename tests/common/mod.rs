@@ -260,6 +260,57 @@ pub fn echo_model() -> baton::ScriptedModel {
     })
 }
 
+/// A remote executor that notes each task it is handed, and whether the
+/// task's creation was durable in `journal` at that moment; each task
+/// succeeds a second later.
+pub struct Noting {
+    journal: Unreliable,
+    pub dispatched: std::sync::Mutex<Vec<(baton::TaskId, bool)>>,
+}
+
+impl Noting {
+    pub fn new(journal: &Unreliable) -> Self {
+        Self {
+            journal: journal.clone(),
+            dispatched: Default::default(),
+        }
+    }
+
+    /// The tasks handed out so far, in order.
+    pub fn dispatched(&self) -> Vec<baton::TaskId> {
+        let dispatched = self.dispatched.lock().unwrap();
+        dispatched.iter().map(|(id, _)| *id).collect()
+    }
+}
+
+impl baton::runtime::RemoteExecutor for Noting {
+    fn dispatch(
+        &self,
+        task: baton::runtime::RemoteTask,
+        report: actix::Recipient<baton::runtime::messages::TaskFinished>,
+    ) {
+        let durable = self.journal.durable().iter().any(|r| {
+            matches!(r, baton::core::JournalRecord::TaskCreated { task: t, .. } if t.id == task.task_id)
+        });
+        self.dispatched
+            .lock()
+            .unwrap()
+            .push((task.task_id, durable));
+        actix::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            report.do_send(baton::runtime::messages::TaskFinished {
+                task_id: task.task_id,
+                attempt: task.attempt,
+                outcome: baton::TaskOutcome::Succeeded {
+                    output: "ran remotely".into(),
+                },
+            });
+        });
+    }
+
+    fn cancel(&self, _task_id: baton::TaskId) {}
+}
+
 /// A journal over a [`baton::core::MemoryJournal`] (its durable part) whose
 /// appends can be made to fail or be held back, keeping the `Journal`
 /// contract: the records of a failed or held append are not withdrawn but
@@ -289,8 +340,8 @@ struct UnreliableState {
     holding: bool,
     /// Whether only appends carrying a `TaskFinished` record are held.
     holding_results: bool,
-    /// The held appends' answers (`true`: durable), oldest first.
-    held: Vec<futures::channel::oneshot::Sender<bool>>,
+    /// The held appends' answers, oldest first.
+    held: Vec<futures::channel::oneshot::Sender<Result<(), baton::core::JournalError>>>,
 }
 
 impl Unreliable {
@@ -321,9 +372,18 @@ impl Unreliable {
     }
 
     /// From now on every append fails as a journal closed for good does
-    /// (a store whose writer died): what waits is never durable.
+    /// (a store whose writer died): what waits is never durable, and the
+    /// appends held back fail so now.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        state.holding = false;
+        state.holding_results = false;
+        let held = std::mem::take(&mut state.held);
+        state.refused += u32::try_from(held.len()).unwrap();
+        for held in held {
+            let _ = held.send(Err(closed_error()));
+        }
     }
 
     /// Appends succeed again (what waits goes with the next one).
@@ -345,7 +405,7 @@ impl Unreliable {
         let queued = std::mem::take(&mut state.queued);
         drop(self.durable.append(queued));
         for held in state.held.drain(..) {
-            let _ = held.send(true);
+            let _ = held.send(Ok(()));
         }
     }
 
@@ -364,13 +424,15 @@ impl Unreliable {
         if state.held.is_empty() {
             return;
         }
-        if durable {
+        let answer = if durable {
             let queued = std::mem::take(&mut state.queued);
             drop(self.durable.append(queued));
+            Ok(())
         } else {
             state.refused += 1;
-        }
-        let _ = state.held.remove(0).send(durable);
+            Err(baton::core::JournalError::new("the disk is full"))
+        };
+        let _ = state.held.remove(0).send(answer);
     }
 
     /// How many appends failed so far.
@@ -394,11 +456,7 @@ impl baton::core::Journal for Unreliable {
         }
         if state.closed {
             state.refused += 1;
-            return Box::pin(async {
-                Err(baton::core::JournalError::closed(
-                    "the store's writer has stopped",
-                ))
-            });
+            return Box::pin(async { Err(closed_error()) });
         }
         state.queued.extend(records);
         let fail = state.down || (state.armed && state.failures > 0);
@@ -412,15 +470,16 @@ impl baton::core::Journal for Unreliable {
         if state.holding && (result || !state.holding_results) {
             let (tx, rx) = futures::channel::oneshot::channel();
             state.held.push(tx);
-            return rx
-                .map(|durable| match durable {
-                    Ok(false) => Err(baton::core::JournalError::new("the disk is full")),
-                    _ => Ok(()),
-                })
-                .boxed();
+            // (An answer never sent, the journal dropped, counts as durable.)
+            return rx.map(|answer| answer.unwrap_or(Ok(()))).boxed();
         }
         let queued = std::mem::take(&mut state.queued);
         drop(self.durable.append(queued));
         Box::pin(async { Ok(()) })
     }
+}
+
+/// The error of a journal closed for good (its store's writer died).
+fn closed_error() -> baton::core::JournalError {
+    baton::core::JournalError::closed("the store's writer has stopped")
 }

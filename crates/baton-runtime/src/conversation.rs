@@ -1,7 +1,7 @@
 //! [`Orchestrator`] starts a conversation; [`Conversation`] is the handle
 //! a program holds to talk to it, watch it and steer its tasks.
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, AsyncContext};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -150,7 +150,11 @@ impl Orchestrator {
         if let Some(replay) = self.replay {
             actor.resume_from(replay);
         }
-        let addr = actor.start();
+        let addr = OrchestratorActor::create(|ctx| {
+            // Before any agent of the tree runs: where they stop it from.
+            let _ = shared.root.set(ctx.address().downgrade().recipient());
+            actor
+        });
         let inputs = Inputs::start(Arc::clone(&shared), addr.clone()).map(Arc::new);
         Conversation {
             addr,
@@ -208,17 +212,9 @@ impl Inputs {
                         Ok(())
                     }
                     Err(e) => {
-                        // Closed for good: the conversation stops (if the
-                        // actor has not found out itself).
-                        if shared.journal_closed.set(e.clone()).is_ok() {
-                            addr.do_send(Shutdown {
-                                reason: format!(
-                                    "the conversation's journal is closed ({})",
-                                    e.message()
-                                ),
-                                suspend: true,
-                            });
-                        }
+                        // Closed for good: the conversation stops (if no
+                        // agent has found out first).
+                        shared.close_journal(&e);
                         Err(e.into())
                     }
                 };
@@ -397,6 +393,12 @@ impl Conversation {
     }
 
     /// Approves a task that waits for approval: it starts running.
+    ///
+    /// Once the conversation is being stopped (shut down, suspended, or its
+    /// journal closed) nothing starts: this fails with
+    /// [`RuntimeError::Stopped`] (or [`RuntimeError::Journal`]), and the
+    /// task keeps waiting (a suspended conversation keeps it so in its
+    /// journal, to approve once resumed).
     pub async fn approve(&self, id: TaskId) -> Result<TaskStatus, RuntimeError> {
         self.decide(id, Ok(())).await
     }
@@ -421,16 +423,22 @@ impl Conversation {
             .registry
             .status_and_parent(id)
             .ok_or(RuntimeError::UnknownTask(id))?;
-        let owner = self
-            .owner(parent, status)
-            .ok_or(RuntimeError::NotAwaitingApproval(id, status))?;
+        let Some(owner) = self.owner(parent, status) else {
+            if status == TaskStatus::AwaitingApproval && self.shared.census.is_stopping() {
+                // Its owner has stopped with the tree (on suspend the task
+                // waits in the journal): the conversation is why.
+                return Err(self.shared.stopped_error());
+            }
+            return Err(RuntimeError::NotAwaitingApproval(id, status));
+        };
         owner
             .decide
             .send(Decide {
                 task_id: id,
                 decision,
             })
-            .await?
+            .await
+            .map_err(|_| self.shared.stopped_error())?
     }
 
     /// The agent that owns a task not ended yet: the one running its
@@ -479,8 +487,9 @@ impl Conversation {
     /// call stops once that call returns.) Remote tasks are told to stop;
     /// they run elsewhere, so there is nothing to wait for.
     ///
-    /// Fails with [`RuntimeError::Stopped`] if the conversation had stopped
-    /// already (it still waits for its tree).
+    /// Fails if the conversation had stopped already (it still waits for
+    /// its tree): with [`RuntimeError::Journal`] if it stopped because its
+    /// journal closed for good, [`RuntimeError::Stopped`] otherwise.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
         self.stop("the conversation was shut down", false).await
     }
@@ -505,8 +514,8 @@ impl Conversation {
         // threads, or not built yet, in their own time): wait for them all.
         // Awaiting (not blocking) is what lets agents on this thread stop.
         self.shared.census.all_stopped().await;
-        sent?;
-        Ok(())
+        // It had stopped already: say why (its journal closed, if so).
+        sent.map_err(|_| self.shared.stopped_error())
     }
 
     /// Stops the conversation but keeps its work for later, as a crash
@@ -524,6 +533,10 @@ impl Conversation {
     /// everything they journaled is durable: once it returns, the journal
     /// gets nothing more from this conversation, and resuming from it (or
     /// reading it with `baton log`) is safe.
+    ///
+    /// Fails as [`Conversation::shutdown`] does if the conversation had
+    /// stopped already, and with [`RuntimeError::Journal`] if its journal
+    /// is closed for good (what it journaled may not be durable).
     ///
     /// Without a journal there is nothing to resume from: it is
     /// [`Conversation::shutdown`].

@@ -258,8 +258,19 @@ impl<R: Role> AgentActor<R> {
     }
 
     /// Hands a remote task to its executor, unless its attempt has ended
-    /// (here, or in the registry: cancelled with a subtree above it).
+    /// (here, or in the registry: cancelled with a subtree above it), or
+    /// the tree is being stopped.
     fn publish(&mut self, publish: Publish) {
+        if self.shared.census.is_stopping() {
+            // Handed out now, it would start after the stop (its record
+            // became durable between the stop's start and this agent's
+            // `Shutdown`, which is on its way). It stays as the stop
+            // leaves it: cancelled on shutdown; on suspend, running in
+            // the journal, so a resumed conversation dispatches it then,
+            // once.
+            tracing::debug!(task_id = %publish.task.task_id, "the tree is stopping: the remote task is not published");
+            return;
+        }
         let id = publish.task.task_id;
         let current = self.tasks.get(&id).is_some_and(|t| {
             t.attempt == publish.attempt && matches!(t.state, TaskState::Remote(_))
@@ -314,19 +325,15 @@ impl<R: Role> AgentActor<R> {
     /// the agent stops, as a crash would leave it: its tasks are stopped,
     /// not ended, and what waits for the journal stays unfolded (a resumed
     /// conversation would find those tasks running and start them again).
-    /// A worker tells its parent, which stops the same way (no retry), up
-    /// to the conversation. Its API then answers with this error
-    /// ([`crate::RuntimeError::Journal`]).
+    /// A worker tells its parent, which stops the same way (no retry), and
+    /// the first agent to find out also tells the conversation directly
+    /// (see [`super::Shared::close_journal`]), so the conversation stops
+    /// even if that report is ignored. Its API then answers with this
+    /// error ([`crate::RuntimeError::Journal`]).
     pub(super) fn journal_closed(&mut self, error: &JournalError, ctx: &mut Context<Self>) {
         // Nothing in the tree starts new work from now on.
-        self.shared.census.begin_stopping();
-        if self.shared.journal_closed.set(error.clone()).is_ok() {
-            tracing::error!(
-                %error,
-                "the journal is closed for good; the conversation stops, as nothing more can be made durable"
-            );
-        }
-        let reason = format!("the conversation's journal is closed ({})", error.message());
+        self.shared.close_journal(error);
+        let reason = super::journal_closed_reason(error);
         self.role.failed(&reason);
         self.abort_in_flight(ctx);
         // As a crash would leave them: nothing more can be journaled, so

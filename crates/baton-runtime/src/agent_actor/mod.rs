@@ -102,12 +102,16 @@ pub(crate) struct Shared {
     /// Where durable records go, if the conversation has a journal.
     pub(crate) journal: Option<Arc<dyn Journal>>,
     /// Set when the journal turned out closed for good: the conversation
-    /// stopped, and this is why.
+    /// stopped, and this is why. Set through [`Shared::close_journal`].
     pub(crate) journal_closed: Arc<std::sync::OnceLock<baton_core::JournalError>>,
     /// Ends of tasks cancelled with a subtree above them whose owners have
     /// not journaled them yet: what `settled` waits for besides the
     /// conversation itself.
     pub(crate) ends_from_above: Arc<tasks::EndsFromAbove>,
+    /// The conversation's actor (set as it is made; weak, so the tree does
+    /// not keep it alive): where an agent that finds the journal closed
+    /// sends the stop, rather than relying on its parent's report.
+    pub(crate) root: Arc<std::sync::OnceLock<actix::WeakRecipient<Shutdown>>>,
 }
 
 impl Shared {
@@ -117,6 +121,34 @@ impl Shared {
         self.journal_closed
             .get()
             .map_or(crate::RuntimeError::Stopped, |e| e.clone().into())
+    }
+
+    /// The journal is closed for good: nothing in the tree starts new work
+    /// from now on, and the conversation stops, as a crash would leave it
+    /// (its tasks suspended, not ended). The first to find out (an agent,
+    /// or the queue of user inputs) records why and tells the conversation
+    /// directly: a worker's report to its parent may be ignored (its task
+    /// was cancelled meanwhile), and the conversation must stop all the
+    /// same, or the tree would sit still, every agent refusing to start
+    /// work, and `settled` would never answer.
+    pub(crate) fn close_journal(&self, error: &baton_core::JournalError) {
+        self.census.begin_stopping();
+        if self.journal_closed.set(error.clone()).is_err() {
+            // Someone found out first, and told the conversation.
+            return;
+        }
+        tracing::error!(
+            %error,
+            "the journal is closed for good; the conversation stops, as nothing more can be made durable"
+        );
+        if let Some(root) = self.root.get().and_then(actix::WeakRecipient::upgrade) {
+            // (The conversation itself, when it is the one that found
+            // out, is stopping already: this changes nothing then.)
+            root.do_send(Shutdown {
+                reason: journal_closed_reason(error),
+                suspend: true,
+            });
+        }
     }
 
     pub(crate) fn new(
@@ -139,8 +171,14 @@ impl Shared {
             journal,
             journal_closed: Arc::default(),
             ends_from_above: Arc::default(),
+            root: Arc::default(),
         }
     }
+}
+
+/// Why the tasks of a conversation whose journal closed were stopped.
+pub(crate) fn journal_closed_reason(error: &baton_core::JournalError) -> String {
+    format!("the conversation's journal is closed ({})", error.message())
 }
 
 /// This agent's slot in the tree's concurrency budget.
@@ -874,6 +912,12 @@ impl<R: Role> Handler<SlotGranted> for AgentActor<R> {
 
     fn handle(&mut self, msg: SlotGranted, ctx: &mut Context<Self>) {
         let _guard = self.span.clone().entered();
+        if self.shared.census.is_stopping() {
+            // The tree is being stopped: the attempt does not begin (no
+            // `TaskStarted`, no clock, no turn). The slot goes back; the
+            // agent's `Shutdown` is on its way.
+            return;
+        }
         self.slot = Slot::Held(msg.permit);
         self.mark_started(ctx);
         if self.turns.is_idle() && self.turns.has_queued() {

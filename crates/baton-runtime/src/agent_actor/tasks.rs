@@ -400,6 +400,7 @@ impl<R: Role> AgentActor<R> {
         let registry = self.shared.registry.clone();
         let events = self.shared.events.clone();
         let slots = self.shared.slots.clone();
+        let census = Arc::clone(&self.shared.census);
         let mark_running = move || {
             if let Some(attempt) = registry.set_status(task_id, TaskStatus::Running) {
                 events.publish(Event::TaskStarted { task_id, attempt });
@@ -424,6 +425,12 @@ impl<R: Role> AgentActor<R> {
                 (Some(p), _) => Some(p),
                 (None, Some(slots)) => {
                     let p = slots.acquire_owned().await.ok();
+                    if census.is_stopping() {
+                        // The tree is being stopped: the attempt does not
+                        // begin (the stop cancels its task or, on
+                        // suspend, leaves it running in the journal).
+                        return;
+                    }
                     mark_running();
                     p
                 }
@@ -894,6 +901,13 @@ impl<R: Role> Handler<Decide> for AgentActor<R> {
             .is_some_and(|t| matches!(t.state, TaskState::AwaitingApproval));
         if !awaiting {
             return Err(RuntimeError::NotAwaitingApproval(id, status));
+        }
+        if msg.decision.is_ok() && self.shared.census.is_stopping() {
+            // Nothing starts while the tree is being stopped: the task
+            // stays awaiting approval (the stop cancels it or, on
+            // suspend, keeps it so in the journal, to approve once
+            // resumed). Saying `Pending` would promise a run.
+            return Err(self.shared.stopped_error());
         }
         self.emit(|| Event::ApprovalDecided {
             task_id: id,
