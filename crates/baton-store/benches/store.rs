@@ -52,7 +52,7 @@ fn fanout_lead(n: usize, latency: Duration) -> Agent {
         .build()
 }
 
-/// The CPU time, in seconds, the store's threads (named `baton-store-…`)
+/// The CPU time, in seconds, the store threads (named `baton-store-…`)
 /// of this process have run so far, from Linux's per-thread `schedstat`
 /// (nanoseconds); `None` elsewhere.
 fn store_threads_cpu() -> Option<f64> {
@@ -162,10 +162,15 @@ fn fanout(dir: &tempfile::TempDir, pg: Option<&PgStore>, latency: Duration) {
                 }
                 let convo = builder.spawn();
                 let start = Instant::now();
+                // Other stores' threads (PostgreSQL's, shared by the rounds)
+                // idle meanwhile: the difference is this store's.
+                let store_cpu_before = store_threads_cpu();
                 convo.send_user("go").await.expect("send");
                 convo.settled().await.expect("settled");
                 let took = start.elapsed();
-                let store_cpu = store_threads_cpu();
+                let store_cpu = store_threads_cpu()
+                    .zip(store_cpu_before)
+                    .map(|(after, before)| after - before);
                 convo.shutdown().await.expect("shutdown");
                 (took.as_secs_f64(), store_cpu)
             });

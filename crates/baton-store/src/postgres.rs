@@ -328,7 +328,6 @@ impl PgStore {
                 client,
                 location: writer_target.location.clone(),
                 target: writer_target,
-                next_seq: HashMap::new(),
                 last_row: None,
                 limits,
             })
@@ -652,8 +651,6 @@ struct PgWriter {
     location: StoreLocation,
     /// To connect again when the server drops the connection.
     target: Target,
-    /// The last sequence number of each conversation seen.
-    next_seq: HashMap<String, i64>,
     /// The sequence number and time of the last row of the latest batch
     /// that reached its commit (see [`Backend::committed_after_all`]).
     last_row: Option<(i64, i64)>,
@@ -773,14 +770,27 @@ impl Backend for PgWriter {
         let mut conversations: Vec<&str> = Vec::with_capacity(total);
         let mut seqs: Vec<i64> = Vec::with_capacity(total);
         let mut records: Vec<&str> = Vec::with_capacity(total);
+        let mut next_seq: HashMap<&str, i64> = HashMap::new();
         for append in batch
             .iter()
             .flat_map(|e| &e.appends)
             .filter(|a| a.count > 0)
         {
-            let seq = match self.next_seq.get_mut(&append.conversation) {
+            let seq = match next_seq.get_mut(append.conversation.as_str()) {
                 Some(seq) => seq,
                 None => {
+                    // Each conversation's last event, read once per batch
+                    // under a lock on the conversation held to the commit
+                    // (not cached across batches): another writer of the
+                    // conversation may have appended since, and a row
+                    // numbered from a stale count could land in the gap a
+                    // row of several records leaves below its number, under
+                    // rows committed before it.
+                    tx.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext('baton-conversation:' || $1))",
+                        &[&append.conversation],
+                    )
+                    .map_err(|e| write_error(location, e))?;
                     let row = tx
                         .query_one(
                             "SELECT COALESCE(MAX(seq), 0) AS seq FROM events WHERE conversation = $1",
@@ -788,9 +798,7 @@ impl Backend for PgWriter {
                         )
                         .map_err(|e| write_error(location, e))?;
                     let max: i64 = column(location, "events", &row, 0)?;
-                    self.next_seq
-                        .entry(append.conversation.clone())
-                        .or_insert(max)
+                    next_seq.entry(append.conversation.as_str()).or_insert(max)
                 }
             };
             for row in &append.rows {
@@ -840,7 +848,6 @@ impl Backend for PgWriter {
     /// batch goes again with it, unless [`Backend::committed_after_all`]
     /// finds that its commit reached the server after all.
     fn rolled_back(&mut self) {
-        self.next_seq.clear();
         if !alive(&mut self.client) {
             match self.target.connect() {
                 Ok(fresh) => {

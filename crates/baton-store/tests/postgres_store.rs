@@ -261,6 +261,12 @@ fn a_nul_in_a_task_is_kept() {
 }
 
 #[test]
+fn a_second_writer_of_a_conversation_appends_after_the_other() {
+    let Some(schema) = Schema::new() else { return };
+    common::a_second_writer_of_a_conversation_appends_after_the_other(schema.opener());
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let Some(schema) = Schema::new() else { return };
     common::duplicate_completion_is_ignored(schema.opener());

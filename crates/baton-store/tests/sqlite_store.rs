@@ -448,6 +448,14 @@ fn a_nul_in_a_task_is_kept() {
 }
 
 #[test]
+fn a_second_writer_of_a_conversation_appends_after_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    common::a_second_writer_of_a_conversation_appends_after_the_other(opener(
+        &dir.path().join("two.db"),
+    ));
+}
+
+#[test]
 fn a_duplicate_completion_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     common::duplicate_completion_is_ignored(opener(&dir.path().join("dup.db")));

@@ -211,6 +211,37 @@ pub fn tool_task(id: u64) -> TaskRecord {
     }
 }
 
+/// Two stores writing one conversation, one after the other: a writer's
+/// append lands after the rows the other committed before it, in commit
+/// order, even where the other's row of several records left a gap below
+/// its number (before, a writer numbering from its own count wrote its
+/// record into that gap, under the other's rows, and the task table, which
+/// had folded past it, never got it).
+pub fn a_second_writer_of_a_conversation_appends_after_the_other(open: Opener) {
+    let block = futures::executor::block_on;
+    let created = |id: u64| JournalRecord::TaskCreated {
+        task: tool_task(id),
+        arguments: Some("{}".into()),
+    };
+    let (one, two) = (open(), open());
+    block(one.journal("c").unwrap().append(vec![input("o1")])).unwrap();
+    block(
+        two.journal("c")
+            .unwrap()
+            .append(vec![input("t1"), created(1)]),
+    )
+    .unwrap();
+    drop(two);
+    block(one.journal("c").unwrap().append(vec![created(2)])).unwrap();
+    drop(one);
+    let store = open();
+    assert_eq!(
+        store.read("c").unwrap(),
+        vec![input("o1"), input("t1"), created(1), created(2)]
+    );
+    assert_eq!(assert_task_table_agrees(store.as_ref(), "c").len(), 2);
+}
+
 /// A result logged twice across a crash is recognised by its task id: the
 /// store keeps both records, the replay and the resumed conversation only
 /// the first.
