@@ -4,7 +4,10 @@
 //!   SQLite and PostgreSQL;
 //! * the 10,000-task delegation fan-out with the SQLite journal on and off,
 //!   with a zero-latency model (the journal's whole cost) and with sub-agents
-//!   answering after 100 ms (the fan-out of issue 4's benchmark);
+//!   answering after 100 ms (the fan-out of issue 4's benchmark), with the
+//!   process's CPU per run and, on Linux, the store threads' own (until
+//!   the run settles: SQLite's task table, written when its writer is
+//!   idle, counts in the process's CPU only);
 //! * resume time (read + replay + restart) for a 100,000-event log, for
 //!   SQLite and PostgreSQL.
 //!
