@@ -1030,6 +1030,43 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
     });
 }
 
+/// A lead that delegates to "mid", which delegates to a hanging "leaf"
+/// and then holds its thread with `hold`.
+fn lead_over_a_held_mid(hold: HoldThread) -> Agent {
+    let model = ScriptedModel::from_fn(|req: &ChatRequest| {
+        match (req.agent.as_str(), req.messages.last()) {
+            ("lead", Some(Message::User { .. })) => {
+                ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
+            }
+            ("mid", Some(Message::User { .. })) => {
+                ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "l"}))
+                    .and_call("hold_thread", json!({}))
+            }
+            ("leaf", _) => ScriptedTurn::hang(),
+            _ => ScriptedTurn::text("ok"),
+        }
+    });
+    let leaf = Agent::builder("leaf").model(model.clone()).build();
+    let mid = Agent::builder("mid")
+        .model(model.clone())
+        .delegates_to([leaf])
+        .tool(hold)
+        .build();
+    Agent::builder("lead")
+        .model(model)
+        .delegates_to([mid])
+        .build()
+}
+
+/// How many `TaskFinished` records `journal` holds for task `id`.
+fn ends_in(journal: &baton::core::MemoryJournal, id: u64) -> usize {
+    journal
+        .records()
+        .iter()
+        .filter(|r| matches!(r, baton::core::JournalRecord::TaskFinished { task_id, .. } if *task_id == TaskId::new(id)))
+        .count()
+}
+
 /// `settled` waits for the ends of a cancelled subtree, which the
 /// subtree's owners journal (each after its task's `TaskCreated`) as they
 /// learn of the cancel: here the middle worker's thread is held, so the
@@ -1040,31 +1077,8 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
 fn settled_waits_until_the_owners_of_a_cancelled_subtree_have_journaled_its_ends() {
     block_on_paused(async {
         let (hold, holding, release) = HoldThread::new();
-        let model = ScriptedModel::from_fn(|req: &ChatRequest| {
-            match (req.agent.as_str(), req.messages.last()) {
-                ("lead", Some(Message::User { .. })) => {
-                    ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
-                }
-                ("mid", Some(Message::User { .. })) => {
-                    ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "l"}))
-                        .and_call("hold_thread", json!({}))
-                }
-                ("leaf", _) => ScriptedTurn::hang(),
-                _ => ScriptedTurn::text("ok"),
-            }
-        });
-        let leaf = Agent::builder("leaf").model(model.clone()).build();
-        let mid = Agent::builder("mid")
-            .model(model.clone())
-            .delegates_to([leaf])
-            .tool(hold)
-            .build();
-        let lead = Agent::builder("lead")
-            .model(model)
-            .delegates_to([mid])
-            .build();
         let journal = baton::core::MemoryJournal::default();
-        let convo = Orchestrator::builder(lead)
+        let convo = Orchestrator::builder(lead_over_a_held_mid(hold))
             .journal(Arc::new(journal.clone()))
             .worker_threads(1)
             .spawn();
@@ -1074,13 +1088,7 @@ fn settled_waits_until_the_owners_of_a_cancelled_subtree_have_journaled_its_ends
             convo.cancel_task(TaskId::new(1)).await,
             Ok(TaskStatus::Cancelled)
         );
-        let ends = |id: u64| {
-            journal
-                .records()
-                .iter()
-                .filter(|r| matches!(r, baton::core::JournalRecord::TaskFinished { task_id, .. } if *task_id == TaskId::new(id)))
-                .count()
-        };
+        let ends = |id: u64| ends_in(&journal, id);
         assert_eq!((ends(1), ends(2)), (1, 0), "the leaf's owner is held");
         // Virtual time runs on while the conversation waits for the held
         // thread: an hour passes, and `settled` has not answered.
@@ -1103,6 +1111,45 @@ fn settled_waits_until_the_owners_of_a_cancelled_subtree_have_journaled_its_ends
             ]
         );
         convo.shutdown().await.unwrap();
+    });
+}
+
+/// A `settled` waiting for the ends of a cancelled subtree when the
+/// conversation is shut down answers `Stopped`, not `Ok`: the leaf's owner
+/// is held, its end is not in the log, and the conversation never settled.
+/// (Before, the stop released the wait, and `settled` answered `Ok` with
+/// the leaf's end missing from the log.)
+#[test]
+fn settled_waiting_for_a_cancelled_subtree_answers_stopped_when_the_conversation_stops() {
+    block_on_paused(async {
+        let (hold, holding, release) = HoldThread::new();
+        let journal = baton::core::MemoryJournal::default();
+        let convo = Orchestrator::builder(lead_over_a_held_mid(hold))
+            .journal(Arc::new(journal.clone()))
+            .worker_threads(1)
+            .spawn();
+        convo.send_user("go").await.unwrap();
+        held(holding).await;
+        assert_eq!(
+            convo.cancel_task(TaskId::new(1)).await,
+            Ok(TaskStatus::Cancelled)
+        );
+        let c = convo.clone();
+        let settled = tokio::spawn(async move { c.settled().await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!settled.is_finished(), "the leaf's owner is held");
+        let c = convo.clone();
+        let shutdown = tokio::spawn(async move { c.shutdown().await });
+        // The conversation stops; its held worker does not, yet.
+        let answer = tokio::time::timeout(Duration::from_secs(10), settled)
+            .await
+            .expect("settled answers once the conversation has stopped")
+            .unwrap();
+        assert_eq!(ends_in(&journal, 2), 0, "the leaf's end is not in the log");
+        assert_eq!(answer, Err(baton::RuntimeError::Stopped));
+        drop(release);
+        shutdown.await.unwrap().unwrap();
+        assert_eq!(convo.live_agents(), 0);
     });
 }
 

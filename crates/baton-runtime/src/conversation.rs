@@ -464,8 +464,10 @@ impl Conversation {
     /// journal (the ends of a cancelled subtree too, which the agents
     /// below journal as they stop).
     ///
-    /// Fails with [`RuntimeError::Journal`] if the journal turned out closed
-    /// for good (the conversation stopped then).
+    /// Fails if the conversation stops before it settled (the ends of a
+    /// cancelled subtree not journaled yet included): with
+    /// [`RuntimeError::Journal`] if the journal turned out closed for good
+    /// (the conversation stopped then), [`RuntimeError::Stopped`] otherwise.
     pub async fn settled(&self) -> Result<(), RuntimeError> {
         if let Some(inputs) = &self.inputs {
             // Inputs sent before this call count: once they are delivered.

@@ -988,7 +988,11 @@ impl Handler<WhenSettled> for OrchestratorActor {
             }
             // The ends of cancelled subtrees, journaled by their owners
             // (workers that may not have handled their `Shutdown` yet).
-            shared.ends_from_above.all_journaled().await;
+            // If the conversation stops first, it never settled: the log
+            // may never hold those ends.
+            if !shared.ends_from_above.all_journaled().await {
+                return Err(shared.stopped_error());
+            }
             // Settled includes durable: an empty append resolves once
             // everything appended before it is in the journal.
             match &shared.journal {

@@ -154,17 +154,20 @@ impl EndsFromAbove {
     }
 
     /// Resolves once every end expected so far is handed to the journal
-    /// (so an append made after it comes after them), or the conversation
-    /// has stopped.
-    pub(crate) async fn all_journaled(&self) {
+    /// (so an append made after it comes after them): `true`; or once the
+    /// conversation has stopped with ends still not handed over: `false`
+    /// (they may never be, and the log lacks them).
+    pub(crate) async fn all_journaled(&self) -> bool {
         loop {
             let mut changed = std::pin::pin!(self.changed.notified());
             // Registered before the check, so a change in between still
             // wakes it.
             changed.as_mut().enable();
-            if self.unjournaled.load(Ordering::Acquire) == 0 || self.closed.load(Ordering::Acquire)
-            {
-                return;
+            if self.unjournaled.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return false;
             }
             changed.await;
         }
