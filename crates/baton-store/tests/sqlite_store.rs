@@ -96,6 +96,16 @@ fn rebuild(
     .unwrap();
 }
 
+/// The `events` table rebuilt with `CHECK (condition)`, as an
+/// administrator might add one.
+fn check_events(path: &Path, condition: &str) {
+    let check = |create: &str| {
+        let end = create.rfind(')').unwrap();
+        format!("{}, CHECK ({condition}){}", &create[..end], &create[end..])
+    };
+    rebuild(&connect(path), "events", check, "*");
+}
+
 /// `table` rebuilt with a first column `tenant TEXT NOT NULL`, which no
 /// insert of baton's fills; then that column dropped again.
 fn required_column(path: &Path, table: &'static str) -> common::Breaker {
@@ -126,15 +136,7 @@ fn an_append_that_can_never_land_does_not_stall_other_conversations() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.db");
     let store = opener(&path)();
-    let check = |create: &str| {
-        let end = create.rfind(')').unwrap();
-        format!(
-            "{}, CHECK (conversation <> 'bad'){}",
-            &create[..end],
-            &create[end..]
-        )
-    };
-    rebuild(&connect(&path), "events", check, "*");
+    check_events(&path, "conversation <> 'bad'");
     let block = futures::executor::block_on;
     let (good, bad) = (
         store.journal("good").unwrap(),
@@ -261,15 +263,7 @@ fn a_refusing_task_table_does_not_make_a_bad_append_stall_the_others() {
         store.journal("bad").unwrap(),
     );
     block(good.append(with_task("g0", 1))).unwrap();
-    let check = |create: &str| {
-        let end = create.rfind(')').unwrap();
-        format!(
-            "{}, CHECK (conversation <> 'bad'){}",
-            &create[..end],
-            &create[end..]
-        )
-    };
-    rebuild(&connect(&path), "events", check, "*");
+    check_events(&path, "conversation <> 'bad'");
     required_column(&path, "tasks")(true);
     let pending = vec![
         good.append(vec![input("a")]),
@@ -312,15 +306,7 @@ fn a_refusing_task_table_does_not_hide_an_append_refused_alone_for_its_data() {
     let good = store.journal("good").unwrap();
     block(good.append(with_task("a", 1))).unwrap();
     required_column(&path, "tasks")(true);
-    let check = |create: &str| {
-        let end = create.rfind(')').unwrap();
-        format!(
-            "{}, CHECK (conversation <> 'bad'){}",
-            &create[..end],
-            &create[end..]
-        )
-    };
-    rebuild(&connect(&path), "events", check, "*");
+    check_events(&path, "conversation <> 'bad'");
     let bad = store.journal("bad").unwrap();
     let refused = block(bad.append(with_task("x", 1))).unwrap_err();
     assert!(
@@ -782,15 +768,7 @@ fn a_database_wrongly_found_refusing_every_row_holds_up_only_that_conversation()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tenants.db");
     let store = opener(&path)();
-    let check = |create: &str| {
-        let end = create.rfind(')').unwrap();
-        format!(
-            "{}, CHECK (conversation LIKE 'tenant-%'){}",
-            &create[..end],
-            &create[end..]
-        )
-    };
-    rebuild(&connect(&path), "events", check, "*");
+    check_events(&path, "conversation LIKE 'tenant-%'");
     let block = futures::executor::block_on;
     let (bad, good) = (
         store.journal("misnamed").unwrap(),
