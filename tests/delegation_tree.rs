@@ -987,30 +987,9 @@ fn a_cancelled_subtree_reads_cancelled_before_its_workers_have_stopped() {
     // worker cannot handle its shutdown while the test looks at the tree.
     actix_rt::System::new().block_on(async {
         let (hold, holding, release) = HoldThread::new();
-        let model = ScriptedModel::from_fn(|req: &ChatRequest| {
-            match (req.agent.as_str(), req.messages.last()) {
-                ("lead", Some(Message::User { .. })) => {
-                    ScriptedTurn::call("create_task", json!({"agent": "mid", "prompt": "m"}))
-                }
-                ("mid", Some(Message::User { .. })) => {
-                    ScriptedTurn::call("create_task", json!({"agent": "leaf", "prompt": "l"}))
-                        .and_call("hold_thread", json!({}))
-                }
-                ("leaf", _) => ScriptedTurn::hang(),
-                _ => ScriptedTurn::text("ok"),
-            }
-        });
-        let leaf = Agent::builder("leaf").model(model.clone()).build();
-        let mid = Agent::builder("mid")
-            .model(model.clone())
-            .delegates_to([leaf])
-            .tool(hold)
-            .build();
-        let lead = Agent::builder("lead")
-            .model(model)
-            .delegates_to([mid])
-            .build();
-        let convo = Orchestrator::builder(lead).worker_threads(1).spawn();
+        let convo = Orchestrator::builder(lead_over_a_held_mid(hold))
+            .worker_threads(1)
+            .spawn();
         convo.send_user("go").await.unwrap();
         held(holding).await;
         // task-1: mid (its arbiter is held); task-2: the leaf it created.

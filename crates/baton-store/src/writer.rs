@@ -1704,6 +1704,15 @@ mod tests {
             .collect()
     }
 
+    /// The rows written hold the inputs `expected`, in order, each once.
+    fn assert_rows_hold(db: &Arc<Mutex<Db>>, expected: &[&str]) {
+        let rows = texts(db);
+        assert_eq!(rows.len(), expected.len(), "{rows:?}");
+        for (row, text) in rows.iter().zip(expected) {
+            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
+        }
+    }
+
     #[test]
     fn a_failed_append_is_written_ahead_of_the_next_and_an_empty_one_waits_for_it() {
         let db = Arc::new(Mutex::new(Db {
@@ -1814,11 +1823,7 @@ mod tests {
         assert!(block(writer.journal_append("c", input("a"))).is_err());
         assert!(block(writer.journal_append("c", input("b"))).is_err());
         assert_eq!(block(writer.journal_append("c", input("c"))), Ok(()));
-        let rows = texts(&db);
-        assert_eq!(rows.len(), 3, "a, b and c each once: {rows:?}");
-        for (row, text) in rows.iter().zip(["a", "b", "c"]) {
-            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
-        }
+        assert_rows_hold(&db, &["a", "b", "c"]);
     }
 
     /// An append the database can never take (its data breaks a
@@ -1865,12 +1870,7 @@ mod tests {
         let later = block(writer.journal_append("bad", input("f"))).unwrap_err();
         assert!(later.is_closed(), "{later}");
         assert_eq!(block(writer.journal_append("good", input("g"))), Ok(()));
-        let rows = texts(&db);
-        let expected = ["a", "b", "e", "g"];
-        assert_eq!(rows.len(), expected.len(), "{rows:?}");
-        for (row, text) in rows.iter().zip(expected) {
-            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
-        }
+        assert_rows_hold(&db, &["a", "b", "e", "g"]);
     }
 
     /// Records kept after a failure are written again after a pause even
@@ -1948,11 +1948,7 @@ mod tests {
             .unwrap_err()
             .is_closed());
         assert_eq!(block(writer.journal_append("g", input("d"))), Ok(()));
-        let rows = texts(&db);
-        assert_eq!(rows.len(), 3, "{rows:?}");
-        for (row, text) in rows.iter().zip(["a", "b", "d"]) {
-            assert!(row.contains(&format!("\"{text}\"")), "{rows:?}");
-        }
+        assert_rows_hold(&db, &["a", "b", "d"]);
     }
 
     /// One append alone, larger than the kept limit, with nothing else
